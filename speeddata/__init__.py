@@ -1,0 +1,11 @@
+"""SpeedData: ephemeral high-rate telemetry capture.
+
+The names users type: ``speeddata.store.open()``, ``read_hdf5``, ``read_avro`` and the errors.
+"""
+from . import errors, schema
+from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, SchemaError,
+                     SpeedDataError, StoreError, TagNotFound, TimeRangeError)
+
+__version__ = "0.1.0"
+__all__ = ["ChannelExists", "ChannelNotFound", "ConfigError", "DecodeError", "SchemaError",
+           "SpeedDataError", "StoreError", "TagNotFound", "TimeRangeError", "errors", "schema"]

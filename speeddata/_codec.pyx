@@ -1,0 +1,398 @@
+# cython: language_level=3
+"""Avro binary records <-> columns, driven by a flat plan compiled once per schema.
+
+One parse routine serves validation (no outputs) and decoding (columns given): the ingest
+hot path and the store's reader run the same bounds-checked code, which never reads past
+the buffer and reports why and where a datagram is bad.
+"""
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from libc.string cimport memcmp, memcpy, memset
+
+import numpy as np
+
+from .errors import DecodeError
+
+cdef enum:
+    K_NULL = 0
+    K_BOOLEAN = 1
+    K_INT = 2
+    K_LONG = 3
+    K_FLOAT = 4
+    K_DOUBLE = 5
+    K_BYTES = 6
+    K_STRING = 7
+    K_ENUM = 8
+    K_FIXED = 9
+    K_UNION = 10
+
+REASONS = ("ok", "empty", "truncated", "bad_varint", "negative_length", "bad_union_index",
+           "bad_enum_index", "bad_boolean", "bad_utf8", "too_many_records")
+REASON_TEXT = {
+    "empty": "empty datagram",
+    "truncated": "record ends past the end of the data",
+    "bad_varint": "varint overlong, longer than 10 bytes or out of range for its type",
+    "negative_length": "negative string/bytes length",
+    "bad_union_index": "union branch index out of range",
+    "bad_enum_index": "enum symbol index out of range",
+    "bad_boolean": "boolean byte other than 0 or 1",
+    "bad_utf8": "string is not valid UTF-8",
+    "too_many_records": "more records than the caller allows",
+}
+
+
+cdef inline Py_ssize_t read_long(const uint8_t* buf, Py_ssize_t n, Py_ssize_t pos,
+                                 int64_t* out, int* reason) noexcept nogil:
+    cdef uint64_t acc = 0
+    cdef int shift = 0
+    cdef uint8_t b
+    while True:
+        if pos >= n:
+            reason[0] = R_TRUNCATED
+            return -1
+        b = buf[pos]
+        pos += 1
+        if shift == 63 and b > 1:
+            reason[0] = R_BAD_VARINT
+            return -1
+        acc |= (<uint64_t>(b & 0x7f)) << shift
+        if not (b & 0x80):
+            if b == 0 and shift > 0:   # overlong: a zero continuation byte adds nothing
+                reason[0] = R_BAD_VARINT
+                return -1
+            break
+        shift += 7
+    out[0] = <int64_t>((acc >> 1) ^ (0 - (acc & 1)))
+    return pos
+
+
+cdef inline bint utf8_ok(const uint8_t* s, Py_ssize_t n) noexcept nogil:
+    """Strict UTF-8, as Python's decoder: no overlongs, no surrogates, nothing past U+10FFFF."""
+    cdef Py_ssize_t i = 0, need, k
+    cdef uint8_t c, c1
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xC2 or c > 0xF4:
+            return False
+        need = 1 if c < 0xE0 else (2 if c < 0xF0 else 3)
+        if i + need >= n:
+            return False
+        c1 = s[i + 1]
+        if c1 < 0x80 or c1 > 0xBF:
+            return False
+        if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F) or \
+           (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F):
+            return False
+        for k in range(2, need + 1):
+            if s[i + k] < 0x80 or s[i + k] > 0xBF:
+                return False
+        i += need + 1
+    return True
+
+
+cdef inline void mark_null(Op* ops, int first, int last, ColOut* cols, Py_ssize_t row) noexcept nogil:
+    cdef int j
+    cdef ColOut* c
+    cdef int64_t* pair
+    for j in range(first, last):
+        if ops[j].col < 0 or cols[ops[j].col].data == NULL:
+            continue
+        c = &cols[ops[j].col]
+        memset(c.data + row * c.itemsize, 0, c.itemsize)
+        if ops[j].kind == K_STRING or ops[j].kind == K_BYTES or ops[j].kind == K_FIXED:
+            pair = <int64_t*>(c.data + row * c.itemsize)
+            pair[1] = -1
+        if c.mask != NULL:
+            c.mask[row] = 1
+
+
+cdef class Plan:
+    """A channel schema compiled for the codec.
+
+    Parameters
+    ----------
+    schema : speeddata.schema.ChannelSchema
+        The schema whose records this plan reads.
+    wire : bool
+        Plan for what devices send: for a channel stamped with receive time, the records
+        without the leading time field (times then read as 0).
+    """
+
+    def __cinit__(self, schema, bint wire=False):
+        ops = schema.ops
+        self.time_op = schema.time_op
+        self.time_scale = schema.time_scale
+        if wire and schema.stamped:
+            ops = ops[1:]
+            self.time_op = -1
+        self.schema = schema
+        self.nops = len(ops)
+        self.ncols = len(schema.signals)
+        self.ops = <Op*>PyMem_Malloc(max(1, self.nops) * sizeof(Op))
+        if self.ops == NULL:
+            raise MemoryError()
+        for i, (kind, arg, span, col) in enumerate(ops):
+            self.ops[i].kind = kind
+            self.ops[i].arg = arg
+            self.ops[i].span = span
+            self.ops[i].col = col
+
+    def __dealloc__(self):
+        PyMem_Free(self.ops)
+
+    cdef Py_ssize_t parse(self, const uint8_t* buf, Py_ssize_t n, Py_ssize_t max_records,
+                          int64_t* times, Py_ssize_t* ends, ColOut* cols, Py_ssize_t row0,
+                          int* reason, Py_ssize_t* where) noexcept nogil:
+        """Walk records back to back over buf[0:n]; return their count, or -1 with reason
+        and the byte offset where the bad value starts."""
+        cdef Py_ssize_t pos = 0, count = 0, row, start, length
+        cdef int i, kind
+        cdef int64_t v, t
+        cdef Op* op
+        cdef ColOut* c
+        cdef int64_t* pair
+        reason[0] = R_OK
+        if n <= 0:
+            reason[0] = R_EMPTY
+            where[0] = 0
+            return -1
+        while pos < n:
+            if count >= max_records:
+                reason[0] = R_TOO_MANY
+                where[0] = pos
+                return -1
+            row = row0 + count
+            t = 0
+            i = 0
+            while i < self.nops:
+                op = &self.ops[i]
+                kind = op.kind
+                start = pos
+                c = NULL
+                if cols != NULL and op.col >= 0 and cols[op.col].data != NULL:
+                    c = &cols[op.col]
+                if kind == K_LONG or kind == K_INT:
+                    pos = read_long(buf, n, pos, &v, reason)
+                    if pos < 0:
+                        where[0] = start
+                        return -1
+                    if kind == K_INT:
+                        if v < -2147483648 or v > 2147483647:
+                            reason[0] = R_BAD_VARINT
+                            where[0] = start
+                            return -1
+                        if c != NULL:
+                            (<int32_t*>(c.data + row * 4))[0] = <int32_t>v
+                    elif c != NULL:
+                        (<int64_t*>(c.data + row * 8))[0] = v
+                    if i == self.time_op:
+                        t = v
+                elif kind == K_DOUBLE or kind == K_FLOAT:
+                    length = 8 if kind == K_DOUBLE else 4
+                    if pos + length > n:
+                        reason[0] = R_TRUNCATED
+                        where[0] = start
+                        return -1
+                    if c != NULL:
+                        memcpy(c.data + row * length, buf + pos, length)
+                    pos += length
+                elif kind == K_STRING or kind == K_BYTES:
+                    pos = read_long(buf, n, pos, &v, reason)
+                    if pos < 0:
+                        where[0] = start
+                        return -1
+                    if v < 0:
+                        reason[0] = R_NEGATIVE_LENGTH
+                        where[0] = start
+                        return -1
+                    if v > n - pos:
+                        reason[0] = R_TRUNCATED
+                        where[0] = start
+                        return -1
+                    if kind == K_STRING and not utf8_ok(buf + pos, v):
+                        reason[0] = R_BAD_UTF8
+                        where[0] = pos
+                        return -1
+                    if c != NULL:
+                        pair = <int64_t*>(c.data + row * 16)
+                        pair[0] = pos
+                        pair[1] = v
+                    pos += v
+                elif kind == K_BOOLEAN:
+                    if pos >= n:
+                        reason[0] = R_TRUNCATED
+                        where[0] = start
+                        return -1
+                    if buf[pos] > 1:
+                        reason[0] = R_BAD_BOOLEAN
+                        where[0] = start
+                        return -1
+                    if c != NULL:
+                        (<uint8_t*>c.data)[row] = buf[pos]
+                    pos += 1
+                elif kind == K_ENUM:
+                    pos = read_long(buf, n, pos, &v, reason)
+                    if pos < 0:
+                        where[0] = start
+                        return -1
+                    if v < 0 or v >= op.arg:
+                        reason[0] = R_BAD_ENUM
+                        where[0] = start
+                        return -1
+                    if c != NULL:
+                        (<int32_t*>(c.data + row * 4))[0] = <int32_t>v
+                elif kind == K_FIXED:
+                    if op.arg > n - pos:
+                        reason[0] = R_TRUNCATED
+                        where[0] = start
+                        return -1
+                    if c != NULL:  # bytes objects: numpy's S dtype drops trailing NULs
+                        pair = <int64_t*>(c.data + row * 16)
+                        pair[0] = pos
+                        pair[1] = op.arg
+                    pos += op.arg
+                elif kind == K_UNION:
+                    pos = read_long(buf, n, pos, &v, reason)
+                    if pos < 0:
+                        where[0] = start
+                        return -1
+                    if v == op.arg:          # the null branch: skip the value's ops
+                        if cols != NULL:
+                            mark_null(self.ops, i + 1, i + 1 + op.span, cols, row)
+                        i += op.span
+                    elif v != (0 if op.arg < 0 else 1 - op.arg):
+                        reason[0] = R_BAD_UNION
+                        where[0] = start
+                        return -1
+                if c != NULL and c.mask != NULL:
+                    c.mask[row] = 0
+                i += 1
+            if times != NULL:
+                times[count] = t * self.time_scale
+            if ends != NULL:
+                ends[count] = pos
+            count += 1
+        return count
+
+    def check(self, data, Py_ssize_t max_records=1 << 30):
+        """Check that ``data`` holds whole records back to back, nothing more.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 ns time of each record (zeros where the plan has no time field).
+
+        Raises
+        ------
+        DecodeError
+            With ``reason`` (one of `REASONS`) and the byte ``offset`` of the bad value.
+        """
+        cdef const uint8_t[::1] buf = _as_bytes(data)
+        cdef Py_ssize_t n = buf.shape[0]
+        cdef int reason = 0
+        cdef Py_ssize_t where = 0, count
+        cdef int64_t[::1] times = np.empty(max(1, min(n, max_records)), dtype=np.int64)
+        with nogil:
+            count = self.parse(&buf[0] if n else NULL, n, min(n, max_records), &times[0],
+                               NULL, NULL, 0, &reason, &where)
+        if count < 0:
+            raise _decode_error(reason, where, n)
+        return np.asarray(times)[:count].copy()
+
+    def validate(self, data):
+        """Record count of ``data``, or -reason code (never raises for bad bytes)."""
+        cdef const uint8_t[::1] buf = _as_bytes(data)
+        cdef Py_ssize_t n = buf.shape[0]
+        cdef int reason = 0
+        cdef Py_ssize_t where = 0, count
+        with nogil:
+            count = self.parse(&buf[0] if n else NULL, n, n, NULL, NULL, NULL, 0,
+                               &reason, &where)
+        return count if count >= 0 else -reason
+
+    def decode_into(self, data, Py_ssize_t count, Py_ssize_t row0, int64_t[::1] times,
+                    list columns, list masks):
+        """Decode ``count`` records from ``data`` into rows row0.. of preallocated columns.
+
+        ``columns[k]`` is the numpy array of column k (None: not wanted), ``masks[k]`` a
+        uint8 array for nullable columns (None otherwise). Returns the count decoded.
+        """
+        cdef const uint8_t[::1] buf = _as_bytes(data)
+        cdef Py_ssize_t n = buf.shape[0]
+        cdef int reason = 0, k
+        cdef Py_ssize_t where = 0, got
+        cdef ColOut* cols = <ColOut*>PyMem_Malloc(max(1, self.ncols) * sizeof(ColOut))
+        cdef list scratch = [None] * self.ncols
+        cdef int64_t[:, ::1] pairs
+        if cols == NULL:
+            raise MemoryError()
+        try:
+            for k in range(self.ncols):
+                col = columns[k]
+                cols[k].data = NULL
+                cols[k].mask = NULL
+                if col is None:
+                    continue
+                if col.dtype.hasobject:
+                    scratch[k] = np.empty((count, 2), dtype=np.int64)
+                    pairs = scratch[k]
+                    cols[k].data = <char*>&pairs[0, 0] - row0 * 16 if count else NULL
+                    cols[k].itemsize = 16
+                else:
+                    cols[k].itemsize = col.dtype.itemsize
+                    cols[k].data = <char*><uintptr_t>col.__array_interface__["data"][0]
+                if masks[k] is not None:
+                    cols[k].mask = <uint8_t*><uintptr_t>masks[k].__array_interface__["data"][0]
+            with nogil:
+                got = self.parse(&buf[0] if n else NULL, n, count, &times[row0], NULL, cols,
+                                 row0, &reason, &where)
+        finally:
+            PyMem_Free(cols)
+        if got < 0 or got != count:
+            raise _decode_error(reason if got < 0 else R_TRUNCATED, where, n)
+        for k in range(self.ncols):
+            if scratch[k] is not None:
+                _objects_from_pairs(buf, scratch[k], columns[k], row0,
+                                    self.schema.signals[k].type == "string")
+        return got
+
+
+cdef _objects_from_pairs(const uint8_t[::1] buf, int64_t[:, ::1] pairs, object[:] out,
+                         Py_ssize_t row0, bint text):
+    """Build str/bytes objects, reusing the previous one when a value repeats (telemetry
+    strings such as a status word mostly do)."""
+    cdef Py_ssize_t i, off, ln, prev_off = -1, prev_ln = -1
+    cdef const char* base = <const char*>&buf[0] if buf.shape[0] else NULL
+    prev = None
+    for i in range(pairs.shape[0]):
+        off = pairs[i, 0]
+        ln = pairs[i, 1]
+        if ln < 0:
+            out[row0 + i] = None
+            continue
+        if not (ln == prev_ln and (ln == 0 or memcmp(base + off, base + prev_off, ln) == 0)):
+            prev = (PyUnicode_DecodeUTF8(base + off, ln, NULL) if text
+                    else PyBytes_FromStringAndSize(base + off, ln))
+            prev_off = off
+            prev_ln = ln
+        out[row0 + i] = prev
+
+
+cdef const uint8_t[::1] _as_bytes(data):
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        mv = memoryview(data)
+        if mv.ndim != 1 or mv.itemsize != 1 or not mv.c_contiguous:
+            mv = memoryview(bytes(mv))
+        return mv.cast("B") if mv.format != "B" else mv
+    return memoryview(np.ascontiguousarray(data).view(np.uint8).reshape(-1))
+
+
+def _decode_error(int reason, Py_ssize_t where, Py_ssize_t n):
+    name = REASONS[reason]
+    return DecodeError(f"{REASON_TEXT.get(name, name)} at byte {where} of {n}",
+                       reason=name, offset=where)

@@ -1,0 +1,2 @@
+# cython: language_level=3
+"""UDP receive hot path (filled in by the ingest work)."""

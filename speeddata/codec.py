@@ -1,0 +1,141 @@
+"""Encode records to Avro binary and decode Avro binary to columns.
+
+Decoding and validation run in Cython (`speeddata._codec`); encoding, needed only by
+senders and tests, uses fastavro.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import fastavro
+import numpy as np
+
+from ._codec import REASONS, Plan
+from .schema import ChannelSchema, load
+
+__all__ = ["Columns", "Plan", "REASONS", "allocate", "decode", "encode", "encoder"]
+
+
+class Columns:
+    """Records of one channel as columns: ``time`` (int64 ns) and one numpy array per signal.
+
+    Nullable signals are ``numpy.ma.MaskedArray`` (masked where null; the data under the
+    mask is 0, empty or None). Strings, bytes and enum symbols are object arrays.
+    Signals are reached as ``cols["a.b"]``, ``cols.signal`` or by iterating ``cols.signals``.
+    """
+
+    def __init__(self, time: np.ndarray, data: dict[str, np.ndarray], channel: str = ""):
+        self.time = time
+        self.data = data
+        self.channel = channel
+
+    @property
+    def signals(self) -> list[str]:
+        return list(self.data)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name == "time":
+            return self.time
+        return self.data[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name == "time" or name in self.data
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(f"no signal {name!r} in channel {self.__dict__.get('channel')!r}")
+
+    def __repr__(self) -> str:
+        return f"<Columns {self.channel!r}: {len(self)} records, signals {self.signals}>"
+
+    def take(self, index: np.ndarray | slice) -> "Columns":
+        """Rows selected by a slice, boolean mask or index array."""
+        return Columns(self.time[index], {k: v[index] for k, v in self.data.items()},
+                       self.channel)
+
+    def to_pandas(self):
+        """A pandas DataFrame indexed by time (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from e
+        frame = {k: (v.filled(np.nan) if v.dtype.kind == "f" else v.astype(object).filled(None))
+                 if np.ma.isMaskedArray(v) else v for k, v in self.data.items()}
+        return pd.DataFrame(frame, index=pd.to_datetime(self.time, unit="ns", utc=True))
+
+
+def allocate(schema: ChannelSchema, n: int, signals: Sequence[str] | None = None):
+    """Empty output columns for ``n`` records: (time, columns, masks) as decode_into takes."""
+    wanted = set(schema.signal_names if signals is None else signals)
+    for name in wanted:
+        schema.signal(name)  # raises SchemaError naming the unknown signal
+    columns, masks = [], []
+    for s in schema.signals:
+        if s.name not in wanted:
+            columns.append(None)
+            masks.append(None)
+            continue
+        columns.append(np.empty(n, dtype=np.int32 if s.type == "enum" else s.dtype))
+        masks.append(np.zeros(n, dtype=np.uint8) if s.nullable else None)
+    return np.empty(n, dtype=np.int64), columns, masks
+
+
+def finish(schema: ChannelSchema, time: np.ndarray, columns: list, masks: list,
+           channel: str = "") -> Columns:
+    """Turn decode_into's outputs into Columns (enum indexes to symbols, masks applied)."""
+    data = {}
+    for s, col, mask in zip(schema.signals, columns, masks):
+        if col is None:
+            continue
+        if s.type == "enum":
+            col = np.asarray(s.symbols, dtype=object)[col]
+        if mask is not None:
+            col = np.ma.MaskedArray(col, mask=mask.view(bool))
+        data[s.name] = col
+    return Columns(time, data, channel)
+
+
+def decode(schema: ChannelSchema | Plan, data: bytes, count: int | None = None,
+           signals: Sequence[str] | None = None) -> Columns:
+    """Decode Avro binary records, back to back, into Columns.
+
+    ``count`` may be given when known (an Avro block header says it); otherwise the records
+    are counted first. Raises DecodeError when the bytes are not whole records.
+    """
+    plan = schema if isinstance(schema, Plan) else Plan(schema)
+    if count is None:
+        count = len(plan.check(data))
+    time, columns, masks = allocate(plan.schema, count, signals)
+    plan.decode_into(data, count, 0, time, columns, masks)
+    return finish(plan.schema, time, columns, masks)
+
+
+def encoder(schema: ChannelSchema | Mapping | str):
+    """A function record -> Avro binary bytes, for the given schema (wire form)."""
+    cs = schema if isinstance(schema, ChannelSchema) else load(schema)
+    avro = dict(cs.avro)
+    if cs.stamped:  # devices do not send the time SpeedData stamps on receipt
+        avro["fields"] = avro["fields"][1:]
+    parsed = fastavro.parse_schema(avro)
+    write = fastavro.schemaless_writer
+
+    def encode_one(record: Mapping[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        write(buf, parsed, record)
+        return buf.getvalue()
+
+    return encode_one
+
+
+def encode(schema: ChannelSchema | Mapping | str, records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Avro binary of the records, back to back (a multi-record datagram or block body)."""
+    one = encoder(schema)
+    return b"".join(one(r) for r in records)

@@ -1,0 +1,65 @@
+"""The SpeedData error hierarchy: catch ``SpeedDataError`` to catch them all.
+
+Errors that are also a builtin inherit from it too, so ``except KeyError`` keeps working
+for code that does not know SpeedData.
+"""
+
+from __future__ import annotations
+
+
+class SpeedDataError(Exception):
+    """Root of every error SpeedData raises on purpose.
+
+    ``hint``, when set, tells the user what to do next.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class SchemaError(SpeedDataError, ValueError):
+    """A channel schema that SpeedData cannot use; the message names the field."""
+
+
+class DecodeError(SpeedDataError, ValueError):
+    """Bytes that are not records of the channel's schema; the message names the byte offset."""
+
+    def __init__(self, message: str, *, reason: str, offset: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.offset = offset
+
+
+class ChannelNotFound(SpeedDataError, KeyError):
+    """No channel of that name in the store or registry."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return SpeedDataError.__str__(self)
+
+
+class ChannelExists(SpeedDataError, ValueError):
+    """A channel of that name exists already, with another schema or port."""
+
+
+class TimeRangeError(SpeedDataError, ValueError):
+    """A time or time range that cannot be understood (bad text, end before start)."""
+
+
+class StoreError(SpeedDataError, OSError):
+    """The store directory is not a store, is read-only, full, or locked by another writer."""
+
+
+class TagNotFound(SpeedDataError, KeyError):
+    """No tag of that name."""
+
+    def __str__(self) -> str:
+        return SpeedDataError.__str__(self)
+
+
+class ConfigError(SpeedDataError, ValueError):
+    """A configuration file or value that is wrong; the message names the key."""

@@ -1,0 +1,198 @@
+import io
+import random
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from speeddata import DecodeError
+from speeddata import schema as S
+from speeddata.codec import REASONS, Plan, decode, encode, encoder
+
+from avro_strategies import channel_schema, flatten, records_for, same
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "schemas"
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def fastavro_records(parsed, data: bytes):
+    """fastavro's reading of back-to-back records, or None when it cannot read them exactly
+    (including non-canonical bytes: re-encoding must give the same bytes back). An empty
+    datagram holds no record, and SpeedData rejects it."""
+    if not data:
+        return None
+    stream, out = io.BytesIO(data), []
+    try:
+        while stream.tell() < len(data):
+            out.append(fastavro.schemaless_reader(stream, parsed))
+    except Exception:
+        return None
+    again = io.BytesIO()
+    for r in out:
+        fastavro.schemaless_writer(again, parsed, r)
+    return out if again.getvalue() == data else None
+
+
+def check_columns(cs, avro, records, cols):
+    assert len(cols) == len(records)
+    for row, record in enumerate(records):
+        flat = flatten(record, avro)
+        if cs.time_field in flat:
+            assert cols.time[row] == flat.pop(cs.time_field)
+        for name, expected in flat.items():
+            got = cols[name][row]
+            if got is np.ma.masked:
+                got = None
+            elif isinstance(got, np.generic):
+                got = got.item()
+            assert same(got, expected), (name, row, got, expected)
+
+
+@SETTINGS
+@given(st.data())
+def test_decode_matches_fastavro_on_random_schemas(data):
+    avro = data.draw(channel_schema())
+    cs = S.load(avro)
+    records = data.draw(records_for(avro))
+    parsed = fastavro.parse_schema(avro)
+    wire = b"".join(_fa_encode(parsed, r) for r in records)
+    assert fastavro_records(parsed, wire) is not None
+    if cs.stamped:  # our stored form starts with the receive time; devices send without it
+        plan = Plan(cs, wire=True)
+        assert plan.validate(wire) == len(records)
+        return
+    cols = decode(cs, wire)
+    check_columns(cs, avro, [fastavro.schemaless_reader(io.BytesIO(_fa_encode(parsed, r)),
+                                                       parsed) for r in records], cols)
+    # selecting signals decodes the same values for those signals only
+    some = cs.signal_names[::2]
+    part = decode(cs, wire, signals=some)
+    assert part.signals == some
+    for name in some:
+        assert np.array_equal(np.ma.getdata(part[name]), np.ma.getdata(cols[name]))
+
+
+@SETTINGS
+@given(st.data())
+def test_validate_accepts_exactly_what_fastavro_reads(data):
+    avro = data.draw(channel_schema())
+    cs = S.load(avro)
+    plan = Plan(cs, wire=True)
+    wire_avro = dict(cs.avro, fields=cs.avro["fields"][1:]) if cs.stamped else avro
+    parsed = fastavro.parse_schema(wire_avro)
+    records = data.draw(records_for(wire_avro))
+    encoded = [_fa_encode(parsed, r) for r in records]
+    wire = b"".join(encoded)
+    assert plan.validate(wire) == len(records)
+    ends = set(np.cumsum([len(e) for e in encoded]).tolist())
+    for cut in range(len(wire)):  # every truncation: only whole-record prefixes pass
+        expected = fastavro_records(parsed, wire[:cut])
+        got = plan.validate(wire[:cut])
+        assert (got >= 0) == (expected is not None) == (cut in ends and cut > 0), cut
+        if got >= 0:
+            assert got == len(expected)
+    extra = data.draw(st.binary(min_size=1, max_size=8))
+    expected = fastavro_records(parsed, wire + extra)
+    got = plan.validate(wire + extra)
+    assert (got >= 0) == (expected is not None)
+    if expected is not None:
+        assert got == len(expected)
+
+
+@pytest.mark.parametrize("name, unit", [("example.avsc", None), ("temperature.avsc", "ms")])
+def test_reference_schemas_round_trip(name, unit):
+    cs = S.load(REFERENCE / name, time_unit=unit)
+    rng = random.Random(7)
+    records = []
+    for i in range(50):
+        r = {}
+        for f in cs.avro["fields"]:
+            r[f["name"]] = {"long": 1_700_000_000_000 + i, "int": i, "double": rng.random(),
+                            "string": rng.choice(["ok", "warning", "héllo"])}[
+                f["type"] if isinstance(f["type"], str) else f["type"]["type"]]
+        records.append(r)
+    cols = decode(cs, encode(cs, records))
+    assert cols.time.tolist() == [r["time"] * cs.time_scale for r in records]
+    for s in cs.signals:
+        assert list(cols[s.name]) == [r[s.name] for r in records]
+
+
+EXAMPLE_RECORD = {"time": 5, "message": "hi", "counter": 3, "sine_wave": 1.0, "ramp": 2.0,
+                  "square_wave": 3.0, "noise": 4.0}
+
+
+@pytest.mark.parametrize("data, reason, offset", [
+    (b"", "empty", 0),
+    (b"\x0a\x04h", "truncated", 1),                                   # string past the end
+    (b"\x0a\x03hi", "negative_length", 1),
+    (b"\xff" * 11, "bad_varint", 0),                                  # longer than 10 bytes
+    (b"\x80\x00", "bad_varint", 0),                                   # overlong zero
+    (b"\x0a\x04\xff\xfe", "bad_utf8", 2),
+])
+def test_reject_reasons_and_offsets(data, reason, offset):
+    plan = Plan(S.load(REFERENCE / "example.avsc"))
+    assert plan.validate(data) == -REASONS.index(reason)
+    with pytest.raises(DecodeError) as err:
+        plan.check(data)
+    assert err.value.reason == reason and err.value.offset == offset
+    assert f"at byte {offset}" in str(err.value)
+
+
+def test_union_enum_boolean_and_int_range_rejects():
+    cs = S.load({"type": "record", "name": "r", "fields": [
+        {"name": "o", "type": ["null", "int"]},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+        {"name": "b", "type": "boolean"}]})
+    plan = Plan(cs, wire=True)   # no time field: devices send the fields only
+    assert plan.validate(b"\x02\x02\x02\x01") == 1       # o=1, e=B, b=true
+    assert plan.validate(b"\x00\x02\x01") == 1           # o=null
+    assert plan.validate(b"\x04\x02\x02\x01") == -REASONS.index("bad_union_index")
+    assert plan.validate(b"\x00\x04\x01") == -REASONS.index("bad_enum_index")
+    assert plan.validate(b"\x00\x01\x01") == -REASONS.index("bad_enum_index")   # -1
+    assert plan.validate(b"\x00\x02\x02") == -REASONS.index("bad_boolean")
+    assert plan.validate(b"\x02\x80\x80\x80\x80\x10\x00\x01") == -REASONS.index("bad_varint")
+    cols = decode(cs, b"\x06\x02\x02\x02\x01" + b"\x08\x00\x00\x00")  # stored: time first
+    assert cols.time.tolist() == [3, 4]
+    assert cols.o.tolist() == [1, None] and cols.e.tolist() == ["B", "A"]
+    assert cols.b.tolist() == [True, False]
+
+
+def test_multi_record_datagram_and_times():
+    cs = S.load(REFERENCE / "example.avsc")
+    records = [dict(EXAMPLE_RECORD, time=t, counter=t) for t in (30, 10, 20)]
+    wire = encode(cs, records)
+    assert Plan(cs).check(wire).tolist() == [30, 10, 20]
+    with pytest.raises(DecodeError, match="too_many|more records"):
+        Plan(cs).check(wire, max_records=2)
+
+
+def test_fuzz_random_and_mutated_datagrams_never_crash():
+    """Random bytes and bit-flipped valid datagrams: a count or a reason, nothing else."""
+    rng = np.random.default_rng(1)
+    for path, unit in (("example.avsc", None), ("temperature.avsc", "ms")):
+        cs = S.load(REFERENCE / path, time_unit=unit)
+        plan, one = Plan(cs), encoder(cs)
+        valid = one({f["name"]: EXAMPLE_RECORD.get(f["name"], 1.5 if f["type"] == "double"
+                                                   else "x") for f in cs.avro["fields"]})
+        for _ in range(20_000):
+            if rng.random() < 0.5:
+                data = rng.bytes(int(rng.integers(0, 200)))
+            else:
+                buf = bytearray(valid * int(rng.integers(1, 4)))
+                for _ in range(int(rng.integers(1, 4))):
+                    buf[rng.integers(len(buf))] ^= 1 << int(rng.integers(8))
+                data = bytes(buf[: int(rng.integers(0, len(buf) + 1))])
+            got = plan.validate(data)
+            assert got > 0 or -got in range(1, len(REASONS))
+            if got > 0:  # whatever validates also decodes
+                assert len(decode(cs, data, got)) == got
+
+
+def _fa_encode(parsed, record) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, record)
+    return buf.getvalue()
