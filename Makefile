@@ -10,7 +10,7 @@ DATA   ?= ./data
 $(STAMP): pyproject.toml setup.py $(wildcard speeddata/*.pyx speeddata/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 build: $(STAMP)

@@ -2,10 +2,11 @@
 
 The names users type: ``speeddata.store.open()``, ``read_hdf5``, ``read_avro`` and the errors.
 """
-from . import errors, schema
+from . import errors, schema, store
+from .dataset import DataSet, read_avro, read_hdf5
 from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, SchemaError,
                      SpeedDataError, StoreError, TagNotFound, TimeRangeError)
 
 __version__ = "0.1.0"
-__all__ = ["ChannelExists", "ChannelNotFound", "ConfigError", "DecodeError", "SchemaError",
+__all__ = ["DataSet", "read_avro", "read_hdf5", "store", "ChannelExists", "ChannelNotFound", "ConfigError", "DecodeError", "SchemaError",
            "SpeedDataError", "StoreError", "TagNotFound", "TimeRangeError", "errors", "schema"]

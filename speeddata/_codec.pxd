@@ -23,7 +23,8 @@ cdef enum:
     R_BAD_BOOLEAN = 7
     R_BAD_UTF8 = 8
     R_TOO_MANY = 9
-    R_COUNT = 10
+    R_NO_MEMORY = 10
+    R_COUNT = 11
 
 cdef class Plan:
     cdef Op* ops

@@ -29,7 +29,7 @@ cdef enum:
     K_UNION = 10
 
 REASONS = ("ok", "empty", "truncated", "bad_varint", "negative_length", "bad_union_index",
-           "bad_enum_index", "bad_boolean", "bad_utf8", "too_many_records")
+           "bad_enum_index", "bad_boolean", "bad_utf8", "too_many_records", "no_memory")
 REASON_TEXT = {
     "empty": "empty datagram",
     "truncated": "record ends past the end of the data",
@@ -40,6 +40,7 @@ REASON_TEXT = {
     "bad_boolean": "boolean byte other than 0 or 1",
     "bad_utf8": "string is not valid UTF-8",
     "too_many_records": "more records than the caller allows",
+    "no_memory": "no memory left to hold the records",
 }
 
 

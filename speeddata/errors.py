@@ -63,3 +63,7 @@ class TagNotFound(SpeedDataError, KeyError):
 
 class ConfigError(SpeedDataError, ValueError):
     """A configuration file or value that is wrong; the message names the key."""
+
+
+class StoreWarning(UserWarning):
+    """Something in the store was damaged and skipped or repaired; the message says where."""

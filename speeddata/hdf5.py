@@ -1,0 +1,164 @@
+"""HDF5 pivots: rows of Avro blocks to columns of an HDF5 file, one file per Set.
+
+Layout (readable by h5py, pandas and MATLAB without SpeedData)::
+
+    /                         attrs: start, end (int64 ns), speeddata_version, tag, note
+    /<channel>/               attrs: avro_schema (JSON), time_field, time_unit, records
+    /<channel>/time           int64 ns since the Unix epoch (attr units)
+    /<channel>/<signal>       one dataset per signal; attrs: doc, avro_type (+ symbols)
+    /<channel>/_valid/<signal>  bool, only for nullable signals (False where null; the data
+                              there is NaN for floats, 0 or empty otherwise)
+
+Strings are UTF-8 variable-length strings; bytes variable-length uint8; fixed opaque;
+enums their symbols as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import h5py
+import numpy as np
+
+from .codec import Columns
+from .dataset import DataSet
+from .errors import SchemaError, StoreError
+
+CHUNK = 1 << 16
+
+
+def _signals_for(channel, specs: Sequence[str] | None) -> list[str]:
+    if specs is None:
+        return channel.signals
+    return [s for s in channel.signals if s in specs or f"{channel.name}.{s}" in specs]
+
+
+def _h5_dtype(sig):
+    if sig.type in ("string", "enum"):
+        return h5py.string_dtype("utf-8")
+    if sig.type == "bytes":
+        return h5py.vlen_dtype(np.dtype(np.uint8))
+    if sig.type == "fixed":
+        return np.dtype(f"V{max(sig.size, 1)}")
+    return sig.dtype
+
+
+def _h5_values(sig, values: np.ndarray) -> np.ndarray:
+    mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
+    if mask is not None:
+        fill = {"f": np.nan}.get(values.dtype.kind, 0)
+        if values.dtype == object:
+            fill = "" if sig.type in ("string", "enum") else b""
+        values = values.filled(fill)
+    if sig.type == "bytes":
+        out = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):   # one by one: numpy would stack equal lengths
+            out[i] = np.frombuffer(v or b"", dtype=np.uint8)
+        return out
+    if sig.type == "fixed":
+        size = max(sig.size, 1)
+        return np.array([(v or b"").ljust(size, b"\0") for v in values], dtype=f"V{size}")
+    return values
+
+
+def export(store, path: str, lo: int, hi: int, channels, signals, *,
+           compression: str | None = None, progress: Callable[[str, int], None] | None = None,
+           tag=None) -> str:
+    """Write channels' records in [lo, hi) to ``path``, block by block (bounded memory)."""
+    from . import __version__
+    wanted = {ch.name: _signals_for(ch, signals) for ch in channels}
+    if signals is not None:
+        found = {s for ch in channels for s in wanted[ch.name]} | \
+                {f"{ch.name}.{s}" for ch in channels for s in wanted[ch.name]}
+        missing = [s for s in signals if s not in found]
+        if missing:
+            raise SchemaError(f"signal(s) {', '.join(map(repr, missing))} not in channel(s) "
+                              f"{', '.join(ch.name for ch in channels)}")
+    tmp = f"{path}.partial-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs.update({"start": lo, "end": hi, "speeddata_version": __version__,
+                            "tag": tag.name if tag else "", "note": tag.note if tag else ""})
+            for ch in channels:
+                _export_channel(f, ch, lo, hi, wanted[ch.name], compression, progress)
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise StoreError(f"cannot write {path}: {e}") from e
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress) -> None:
+    g = f.create_group(ch.name, track_order=True)
+    cs = ch.schema
+    g.attrs.update({"avro_schema": cs.to_json(), "time_field": cs.time_field,
+                    "time_unit": cs.time_unit})
+    opts = {"chunks": (CHUNK,), "maxshape": (None,)}
+    if compression:
+        opts["compression"] = compression
+    sets = {"time": g.create_dataset("time", (0,), dtype=np.int64, **opts)}
+    sets["time"].attrs["units"] = "ns since 1970-01-01T00:00:00Z"
+    valid = {}
+    for name in names:
+        sig = cs.signal(name)
+        d = sets[name] = g.create_dataset(name, (0,), dtype=_h5_dtype(sig), **opts)
+        d.attrs.update({"doc": sig.doc, "avro_type": sig.type})
+        if sig.symbols:
+            d.attrs["symbols"] = list(sig.symbols)
+        if sig.nullable:
+            valid[name] = g.require_group("_valid").create_dataset(name, (0,), dtype=bool, **opts)
+    n = 0
+    for cols in ch.iter_read(lo, hi, names):
+        m = len(cols)
+        if not m:
+            continue
+        for key, d in sets.items():
+            d.resize((n + m,))
+            values = cols.time if key == "time" else _h5_values(cs.signal(key), cols[key])
+            # write_direct: slicing would stack equal-length byte strings into 2-D
+            d.write_direct(values, np.s_[0:m], np.s_[n:n + m])
+        for key, d in valid.items():
+            d.resize((n + m,))
+            d[n:] = ~np.ma.getmaskarray(cols[key])
+        n += m
+        if progress:
+            progress(ch.name, n)
+    g.attrs["records"] = n
+
+
+def read(path: str) -> DataSet:
+    channels = {}
+    with h5py.File(path, "r") as f:
+        for name, g in f.items():
+            if not isinstance(g, h5py.Group) or "time" not in g:
+                continue
+            data = {}
+            for key, d in g.items():
+                if key == "time" or not isinstance(d, h5py.Dataset):
+                    continue
+                values = d.asstr()[()] if h5py.check_string_dtype(d.dtype) else d[()]
+                if h5py.check_vlen_dtype(d.dtype) is not None and not \
+                        h5py.check_string_dtype(d.dtype):
+                    values = np.array([bytes(v) for v in values] + [None], dtype=object)[:-1]
+                if d.dtype.kind == "V":
+                    values = np.array([v.tobytes() for v in values] + [None], dtype=object)[:-1]
+                if values.dtype.kind == "U":
+                    values = values.astype(object)
+                if "_valid" in g and key in g["_valid"]:
+                    values = np.ma.MaskedArray(values, mask=~g["_valid"][key][()])
+                data[key] = values
+            channels[name] = Columns(g["time"][()], data, name)
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return DataSet(channels, attrs)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

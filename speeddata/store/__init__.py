@@ -1,0 +1,12 @@
+"""The time-indexed segment store.
+
+``speeddata.store.open(path)`` gives a `Store`: a directory with one subdirectory per
+channel holding its schema, its segments (Avro object container files, zstandard blocks,
+named ``<first time ns>-<seq>.avro`` so that a sorted listing is a time-ordered one) and a
+block index beside each (``.idx``). Nothing outside this package opens a segment file.
+"""
+from ._channel import Appended, Channel
+from ._store import DEFAULTS, Store, open
+from ._tags import Tag
+
+__all__ = ["Appended", "Channel", "DEFAULTS", "Store", "Tag", "open"]

@@ -1,0 +1,518 @@
+"""A channel of the store: its writer (one process at a time) and its readers (any number)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zstandard
+
+from .. import schema as S
+from .._ingest import BlockBuilder
+from ..codec import Columns, Plan, allocate, encoder, finish
+from ..errors import DecodeError, SpeedDataError, StoreError, StoreWarning
+from ..timeutil import TimeLike, now_ns, time_range
+from . import _format as F
+from ._segment import SegmentWriter, needs_repair, parse_stem, repair, segment_stem
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+SCHEMA_FILE = "schema.avsc"
+CONFIG_FILE = "channel.json"
+LOCK_FILE = "writer.lock"
+_I64_MAX = np.iinfo(np.int64).max
+_I64_MIN = np.iinfo(np.int64).min
+
+
+@dataclass
+class Appended:
+    """What an append stored and rejected."""
+    records: int
+    datagrams: int
+    rejected: dict[str, int]
+
+
+class _Segment:
+    """Cached view of one segment's index, with the arrays range search needs."""
+
+    __slots__ = ("stem", "path", "idx_path", "index", "runmax", "sufmin", "idx_bytes", "_head")
+
+    def __init__(self, directory: str, stem: str):
+        self.stem = stem
+        self.path = os.path.join(directory, stem + ".avro")
+        self.idx_path = os.path.join(directory, stem + ".idx")
+        self.idx_bytes = -1
+        self._head = None
+        self.load()
+
+    def load(self) -> None:
+        try:
+            self.idx_bytes = os.path.getsize(self.idx_path)
+        except FileNotFoundError:
+            self.idx_bytes = 0
+        self.index = F.load_index(self.idx_path)
+        # Out-of-order data makes block time ranges overlap; the running max of tmax and the
+        # suffix min of tmin are monotonic, so binary search still finds every candidate.
+        self.runmax = np.maximum.accumulate(self.index["tmax"]) if len(self.index) else \
+            np.empty(0, np.int64)
+        self.sufmin = np.minimum.accumulate(self.index["tmin"][::-1])[::-1] \
+            if len(self.index) else np.empty(0, np.int64)
+
+    def reload_if_grown(self) -> None:
+        try:
+            size = os.path.getsize(self.idx_path)
+        except FileNotFoundError:
+            size = 0
+        if size != self.idx_bytes:
+            self.load()
+
+    def head(self) -> tuple[str, bytes]:
+        """(codec, sync marker) from the segment's header, read once: headers never change."""
+        if self._head is None:
+            _, codec, sync, _ = F.read_header(self.path)
+            self._head = codec, sync
+        return self._head
+
+    @property
+    def tmin(self) -> int:
+        return int(self.sufmin[0]) if len(self.index) else _I64_MAX
+
+    @property
+    def tmax(self) -> int:
+        return int(self.runmax[-1]) if len(self.index) else _I64_MIN
+
+    def blocks(self, lo: int, hi: int) -> np.ndarray:
+        a = np.searchsorted(self.runmax, lo, "left")
+        b = np.searchsorted(self.sufmin, hi, "left")
+        cand = self.index[a:b]
+        return cand[(cand["tmax"] >= lo) & (cand["tmin"] < hi)]
+
+
+class Channel:
+    """One channel of a store: signals sharing one schema and one time axis.
+
+    Get one with ``store["name"]`` or ``store.create_channel(...)``. Appends go through a
+    writer that takes the channel's lock on first use (one writing process per channel);
+    reads work from any number of processes while it writes.
+    """
+
+    def __init__(self, store: "Store", name: str):
+        self.store = store
+        self.name = name
+        self.path = os.path.join(store.path, name)
+        try:
+            with open(os.path.join(self.path, CONFIG_FILE)) as f:
+                self.config: dict[str, Any] = json.load(f)
+            with open(os.path.join(self.path, SCHEMA_FILE)) as f:
+                avro = json.load(f)
+        except (OSError, ValueError) as e:
+            raise StoreError(f"channel {name!r} in {store.path} is damaged: {e}") from e
+        self.schema = S.load(avro, time_field=self.config["time_field"],
+                             time_unit=self.config["time_unit"])
+        self._plan = Plan(self.schema)
+        self._writer: _Writer | None = None
+        self._segments: list[_Segment] = []
+        self._dir_mtime = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name!r} signals={self.schema.signal_names}>"
+
+    @property
+    def signals(self) -> list[str]:
+        return self.schema.signal_names
+
+    def option(self, key: str):
+        """A channel setting, falling back to the store's."""
+        value = self.config.get(key)
+        return self.store.options[key] if value is None else value
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def writer(self) -> "_Writer":
+        with self._lock:
+            if self._writer is None:
+                self.store._check_writable()
+                self._writer = _Writer(self)
+            return self._writer
+
+    def append(self, records: Iterable[Mapping[str, Any]], *,
+               receive_time: TimeLike | None = None) -> Appended:
+        """Append records given as dicts (the slow path, for tests and tools).
+
+        Nested records are nested dicts, as fastavro takes them. Times are in the channel's
+        time unit; a channel without a time field stamps ``receive_time`` (default: now).
+        """
+        one = encoder(self.schema)
+        try:
+            datagrams = [one(r) for r in records]
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise DecodeError(f"channel {self.name!r}: a record does not fit the schema: {e}",
+                              reason="encode", offset=0) from e
+        return self.append_datagrams(datagrams, receive_time=receive_time)
+
+    def append_datagrams(self, datagrams: Iterable[bytes], *,
+                         receive_time: TimeLike | None = None) -> Appended:
+        """Append raw datagrams (one or more Avro records each, as devices send them).
+
+        Datagrams that do not decode exactly are rejected and counted by reason; the rest
+        are stored.
+        """
+        from ..timeutil import to_ns
+        recv = now_ns() if receive_time is None else to_ns(receive_time, what="receive_time")
+        return self.writer().add(datagrams, recv)
+
+    def flush(self) -> None:
+        """Write the open block now (appends flush by size and age on their own)."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and give up the writer lock."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def _refresh(self) -> list[_Segment]:
+        """The channel's segments, re-listing the directory only when it changed."""
+        st = os.stat(self.path)
+        recent = time.time_ns() - st.st_mtime_ns < 2_000_000_000   # mtime is coarse
+        if st.st_mtime_ns != self._dir_mtime or recent:
+            stems = sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro"))
+            known = {s.stem: s for s in self._segments}
+            if self._segments:   # it may have grown before the writer moved on from it
+                self._segments[-1].reload_if_grown()
+            self._segments = [known.get(stem) or _Segment(self.path, stem) for stem in stems]
+            self._dir_mtime = st.st_mtime_ns
+        if self._segments:
+            self._segments[-1].reload_if_grown()   # only the newest segment grows
+        return self._segments
+
+    def _select(self, lo: int, hi: int) -> list[tuple[_Segment, np.ndarray]]:
+        segs = self._refresh()
+        if not segs:
+            return []
+        runmax = np.maximum.accumulate(np.array([s.tmax for s in segs], dtype=np.int64))
+        sufmin = np.minimum.accumulate(np.array([s.tmin for s in segs], dtype=np.int64)[::-1])[::-1]
+        a = int(np.searchsorted(runmax, lo, "left"))
+        b = int(np.searchsorted(sufmin, hi, "left"))
+        out = []
+        for seg in segs[a:b]:
+            if seg.tmax >= lo and seg.tmin < hi:
+                blocks = seg.blocks(lo, hi)
+                if len(blocks):
+                    out.append((seg, blocks))
+        return out
+
+    def read(self, start: TimeLike | None = None, end: TimeLike | None = None,
+             signals: Sequence[str] | None = None) -> Columns:
+        """Records with start <= time < end, sorted by time, as columns.
+
+        Parameters
+        ----------
+        start, end : time, optional
+            Half-open range; None for open-ended. int ns, datetime, numpy.datetime64 or
+            ISO 8601 text.
+        signals : list of str, optional
+            Signals to decode (all by default); ``time`` always comes.
+        """
+        lo, hi = time_range(start, end)
+        self.flush()
+        with self._lock:
+            selected = self._select(lo, hi)
+        return self._decode(selected, lo, hi, signals)
+
+    def iter_read(self, start: TimeLike | None = None, end: TimeLike | None = None,
+                  signals: Sequence[str] | None = None,
+                  chunk_records: int = 1 << 20) -> Iterator[Columns]:
+        """Like `read`, in time-ordered chunks of about ``chunk_records`` records, so that
+        memory stays bounded. Data whose blocks overlap in time (out-of-order arrivals) comes
+        in one chunk, since only a full sort puts it in order."""
+        lo, hi = time_range(start, end)
+        self.flush()
+        with self._lock:
+            selected = self._select(lo, hi)
+        flat = [(seg, e) for seg, entries in selected for e in entries]
+        if not _blocks_in_order([e for _, e in flat]):
+            yield self._decode(selected, lo, hi, signals)
+            return
+        group, n = [], 0
+        for seg, e in flat:
+            group.append((seg, e))
+            n += int(e["count"])
+            if n >= chunk_records:
+                yield self._decode(_regroup(group), lo, hi, signals)
+                group, n = [], 0
+        if group:
+            yield self._decode(_regroup(group), lo, hi, signals)
+
+    def _decode(self, selected, lo: int, hi: int, signals) -> Columns:
+        total = sum(int(b["count"].sum()) for _, b in selected)
+        time_col, columns, masks = allocate(self.schema, total, signals)
+        row = 0
+        for seg, blocks in selected:
+            row = self._decode_segment(seg, blocks, time_col, columns, masks, row)
+        cols = finish(self.schema, time_col, columns, masks, self.name)
+        if row < total:  # blocks that vanished (retention) or were corrupt
+            cols = cols.take(slice(0, row))
+        edges = [b for _, bl in selected for b in bl if b["tmin"] < lo or b["tmax"] >= hi]
+        if edges:
+            cols = cols.take((cols.time >= lo) & (cols.time < hi))
+        if not _blocks_in_order([b for _, bl in selected for b in bl]):
+            cols = cols.take(np.argsort(cols.time, kind="stable"))
+        return cols
+
+    def _decode_segment(self, seg: _Segment, blocks: np.ndarray, time_col, columns, masks,
+                        row: int) -> int:
+        first = int(blocks[0]["offset"])
+        last = int(blocks[-1]["offset"] + blocks[-1]["length"])
+        try:
+            with open(seg.path, "rb") as f:
+                codec, sync = seg.head()
+                buf = os.pread(f.fileno(), last - first, first)
+        except FileNotFoundError:
+            return row  # deleted by retention after the query chose it
+        decompress = F.Decompressor(codec)
+        for b in blocks:
+            off, count = int(b["offset"]), int(b["count"])
+            try:
+                n, payload, _ = F.parse_block(buf, off - first, sync)
+                body = decompress(payload)
+                self._plan.decode_into(body, count, row, time_col, columns, masks)
+            except (F.FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
+                warnings.warn(f"{seg.path}: skipping corrupt block at byte {off}: {err}",
+                              StoreWarning, stacklevel=4)
+                continue
+            row += count
+        return row
+
+    # ---- what it holds -------------------------------------------------------------------
+
+    def segments(self) -> list[str]:
+        """Paths of the channel's segment files, oldest first."""
+        with self._lock:
+            return [s.path for s in self._refresh()]
+
+    def holds(self) -> tuple[int, int] | None:
+        """(first, last) record time held, in ns; None when empty."""
+        with self._lock:
+            segs = [s for s in self._refresh() if len(s.index)]
+        if not segs:
+            return None
+        return min(s.tmin for s in segs), max(s.tmax for s in segs)
+
+    def stats(self) -> dict[str, Any]:
+        """Records, bytes on disk, time held and segments; writer counters when writing."""
+        self.flush()
+        with self._lock:
+            segs = self._refresh()
+            records = sum(int(s.index["count"].sum()) for s in segs)
+        held = self.holds()
+        out = {"channel": self.name, "records": records, "bytes": _disk_bytes(segs),
+               "segments": len(segs), "first_time": held[0] if held else None,
+               "last_time": held[1] if held else None}
+        if self._writer is not None:
+            out.update(self._writer.counters())
+        return out
+
+    def repair(self) -> list:
+        """Repair segments a killed writer left torn (needs the writer lock)."""
+        done = []
+        for stem in sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro")):
+            path = os.path.join(self.path, stem + ".avro")
+            if needs_repair(path):
+                done.append(repair(path, self._plan))
+        self._segments = []
+        self._dir_mtime = None
+        return done
+
+
+def _blocks_in_order(entries) -> bool:
+    prev = _I64_MIN
+    for e in entries:
+        if not int(e["flags"]) & F.FLAG_IN_ORDER or int(e["tmin"]) < prev:
+            return False
+        prev = int(e["tmax"])
+    return True
+
+
+def _regroup(pairs):
+    out = []
+    for seg, e in pairs:
+        if out and out[-1][0] is seg:
+            out[-1][1].append(e)
+        else:
+            out.append((seg, [e]))
+    return [(seg, np.array(es, dtype=F.INDEX_DTYPE)) for seg, es in out]
+
+
+def _disk_bytes(segs) -> int:
+    total = 0
+    for s in segs:
+        for p in (s.path, s.idx_path):
+            try:
+                total += os.path.getsize(p)
+            except FileNotFoundError:
+                pass
+    return total
+
+
+class _Writer:
+    """The one writer of a channel: open block, current segment, rollover and retention."""
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+        self.lock_fd = _take_lock(channel)
+        try:
+            channel.repair()
+        except BaseException:
+            os.close(self.lock_fd)
+            raise
+        schema = channel.schema
+        self.builder = BlockBuilder(Plan(schema, wire=True), stamp=schema.stamped)
+        self.schema_json = schema.to_json()
+        self.block_bytes = int(channel.option("block_bytes"))
+        self.flush_interval = float(channel.option("flush_interval"))
+        self.segment_bytes = int(channel.option("segment_bytes"))
+        quota = channel.option("max_bytes") or channel.store.options.get("max_bytes")
+        if quota:  # small quotas want small segments, or one segment would exceed them
+            self.segment_bytes = max(4096, min(self.segment_bytes, int(quota) // 4))
+        self.segment_span = int(channel.option("segment_span"))
+        self.level = int(channel.option("compression_level"))
+        self.fsync = bool(channel.option("fsync"))
+        self.segment: SegmentWriter | None = None
+        stems = sorted(n[:-5] for n in os.listdir(channel.path) if n.endswith(".avro"))
+        self.last_name_time, self.seq = parse_stem(stems[-1]) if stems else (0, 0)
+        self.block_started: float | None = None
+        self.blocks_written = 0
+        self.bytes_written = 0
+        self.dropped_records = 0
+        self.last_error = ""
+        self.next_retention = time.monotonic() + 10
+
+    def add(self, datagrams: Iterable[bytes], recv_ns: int) -> Appended:
+        b = self.builder
+        before_dg, before_rej = b.datagrams, dict(b.rejects)
+        if not isinstance(datagrams, list):
+            datagrams = list(datagrams)
+        added = i = 0
+        with self.channel._lock:
+            while True:  # a long list fills several blocks
+                got, i = b.add_datagrams(datagrams, recv_ns, i, self.block_bytes)
+                added += got
+                if b.pending and self.block_started is None:
+                    self.block_started = time.monotonic()
+                self.maybe_flush()
+                if i >= len(datagrams):
+                    break
+        rejected = {k: v - before_rej.get(k, 0) for k, v in b.rejects.items()
+                    if v != before_rej.get(k, 0)}
+        return Appended(added, b.datagrams - before_dg + sum(rejected.values()), rejected)
+
+    def maybe_flush(self, now: float | None = None) -> None:
+        if self.builder.nbytes >= self.block_bytes:
+            self.flush()
+        elif self.block_started is not None:
+            if (now or time.monotonic()) - self.block_started >= self.flush_interval:
+                self.flush()
+
+    def flush(self) -> None:
+        taken = self.builder.take()
+        self.block_started = None
+        if taken is None:
+            return
+        body, _times, info = taken
+        try:
+            if self.segment is None or self._should_roll(info):
+                self._roll(info)
+            self.bytes_written += self.segment.write(body, info)
+            self.blocks_written += 1
+            self.last_error = ""
+        except StoreError as e:
+            self.dropped_records += info["count"]
+            self.last_error = str(e)
+            raise
+        if time.monotonic() >= self.next_retention:
+            self._retention()
+
+    def _should_roll(self, info: dict) -> bool:
+        seg = self.segment
+        return seg.size >= self.segment_bytes or (
+            seg.first_time is not None and info["tmax"] - seg.first_time >= self.segment_span)
+
+    def _roll(self, info: dict) -> None:
+        if self.segment is not None:
+            self.segment.close()
+        self.seq += 1
+        # names sort in write order even when a device clock steps back
+        self.last_name_time = max(info["tmin"], self.last_name_time)
+        stem = segment_stem(self.last_name_time, self.seq)
+        self.segment = SegmentWriter(os.path.join(self.channel.path, stem + ".avro"),
+                                     self.schema_json, level=self.level, fsync=self.fsync)
+        self._retention()
+
+    def _retention(self) -> None:
+        self.next_retention = time.monotonic() + 10
+        self.channel.store.enforce_retention()
+
+    def counters(self) -> dict[str, Any]:
+        return {"datagrams": self.builder.datagrams, "accepted_records": self.builder.records,
+                "rejects": self.builder.rejects, "blocks_written": self.blocks_written,
+                "bytes_written": self.bytes_written, "dropped_records": self.dropped_records,
+                "last_error": self.last_error}
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self.segment is not None:
+                self.segment.close()
+            os.close(self.lock_fd)
+
+
+def _take_lock(channel: Channel) -> int:
+    path = os.path.join(channel.path, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"cannot write channel {channel.name!r} in {channel.store.path}: "
+                         f"{e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StoreError(f"channel {channel.name!r} is being written by another process "
+                         f"(pid {holder})", hint="one process writes a channel at a time")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def writer_active(channel_path: str) -> bool:
+    """True when some process holds the channel's writer lock."""
+    try:
+        fd = os.open(os.path.join(channel_path, LOCK_FILE), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

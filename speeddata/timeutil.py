@@ -1,0 +1,114 @@
+"""Times and durations as users write them, to int64 nanoseconds since the Unix epoch.
+
+Times: int (ns), float (seconds, as time.time() gives), datetime (naive means UTC),
+numpy.datetime64, or ISO 8601 text (``2026-11-27T10:00:00Z``, nanoseconds allowed).
+Durations: int/float seconds, datetime.timedelta, numpy.timedelta64 or ISO 8601 (``PT30S``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time as _time
+
+import numpy as np
+
+from .errors import TimeRangeError
+
+TimeLike = int | float | str | dt.datetime | np.datetime64
+_DURATION = re.compile(r"^P(?:(?P<w>\d+(?:\.\d+)?)W)?(?:(?P<d>\d+(?:\.\d+)?)D)?"
+                       r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+                       r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
+_UNIT_NS = {"w": 604_800e9, "d": 86_400e9, "h": 3_600e9, "m": 60e9, "s": 1e9}
+
+
+def now_ns() -> int:
+    return _time.time_ns()
+
+
+def to_ns(value: TimeLike, *, what: str = "time") -> int:
+    """A time as int64 ns since the epoch; TimeRangeError naming ``what`` if it is not one."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TimeRangeError(f"{what}: {value!r} is not a time")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            raise TimeRangeError(f"{what}: {value!r} is not a time")
+        return int(round(float(value) * 1e9))
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise TimeRangeError(f"{what}: NaT is not a time")
+        return int(value.astype("datetime64[ns]").astype(np.int64))
+    if isinstance(value, str):
+        return _parse_time_text(value.strip(), what)
+    raise TimeRangeError(f"{what}: {type(value).__name__} {value!r} is not a time",
+                         hint="give int ns, datetime, numpy.datetime64 or ISO 8601 text")
+
+
+def _parse_time_text(text: str, what: str) -> int:
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        return to_ns(dt.datetime.fromisoformat(text.replace("Z", "+00:00")), what=what)
+    except ValueError:
+        pass
+    # fromisoformat stops at microseconds; numpy reads nanoseconds (naive: UTC)
+    m = re.fullmatch(r"(.+?)(Z|[+-]\d\d:?\d\d)?", text)
+    body, zone = m.group(1), m.group(2)
+    try:
+        ns = int(np.datetime64(body, "ns").astype(np.int64))
+    except ValueError:
+        raise TimeRangeError(f"{what}: cannot read {text!r} as a time",
+                             hint="use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        hh, mm = int(zone[1:3]), int(zone[-2:])
+        ns -= sign * (hh * 3600 + mm * 60) * 1_000_000_000
+    return ns
+
+
+def duration_ns(value: int | float | str | dt.timedelta | np.timedelta64, *,
+                what: str = "duration") -> int:
+    """A duration as int ns. Numbers are seconds."""
+    if isinstance(value, dt.timedelta):
+        return int(round(value.total_seconds() * 1e9))
+    if isinstance(value, np.timedelta64):
+        return int(value.astype("timedelta64[ns]").astype(np.int64))
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if value < 0 or not np.isfinite(value):
+            raise TimeRangeError(f"{what}: {value!r} is not a positive duration")
+        return int(round(float(value) * 1e9))
+    if isinstance(value, str):
+        text = value.strip().upper()
+        m = _DURATION.fullmatch(text)
+        if m and text not in ("P", "PT") and not text.endswith("T"):
+            return int(round(sum(float(v) * _UNIT_NS[k] for k, v in m.groupdict().items() if v)))
+        try:
+            return duration_ns(float(text), what=what)
+        except ValueError:
+            pass
+    raise TimeRangeError(f"{what}: cannot read {value!r} as a duration",
+                         hint="give seconds or ISO 8601 such as PT30S, PT1H, P1D")
+
+
+def time_range(start: TimeLike | None, end: TimeLike | None) -> tuple[int, int]:
+    """Half-open [start, end) in ns; None means open-ended."""
+    lo = -(2**63) if start is None else to_ns(start, what="start")
+    hi = 2**63 - 1 if end is None else to_ns(end, what="end")
+    if hi < lo:
+        raise TimeRangeError(f"end {format_ns(hi)} is before start {format_ns(lo)}")
+    return lo, hi
+
+
+def format_ns(ns: int) -> str:
+    """ISO 8601 UTC text of a ns time, for messages."""
+    try:
+        return str(np.datetime64(int(ns), "ns")) + "Z"
+    except (OverflowError, ValueError):
+        return str(ns)
