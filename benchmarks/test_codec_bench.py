@@ -12,7 +12,7 @@ import pytest
 
 from speeddata.codec import Plan, decode
 
-from conftest import example_datagrams
+from benchdata import example_datagrams
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_decode_columns(benchmark, example_schema, block):
     n, data = block
     plan = Plan(example_schema)
     cols = benchmark(decode, plan, data, n)
-    assert len(cols) == n and cols.counter[-1] == (n - 1) % 20_000
+    assert len(cols) == n and cols.counter[-1] == n - 1
     _rate(benchmark, n)
 
 

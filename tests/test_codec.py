@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from speeddata import DecodeError
 from speeddata import schema as S
-from speeddata.codec import REASONS, Plan, decode, encode, encoder
+from speeddata.codec import REASONS, Plan, decode, encode, encode_columns, encoder
 
 from avro_strategies import channel_schema, flatten, records_for, same
 
@@ -68,6 +68,9 @@ def test_decode_matches_fastavro_on_random_schemas(data):
     cols = decode(cs, wire)
     check_columns(cs, avro, [fastavro.schemaless_reader(io.BytesIO(_fa_encode(parsed, r)),
                                                        parsed) for r in records], cols)
+    # the columnar encoder writes the very same bytes back
+    body, ends = encode_columns(Plan(cs), cols.time, cols.data)
+    assert body == wire and ends[-1] == len(wire)
     # selecting signals decodes the same values for those signals only
     some = cs.signal_names[::2]
     part = decode(cs, wire, signals=some)

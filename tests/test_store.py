@@ -13,7 +13,7 @@ from speeddata import (ChannelExists, ChannelNotFound, SchemaError, StoreError, 
 from speeddata.codec import encoder
 from speeddata.errors import StoreWarning
 
-from conftest import EXAMPLE_AVSC, T0, TEMPERATURE_AVSC, example_record
+from helpers import EXAMPLE_AVSC, T0, TEMPERATURE_AVSC, example_record
 
 
 @pytest.fixture
@@ -272,13 +272,13 @@ def test_torn_tail_is_cut_on_open(tmp_path):
 
 
 def test_one_writer_per_channel(tmp_path, child_processes):
-    from conftest import python_child
+    from helpers import python_child
     import subprocess
     with speeddata.store.open(tmp_path) as store:
         ch = store.create_channel("example", EXAMPLE_AVSC)
         fill(ch, 1)
         code = ("import sys, speeddata; s = speeddata.store.open(sys.argv[1]);\n"
-                "from conftest import example_record\n"
+                "from helpers import example_record\n"
                 "try:\n s['example'].append([example_record(1)])\n"
                 "except speeddata.StoreError as e: print(e)")
         p = python_child(code, str(tmp_path), stdout=subprocess.PIPE, text=True)
