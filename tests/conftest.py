@@ -26,3 +26,6 @@ def child_processes():
         if p.poll() is None:
             p.kill()
         p.wait(timeout=10)
+        for stream in (p.stdin, p.stdout, p.stderr):
+            if stream:
+                stream.close()

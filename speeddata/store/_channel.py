@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 SCHEMA_FILE = "schema.avsc"
 CONFIG_FILE = "channel.json"
 LOCK_FILE = "writer.lock"
+HEAD_FILE = "HEAD"
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 
@@ -187,10 +188,19 @@ class Channel:
     # ---- reading -------------------------------------------------------------------------
 
     def _refresh(self) -> list[_Segment]:
-        """The channel's segments, re-listing the directory only when it changed."""
+        """The channel's segments, re-listing the directory only when it changed.
+
+        The writer names its newest segment in HEAD as it rolls over: a new segment shows
+        there at once, where the directory's mtime (coarse-grained) might not. A segment
+        that retention deleted since the last listing is simply skipped by a read."""
         st = os.stat(self.path)
-        recent = time.time_ns() - st.st_mtime_ns < 2_000_000_000   # mtime is coarse
-        if st.st_mtime_ns != self._dir_mtime or recent:
+        try:
+            with open(os.path.join(self.path, HEAD_FILE)) as f:
+                head = f.read().strip()
+        except FileNotFoundError:
+            head = None
+        newest = self._segments[-1].stem if self._segments else None
+        if st.st_mtime_ns != self._dir_mtime or (head is not None and head != newest):
             stems = sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro"))
             known = {s.stem: s for s in self._segments}
             if self._segments:   # it may have grown before the writer moved on from it
@@ -462,6 +472,10 @@ class _Writer:
         stem = segment_stem(self.last_name_time, self.seq)
         self.segment = SegmentWriter(os.path.join(self.channel.path, stem + ".avro"),
                                      self.schema_json, level=self.level, fsync=self.fsync)
+        head = os.path.join(self.channel.path, HEAD_FILE)
+        with open(head + ".tmp", "w") as f:
+            f.write(stem)
+        os.replace(head + ".tmp", head)
         self._retention()
 
     def _retention(self) -> None:

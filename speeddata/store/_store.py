@@ -272,11 +272,17 @@ class Store:
 
     # ---- retention -----------------------------------------------------------------------
 
+    def _has_retention(self) -> bool:
+        if self.options.get("max_bytes") is not None or self.options.get("max_age") is not None:
+            return True
+        return any(self[n].config.get("max_bytes") is not None
+                   or self[n].config.get("max_age") is not None for n in self.channels)
+
     def enforce_retention(self, now: TimeLike | None = None) -> list[str]:
         """Delete whole oldest segments beyond ``max_age`` and ``max_bytes`` (per channel,
         then store-wide). The newest segment of a channel, which its writer may be filling,
         and segments that overlap a tag are kept. Returns the deleted segment paths."""
-        if self.readonly:
+        if self.readonly or not self._has_retention():
             return []
         from ..timeutil import to_ns
         now = now_ns() if now is None else to_ns(now, what="now")
