@@ -10,7 +10,8 @@ from setuptools import Extension, setup
 debug = os.environ.get("SPEEDDATA_DEBUG") == "1"
 macros = [("CYTHON_TRACE_NOGIL", "1")] if debug else []
 ext_modules = [
-    Extension(f"speeddata.{name}", [f"speeddata/{name}.pyx"], define_macros=macros,
+    Extension(f"speeddata.{name}", [f"speeddata/{name}.pyx"],
+              define_macros=macros + [("_GNU_SOURCE", "1")],  # recvmmsg, sendmmsg
               extra_compile_args=["-O0", "-g"] if debug else ["-O3"])
     for name in ("_codec", "_ingest")
 ]

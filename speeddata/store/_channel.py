@@ -8,9 +8,10 @@ import os
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import zstandard
@@ -68,13 +69,15 @@ class _Segment:
         self.sufmin = np.minimum.accumulate(self.index["tmin"][::-1])[::-1] \
             if len(self.index) else np.empty(0, np.int64)
 
-    def reload_if_grown(self) -> None:
+    def reload_if_grown(self) -> bool:
         try:
             size = os.path.getsize(self.idx_path)
         except FileNotFoundError:
             size = 0
         if size != self.idx_bytes:
             self.load()
+            return True
+        return False
 
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""
@@ -122,6 +125,8 @@ class Channel:
         self._plan = Plan(self.schema)
         self._writer: _Writer | None = None
         self._segments: list[_Segment] = []
+        self._seg_tmin = self._seg_tmax = np.empty(0, np.int64)
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._dir_mtime = None
         self._lock = threading.RLock()
 
@@ -207,16 +212,25 @@ class Channel:
                 self._segments[-1].reload_if_grown()
             self._segments = [known.get(stem) or _Segment(self.path, stem) for stem in stems]
             self._dir_mtime = st.st_mtime_ns
-        if self._segments:
-            self._segments[-1].reload_if_grown()   # only the newest segment grows
+            self._seg_tmin = np.array([s.tmin for s in self._segments], dtype=np.int64)
+            self._seg_tmax = np.array([s.tmax for s in self._segments], dtype=np.int64)
+            self._bounds = None
+        if self._segments and self._segments[-1].reload_if_grown():  # only the newest grows
+            self._seg_tmin[-1] = self._segments[-1].tmin
+            self._seg_tmax[-1] = self._segments[-1].tmax
+            self._bounds = None
+        if self._bounds is None:
+            # running max of tmax and suffix min of tmin are monotonic even when segments
+            # overlap in time, so binary search finds every candidate segment
+            self._bounds = (np.maximum.accumulate(self._seg_tmax),
+                            np.minimum.accumulate(self._seg_tmin[::-1])[::-1])
         return self._segments
 
     def _select(self, lo: int, hi: int) -> list[tuple[_Segment, np.ndarray]]:
         segs = self._refresh()
         if not segs:
             return []
-        runmax = np.maximum.accumulate(np.array([s.tmax for s in segs], dtype=np.int64))
-        sufmin = np.minimum.accumulate(np.array([s.tmin for s in segs], dtype=np.int64)[::-1])[::-1]
+        runmax, sufmin = self._bounds
         a = int(np.searchsorted(runmax, lo, "left"))
         b = int(np.searchsorted(sufmin, hi, "left"))
         out = []
@@ -272,42 +286,59 @@ class Channel:
     def _decode(self, selected, lo: int, hi: int, signals) -> Columns:
         total = sum(int(b["count"].sum()) for _, b in selected)
         time_col, columns, masks = allocate(self.schema, total, signals)
-        row = 0
-        for seg, blocks in selected:
-            row = self._decode_segment(seg, blocks, time_col, columns, masks, row)
+        tasks, lost, files, row = [], [], [], 0
+        try:
+            for seg, blocks in selected:
+                count = int(blocks["count"].sum())
+                try:
+                    files.append(open(seg.path, "rb"))
+                    head = seg.head()
+                except FileNotFoundError:  # deleted by retention after the query chose it
+                    lost.append((row, count))
+                    row += count
+                    continue
+                for b in blocks:
+                    tasks.append(_Task(seg.path, head, files[-1].fileno(), int(b["offset"]),
+                                       int(b["length"]), int(b["count"]), row))
+                    row += int(b["count"])
+
+            def run(t: _Task) -> str | None:
+                try:
+                    buf = os.pread(t.fd, t.length, t.offset)
+                    _, payload, _ = F.parse_block(buf, 0, t.head[1])
+                    body = _decompressor(t.head[0])(payload)
+                    self._plan.decode_into(body, t.count, t.row, time_col, columns, masks)
+                    return None
+                except (F.FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
+                    return f"{t.path}: skipping corrupt block at byte {t.offset}: {err}"
+
+            # Blocks decode independently (pread, zstd and the codec's parse run without the
+            # GIL), so large reads spread over the cores.
+            if total >= _PARALLEL_RECORDS and len(tasks) > 1:
+                problems = list(_pool().map(run, tasks))
+            else:
+                problems = [run(t) for t in tasks]
+        finally:
+            for f in files:
+                f.close()
+        for task, problem in zip(tasks, problems):
+            if problem:
+                warnings.warn(problem, StoreWarning, stacklevel=3)
+                lost.append((task.row, task.count))
         cols = finish(self.schema, time_col, columns, masks, self.name)
-        if row < total:  # blocks that vanished (retention) or were corrupt
-            cols = cols.take(slice(0, row))
-        edges = [b for _, bl in selected for b in bl if b["tmin"] < lo or b["tmax"] >= hi]
-        if edges:
-            cols = cols.take((cols.time >= lo) & (cols.time < hi))
+        keep = None
+        if lost:
+            keep = np.ones(total, dtype=bool)
+            for at, count in lost:
+                keep[at:at + count] = False
+        if any(b["tmin"] < lo or b["tmax"] >= hi for _, bl in selected for b in bl):
+            inside = (cols.time >= lo) & (cols.time < hi)
+            keep = inside if keep is None else keep & inside
+        if keep is not None:
+            cols = cols.take(keep)
         if not _blocks_in_order([b for _, bl in selected for b in bl]):
             cols = cols.take(np.argsort(cols.time, kind="stable"))
         return cols
-
-    def _decode_segment(self, seg: _Segment, blocks: np.ndarray, time_col, columns, masks,
-                        row: int) -> int:
-        first = int(blocks[0]["offset"])
-        last = int(blocks[-1]["offset"] + blocks[-1]["length"])
-        try:
-            with open(seg.path, "rb") as f:
-                codec, sync = seg.head()
-                buf = os.pread(f.fileno(), last - first, first)
-        except FileNotFoundError:
-            return row  # deleted by retention after the query chose it
-        decompress = F.Decompressor(codec)
-        for b in blocks:
-            off, count = int(b["offset"]), int(b["count"])
-            try:
-                n, payload, _ = F.parse_block(buf, off - first, sync)
-                body = decompress(payload)
-                self._plan.decode_into(body, count, row, time_col, columns, masks)
-            except (F.FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
-                warnings.warn(f"{seg.path}: skipping corrupt block at byte {off}: {err}",
-                              StoreWarning, stacklevel=4)
-                continue
-            row += count
-        return row
 
     # ---- what it holds -------------------------------------------------------------------
 
@@ -347,7 +378,40 @@ class Channel:
                 done.append(repair(path, self._plan))
         self._segments = []
         self._dir_mtime = None
+        self._bounds = None
         return done
+
+
+_PARALLEL_RECORDS = 200_000
+_POOL: ThreadPoolExecutor | None = None
+_LOCAL = threading.local()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                   thread_name_prefix="speeddata-decode")
+    return _POOL
+
+
+def _decompressor(codec: str) -> F.Decompressor:
+    """One per thread and codec: zstandard decompressors are not thread-safe."""
+    cache = _LOCAL.__dict__.setdefault("decompressors", {})
+    if codec not in cache:
+        cache[codec] = F.Decompressor(codec)
+    return cache[codec]
+
+
+class _Task(NamedTuple):
+    """One block to decode into rows row..row+count of a read's columns."""
+    path: str
+    head: tuple[str, bytes]     # (codec, sync marker)
+    fd: int
+    offset: int                 # the block's file offset and length
+    length: int
+    count: int
+    row: int
 
 
 def _blocks_in_order(entries) -> bool:
