@@ -124,9 +124,10 @@ def decode(schema: ChannelSchema | Plan, data: bytes, count: int | None = None,
     """
     plan = schema if isinstance(schema, Plan) else Plan(schema)
     if count is None:
-        count = len(plan.check(data))
+        count = len(plan.check(data)) if len(data) else 0
     time, columns, masks = allocate(plan.schema, count, signals)
-    plan.decode_into(data, count, 0, time, columns, masks)
+    if count:
+        plan.decode_into(data, count, 0, time, columns, masks)
     return finish(plan.schema, time, columns, masks)
 
 

@@ -474,6 +474,7 @@ class _Writer:
         self.blocks_written = 0
         self.bytes_written = 0
         self.dropped_records = 0
+        self.last_time = 0
         self.last_error = ""
         self.next_retention = time.monotonic() + 10
 
@@ -497,11 +498,17 @@ class _Writer:
         return Appended(added, b.datagrams - before_dg + sum(rejected.values()), rejected)
 
     def maybe_flush(self, now: float | None = None) -> None:
+        """Flush when the open block is full or its oldest record is flush_interval old
+        (records that a receiver added straight to the builder are dated when first seen
+        here, which the receive loop does every few ms)."""
+        now = now or time.monotonic()
         if self.builder.nbytes >= self.block_bytes:
             self.flush()
         elif self.block_started is not None:
-            if (now or time.monotonic()) - self.block_started >= self.flush_interval:
+            if now - self.block_started >= self.flush_interval:
                 self.flush()
+        elif self.builder.pending:
+            self.block_started = now
 
     def flush(self) -> None:
         taken = self.builder.take()
@@ -514,6 +521,7 @@ class _Writer:
                 self._roll(info)
             self.bytes_written += self.segment.write(body, info)
             self.blocks_written += 1
+            self.last_time = max(self.last_time, info["tmax"])
             self.last_error = ""
         except StoreError as e:
             self.dropped_records += info["count"]

@@ -1,0 +1,130 @@
+"""The ``speeddata`` command: serve, demo, send, stats."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from . import config as config_mod
+from . import send as send_mod
+from .errors import SpeedDataError
+from .timeutil import format_ns
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def demo_config(data: str) -> config_mod.ServeConfig:
+    """The embedded default: the prototype's two example channels on loopback."""
+    return config_mod.parse({"data": data, "channels": [
+        {"name": "example", "port": 26000, "schema": send_mod.builtin_schema("example"),
+         "decimation": "minmax:10"},
+        {"name": "temperature", "port": 26001, "schema": send_mod.builtin_schema("temperature"),
+         "time_unit": "ms"},
+    ]})
+
+
+def _print_status(sup, started: float) -> None:
+    lines = [f"[{time.monotonic() - started:6.1f} s]"]
+    for name in sup.channels:
+        c = sup.counters(name)
+        st = sup.store[name].stats()
+        rejects = sum(v for k, v in c.items() if k.startswith("reject_"))
+        last = format_ns(st["last_time"]) if st["last_time"] else "-"
+        lines.append(f"  {name:<12} datagrams {c['datagrams']:>9}  stored {st['records']:>9}"
+                     f"  rejected {rejects}  drops {c['kernel_drops']}  {st['bytes'] / 1e6:7.2f} MB"
+                     f"  newest {last}")
+    print("\n".join(lines), flush=True)
+
+
+def cmd_serve(args, cfg: config_mod.ServeConfig, senders=()) -> int:
+    from .serve import Supervisor
+    stop = _stop_on_signals()
+    sup = Supervisor(args.data or cfg.data, cfg.channels, cfg.retention)
+    threads = []
+    with sup:
+        sup.wait_ready()
+        print(f"SpeedData serving store {sup.data}: " + ", ".join(
+            f"{c.name} on udp {c.bind}:{c.port}" for c in cfg.channels), flush=True)
+        for kind, port, rate in senders:
+            t = threading.Thread(target=send_mod.send, args=("127.0.0.1", port, kind),
+                                 kwargs={"rate": rate, "stop": stop.is_set}, daemon=True)
+            t.start()
+            threads.append(t)
+        started = time.monotonic()
+        deadline = started + args.duration if getattr(args, "duration", None) else None
+        while not stop.wait(args.interval):
+            _print_status(sup, started)
+            if deadline and time.monotonic() >= deadline:
+                break
+        stop.set()
+        for t in threads:
+            t.join()
+        _print_status(sup, started)
+    print("stopped; every received record is flushed to the store", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="speeddata", description="Ephemeral high-rate telemetry "
+                                "capture: UDP/Avro in, time-indexed store, live views, HDF5.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the channels of a YAML config until Ctrl-C")
+    s.add_argument("--config", required=True, help="YAML file (see speeddata.config)")
+    s.add_argument("--data", help="store directory (overrides the config's data:)")
+    s.add_argument("--interval", type=float, default=5.0, help="status print interval, s")
+    d = sub.add_parser("demo", help="run the embedded default with example senders")
+    d.add_argument("--data", default="./data")
+    d.add_argument("--rate", type=float, default=100.0, help="example records/s")
+    d.add_argument("--duration", type=float, help="stop after this many seconds")
+    d.add_argument("--interval", type=float, default=2.0)
+    x = sub.add_parser("send", help="send example or temperature records (load generator)")
+    x.add_argument("kind", nargs="?", default="example", choices=sorted(send_mod.GENERATORS))
+    x.add_argument("--host", default="127.0.0.1")
+    x.add_argument("--port", type=int, default=26000)
+    x.add_argument("--rate", type=float, default=10.0, help="datagrams/s; 0: as fast as possible")
+    x.add_argument("--count", type=int, help="records to send")
+    x.add_argument("--duration", type=float, help="seconds to send")
+    x.add_argument("--records-per-datagram", type=int, default=1)
+    t = sub.add_parser("stats", help="what a store holds")
+    t.add_argument("--data", default="./data")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.command == "serve":
+            return cmd_serve(args, config_mod.load(args.config))
+        if args.command == "demo":
+            return cmd_serve(args, demo_config(args.data),
+                             senders=[("example", 26000, args.rate), ("temperature", 26001, 1.0)])
+        if args.command == "send":
+            report = send_mod.send(args.host, args.port, args.kind, rate=args.rate,
+                                   count=args.count, duration=args.duration,
+                                   records_per_datagram=args.records_per_datagram,
+                                   stop=_stop_on_signals().is_set)
+            print(report)
+            return 0
+        if args.command == "stats":
+            from . import store
+            with store.open(args.data, readonly=True) as st:
+                for name, s_ in st.stats().items():
+                    span = (f"{format_ns(s_['first_time'])} .. {format_ns(s_['last_time'])}"
+                            if s_["records"] else "empty")
+                    print(f"{name}: {s_['records']} records, {s_['bytes'] / 1e6:.2f} MB in "
+                          f"{s_['segments']} segments, {span}")
+            return 0
+    except SpeedDataError as e:
+        print(f"speeddata: error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The ``speeddata serve`` configuration: YAML, checked key by key.
+
+```yaml
+data: ./data                 # the store directory (--data overrides)
+bind: 127.0.0.1              # where channel receivers bind unless a channel says otherwise
+retention: {max_bytes: 10G, max_age: P1D}
+web: {bind: 127.0.0.1, port: 8080}
+grpc: {bind: 127.0.0.1, port: 50051}
+channels:
+  - name: example
+    port: 26000
+    schema: schemas/example.avsc     # relative to this file
+    time_field: time                 # default; a schema without it is stamped on receipt
+    time_unit: ns                    # default: from the logical type, else ns
+    decimation: 10                   # live views: every 10th, or mean:10, minmax:100, rms:0.01s
+    receive_buffer: 32M
+    multicast:                       # re-serve, off unless given
+      group: 239.1.1.1
+      port: 27000
+      interface: 127.0.0.1
+      ttl: 0
+      decimated: {group: 239.1.1.2, port: 27001, decimation: every:10}
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, SpeedDataError
+from .live import Decimation
+from .timeutil import duration_ns
+
+PORT_RANGE = range(26000, 27001)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.I)
+
+
+def parse_size(value: Any, key: str) -> int:
+    """Bytes from 1048576, '64M', '10 GiB'."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"{key}: {value!r} is not a size", hint="e.g. 1048576, 64M, 10GiB")
+    unit = (m.group(2) or "B").upper()[0]
+    return int(float(m.group(1)) * {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30,
+                                     "T": 1 << 40}[unit])
+
+
+@dataclass
+class Multicast:
+    group: str
+    port: int
+    interface: str = "127.0.0.1"
+    ttl: int = 0
+    decimated_group: str | None = None
+    decimated_port: int | None = None
+    decimation: str = "every:10"
+
+
+@dataclass
+class ChannelConfig:
+    name: str
+    port: int
+    schema: Any                      # path or dict
+    bind: str = "127.0.0.1"
+    time_field: str | None = "time"
+    time_unit: str | None = None
+    decimation: str = "none"
+    receive_buffer: int = 32 << 20
+    multicast: Multicast | None = None
+    options: dict = field(default_factory=dict)   # store options (retention...) per channel
+
+
+@dataclass
+class ServeConfig:
+    data: str = "./data"
+    bind: str = "127.0.0.1"
+    channels: list[ChannelConfig] = field(default_factory=list)
+    retention: dict = field(default_factory=dict)
+    web: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 8080})
+    grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
+
+
+def load(path: str | os.PathLike) -> ServeConfig:
+    """Read and check a YAML config; ConfigError names the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {str(path)!r}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return parse(raw or {}, base=path.parent)
+
+
+def _take(d: dict, key: str, where: str, kind, default=None, required=False):
+    if key not in d or d[key] is None:
+        if required:
+            raise ConfigError(f"{where}{key}: missing")
+        return default
+    value = d[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}{key}: expected {getattr(kind, '__name__', kind)}, "
+                          f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_keys(d: dict, allowed: set[str], where: str) -> None:
+    unknown = set(d) - allowed
+    if unknown:
+        raise ConfigError(f"{where}unknown key(s) {', '.join(sorted(map(str, unknown)))}",
+                          hint=f"allowed: {', '.join(sorted(allowed))}")
+
+
+def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of keys")
+    _check_keys(raw, {"data", "bind", "channels", "retention", "web", "grpc"}, "")
+    cfg = ServeConfig()
+    cfg.data = str(_take(raw, "data", "", str, cfg.data))
+    cfg.bind = _take(raw, "bind", "", str, cfg.bind)
+    cfg.retention = _retention(_take(raw, "retention", "", dict, {}), "retention.")
+    for key in ("web", "grpc"):
+        section = _take(raw, key, "", dict, {})
+        _check_keys(section, {"bind", "port"}, f"{key}.")
+        merged = dict(getattr(cfg, key))
+        merged["bind"] = _take(section, "bind", f"{key}.", str, merged["bind"])
+        merged["port"] = _port(_take(section, "port", f"{key}.", int, merged["port"]),
+                               f"{key}.port", any_port=True)
+        setattr(cfg, key, merged)
+    names, ports = set(), set()
+    for i, item in enumerate(_take(raw, "channels", "", list, [])):
+        ch = channel(item, f"channels[{i}].", base, cfg.bind)
+        if ch.name in names:
+            raise ConfigError(f"channels[{i}].name: channel {ch.name!r} appears twice")
+        if ch.port in ports:
+            raise ConfigError(f"channels[{i}].port: port {ch.port} is used by two channels")
+        names.add(ch.name)
+        ports.add(ch.port)
+        cfg.channels.append(ch)
+    return cfg
+
+
+def channel(item: Any, where: str, base: Path = Path("."), bind: str = "127.0.0.1") -> ChannelConfig:
+    """One channel entry (also what registration APIs take)."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where.rstrip('.')}: a channel is a mapping with name, port, schema")
+    _check_keys(item, {"name", "port", "schema", "bind", "time_field", "time_unit",
+                       "decimation", "receive_buffer", "multicast", "retention"}, where)
+    name = _take(item, "name", where, str, required=True)
+    port = _port(_take(item, "port", where, int, required=True), f"{where}port")
+    schema = _take(item, "schema", where, (str, dict), required=True)
+    if isinstance(schema, str) and not schema.lstrip().startswith("{"):
+        schema = str((base / schema).resolve()) if not os.path.isabs(schema) else schema
+        if not os.path.isfile(schema):
+            raise ConfigError(f"{where}schema: no file {schema!r}")
+    decimation = str(_take(item, "decimation", where, (str, int), "none"))
+    try:
+        Decimation.parse(decimation)
+    except (SpeedDataError, ValueError) as e:
+        raise ConfigError(f"{where}decimation: {e}") from e
+    time_field = item.get("time_field", "time")
+    if time_field is not None and not isinstance(time_field, str):
+        raise ConfigError(f"{where}time_field: expected a field name or null")
+    cfg = ChannelConfig(
+        name=name, port=port, schema=schema, bind=_take(item, "bind", where, str, bind),
+        time_field=time_field, time_unit=_take(item, "time_unit", where, str),
+        decimation=decimation,
+        receive_buffer=parse_size(item.get("receive_buffer", 32 << 20),
+                                  f"{where}receive_buffer"),
+        options=_retention(_take(item, "retention", where, dict, {}), f"{where}retention."))
+    mc = _take(item, "multicast", where, dict)
+    if mc is not None:
+        w = f"{where}multicast."
+        _check_keys(mc, {"group", "port", "interface", "ttl", "decimated"}, w)
+        dec = _take(mc, "decimated", w, dict, {})
+        _check_keys(dec, {"group", "port", "decimation"}, f"{w}decimated.")
+        cfg.multicast = Multicast(
+            group=_take(mc, "group", w, str, required=True),
+            port=_port(_take(mc, "port", w, int, required=True), f"{w}port", any_port=True),
+            interface=_take(mc, "interface", w, str, "127.0.0.1"),
+            ttl=_take(mc, "ttl", w, int, 0),
+            decimated_group=_take(dec, "group", f"{w}decimated.", str),
+            decimated_port=_take(dec, "port", f"{w}decimated.", int),
+            decimation=str(_take(dec, "decimation", f"{w}decimated.", (str, int), "every:10")))
+    return cfg
+
+
+def _port(value: int, key: str, any_port: bool = False) -> int:
+    if any_port and 0 <= value < 65536:
+        return value
+    if value not in PORT_RANGE:
+        raise ConfigError(f"{key}: {value} is outside the channel port range "
+                          f"{PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+    return value
+
+
+def _retention(d: dict, where: str) -> dict:
+    _check_keys(d, {"max_bytes", "max_age"}, where)
+    out = {}
+    if d.get("max_bytes") is not None:
+        out["max_bytes"] = parse_size(d["max_bytes"], f"{where}max_bytes")
+    if d.get("max_age") is not None:
+        try:
+            out["max_age"] = duration_ns(d["max_age"], what=f"{where}max_age") / 1e9
+        except SpeedDataError as e:
+            raise ConfigError(str(e)) from e
+    return out

@@ -1,0 +1,244 @@
+"""The live feed: each channel's latest records in a shared-memory ring, and subscribers that
+read it with decimation.
+
+The ingest worker publishes every accepted datagram's records (in the store's form, so one
+decoder serves both) to a ring in /dev/shm without touching disk; any process maps the ring
+and follows it. A subscriber that falls behind by more than the ring holds is told how many
+records it missed; it never slows the worker or other subscribers. The ring also carries the
+channel's counters (see `COUNTERS`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codec import REASONS, Columns, Plan, decode
+from .errors import SpeedDataError
+from .schema import ChannelSchema
+
+_HEADER = 64
+_NCOUNTERS = 64
+MAGIC = 0x5344_4C49_5645_0001            # "SDLIVE" v1
+ENTRY = np.dtype([("offset", "<u8"), ("length", "<u4"), ("count", "<u4"),
+                  ("first_record", "<u8"), ("time", "<i8")])
+H_MAGIC, H_ENTRIES, H_DATA, H_WRITE_ENTRY, H_WRITE_RECORDS, H_DATA_HEAD = range(6)
+
+COUNTERS = ["datagrams", "records", "bytes", "kernel_drops", "oversize", "blocks_written",
+            "bytes_written", "dropped_records", "last_time", "restarts", "pid", "disk_error",
+            "forwarded", "forward_errors", "rcvbuf", "updated_ns"] + \
+           [f"reject_{r}" for r in REASONS[1:]]
+assert len(COUNTERS) <= _NCOUNTERS
+
+
+def ring_size(entries: int, data_bytes: int) -> int:
+    return _HEADER + _NCOUNTERS * 8 + entries * ENTRY.itemsize + data_bytes
+
+
+def create_ring(path: str, entries: int = 1 << 16, data_bytes: int = 16 << 20) -> str:
+    """Create (or reset) a ring file, typically in /dev/shm."""
+    size = ring_size(entries, data_bytes)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        with mmap.mmap(fd, size) as m:
+            header = np.frombuffer(m, dtype=np.uint64, count=8)
+            header[H_ENTRIES] = entries
+            header[H_DATA] = data_bytes
+            header[H_MAGIC] = MAGIC
+            del header
+    finally:
+        os.close(fd)
+    return path
+
+
+class Ring:
+    """A mapped ring file: header, counters, entries and data as numpy views."""
+
+    def __init__(self, path: str, *, writable: bool = False):
+        self.path = path
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, size, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable
+                                                                       else 0))
+        finally:
+            os.close(fd)
+        buf = memoryview(self._mmap)
+        self.header = np.frombuffer(buf, dtype=np.uint64, count=8)
+        if int(self.header[H_MAGIC]) != MAGIC:
+            raise SpeedDataError(f"{path} is not a SpeedData live ring")
+        self.nentries = int(self.header[H_ENTRIES])
+        self.ndata = int(self.header[H_DATA])
+        self.counters = np.frombuffer(buf, dtype=np.uint64, count=_NCOUNTERS, offset=_HEADER)
+        start = _HEADER + _NCOUNTERS * 8
+        self.entries = np.frombuffer(buf, dtype=ENTRY, count=self.nentries, offset=start)
+        self.data = np.frombuffer(buf, dtype=np.uint8, count=self.ndata,
+                                  offset=start + self.nentries * ENTRY.itemsize)
+
+    @property
+    def memory(self):
+        """The writable mapping (for the Cython writer)."""
+        return self._mmap
+
+    def counter_values(self) -> dict[str, int]:
+        values = self.counters.tolist()
+        return {name: values[i] for i, name in enumerate(COUNTERS)}
+
+    def set_counters(self, **values: int) -> None:
+        for name, value in values.items():
+            self.counters[COUNTERS.index(name)] = max(0, int(value))
+
+    @property
+    def written(self) -> tuple[int, int]:
+        """(entries, records) published so far."""
+        return int(self.header[H_WRITE_ENTRY]), int(self.header[H_WRITE_RECORDS])
+
+    def close(self) -> None:
+        for name in ("header", "counters", "entries", "data"):
+            self.__dict__.pop(name, None)
+        try:
+            self._mmap.close()
+        except BufferError:   # a caller still holds a view; the mapping goes with it
+            pass
+
+
+@dataclass(frozen=True)
+class Decimation:
+    """How a subscriber thins a channel's records.
+
+    kind : ``none`` (every record), ``every`` (every Nth: the prototype's downsample),
+        ``mean``, ``rms`` or ``minmax`` (the envelope: no spike disappears) per bucket.
+    factor : records per bucket (or N for ``every``).
+    bucket_ns : time buckets instead of record counts (``mean``/``rms``/``minmax``).
+    """
+
+    kind: str = "none"
+    factor: int = 1
+    bucket_ns: int = 0
+
+    KINDS = ("none", "every", "mean", "rms", "minmax")
+
+    def __post_init__(self):
+        if self.kind not in self.KINDS:
+            raise SpeedDataError(f"unknown decimation {self.kind!r}",
+                                 hint=f"use one of {', '.join(self.KINDS)}")
+        if self.factor < 1 or self.bucket_ns < 0:
+            raise SpeedDataError(f"decimation factor must be >= 1, not {self.factor}")
+
+    @classmethod
+    def parse(cls, text: str | int | None) -> "Decimation":
+        """``10`` (every 10th), ``mean:10``, ``minmax:100``, ``rms:0.01s`` (time buckets)."""
+        if text in (None, "", 1, "1", "none"):
+            return cls()
+        if isinstance(text, int):
+            return cls("every", text)
+        kind, _, arg = str(text).partition(":")
+        if kind.isdigit():
+            return cls("every", int(kind))
+        if arg.endswith("s"):
+            return cls(kind, 1, int(float(arg[:-1]) * 1e9))
+        return cls(kind, int(arg or 1))
+
+
+def decimate(cols: Columns, d: Decimation, first_record: int = 0) -> tuple[Columns, int]:
+    """Thin ``cols`` (records numbered from ``first_record``). Returns the result and how
+    many trailing records form an unfinished bucket (to be decimated with later records)."""
+    n = len(cols)
+    if d.kind == "none" or n == 0:
+        return cols, 0
+    index = np.arange(first_record, first_record + n)
+    if d.kind == "every":
+        return cols.take(index % d.factor == 0), 0
+    ids = cols.time // d.bucket_ns if d.bucket_ns else index // d.factor
+    starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+    complete = len(starts) - 1          # the last bucket may still grow
+    if complete <= 0:
+        return cols.take(slice(0, 0)), n
+    starts, held = starts[:complete + 1], n - starts[complete]
+    edges, counts = starts[:-1], np.diff(starts)
+    data = {}
+    for name, v in cols.data.items():
+        v = v[:starts[-1]]
+        if v.dtype.kind not in "biuf" or np.ma.isMaskedArray(v):
+            data[name] = v[edges]        # no arithmetic on strings or nulls: first value
+            continue
+        x = v.astype(np.float64)
+        if d.kind == "mean":
+            data[name] = np.add.reduceat(x, edges) / counts
+        elif d.kind == "rms":
+            data[name] = np.sqrt(np.add.reduceat(x * x, edges) / counts)
+        else:
+            data[name] = np.stack([np.minimum.reduceat(x, edges),
+                                   np.maximum.reduceat(x, edges)], axis=1)
+    return Columns(cols.time[edges], data, cols.channel), held
+
+
+class Subscriber:
+    """Follows one channel's ring from now on (or from the oldest record it holds).
+
+    ``poll()`` returns the new records since the last call, decimated, and how many records
+    were missed because this subscriber fell behind the ring.
+    """
+
+    def __init__(self, ring: Ring, schema: ChannelSchema, decimation: Decimation | None = None,
+                 signals=None, *, from_oldest: bool = False):
+        self.ring = ring
+        self.plan = Plan(schema)
+        self.schema = schema
+        self.decimation = decimation or Decimation()
+        self.signals = signals
+        entries, records = ring.written
+        self.cursor = max(0, entries - ring.nentries // 2) if from_oldest else entries
+        self.record = int(ring.entries[self.cursor % ring.nentries]["first_record"]) \
+            if from_oldest and entries else records
+        self.missed = 0
+        self._held: Columns | None = None
+
+    def poll(self, max_records: int = 1 << 18) -> tuple[Columns, int]:
+        ring = self.ring
+        entries_written = int(ring.header[H_WRITE_ENTRY])
+        # entries the writer may be overwriting right now are skipped, not read torn
+        oldest = entries_written - ring.nentries + 8
+        missed = 0
+        if self.cursor < oldest:
+            self.cursor = oldest
+        chunks, count, first, expected = [], 0, None, self.record
+        cursor = self.cursor
+        while cursor < entries_written and count < max_records:
+            e = ring.entries[cursor % ring.nentries].copy()
+            cursor += 1
+            off = int(e["offset"]) % ring.ndata
+            chunk = ring.data[off:off + int(e["length"])].tobytes()
+            # the writer moved past this entry's bytes while we copied: it is lost
+            if int(ring.header[H_DATA_HEAD]) - int(e["offset"]) > ring.ndata:
+                continue
+            missed += max(0, int(e["first_record"]) - expected)
+            expected = int(e["first_record"]) + int(e["count"])
+            first = int(e["first_record"]) if first is None else first
+            chunks.append(chunk)
+            count += int(e["count"])
+        self.record = expected
+        self.cursor = cursor
+        self.missed += missed
+        cols = decode(self.plan, b"".join(chunks), count, self.signals)
+        return self._decimate(cols, first, missed), missed
+
+    def _decimate(self, cols: Columns, first: int | None, missed: int) -> Columns:
+        d = self.decimation
+        if d.kind in ("none", "every"):
+            return decimate(cols, d, first or 0)[0]
+        if self._held is not None and len(self._held) and not missed:
+            cols = _concat(self._held, cols)
+        out, held = decimate(cols, d)
+        self._held = cols.take(slice(len(cols) - held, len(cols))) if held else None
+        return out
+
+
+def _concat(a: Columns, b: Columns) -> Columns:
+    return Columns(np.concatenate([a.time, b.time]),
+                   {k: np.ma.concatenate([a.data[k], b.data[k]]) if np.ma.isMaskedArray(a.data[k])
+                    else np.concatenate([a.data[k], b.data[k]]) for k in a.data}, a.channel)

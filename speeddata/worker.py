@@ -1,0 +1,254 @@
+"""One channel's ingest worker: ``python -m speeddata.worker --channel NAME ...``.
+
+Receives the channel's UDP port with the Cython receiver, writes blocks to the store,
+publishes the live ring and its counters, optionally re-serves multicast. SIGTERM or SIGINT
+flush the open block and exit 0. The supervisor (`speeddata.serve`) starts and watches it;
+its command line names the channel, so ``ps`` shows which process serves which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from . import store as store_mod
+from ._ingest import LiveRing, Receiver
+from .errors import SpeedDataError, StoreError
+from .live import Decimation, Ring, Subscriber
+from .codec import Plan, encode_columns
+
+log = logging.getLogger("speeddata.worker")
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+EXIT_PORT_TAKEN = 3
+EXIT_BAD_SETUP = 4
+
+
+def port_owner(port: int) -> str:
+    """Who holds a UDP port, as 'pid N (name)', from /proc; '' when not knowable."""
+    inodes = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    parts = line.split()
+                    if int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(parts[9])
+        except OSError:
+            continue
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    with open(f"/proc/{pid}/comm") as f:
+                        return f"pid {pid} ({f.read().strip()})"
+        except OSError:
+            continue
+    return ""
+
+
+def open_socket(bind: str, port: int, rcvbuf: int, *, group: str | None = None,
+                interface: str = "0.0.0.0") -> tuple[socket.socket, int]:
+    """A bound UDP socket with the largest receive buffer the kernel grants (up to rcvbuf),
+    kernel drop counting on; returns it with the granted buffer size."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):   # FORCE passes rmem_max as root
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+                break
+            except OSError:
+                continue
+        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        sock.bind((group or bind, port))
+        if group:
+            mreq = socket.inet_aton(group) + socket.inet_aton(interface)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    except BaseException:
+        sock.close()
+        raise
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles it
+    return sock, granted
+
+
+def multicast_sender(group: str, port: int, interface: str = "127.0.0.1",
+                     ttl: int = 0) -> socket.socket:
+    """A connected UDP socket that sends to a multicast group from the given interface."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    s.connect((group, port))
+    return s
+
+
+def _name_process(channel: str) -> None:
+    """Name the thread 'sd:<channel>' for top and ps -L (the command line names it too)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, f"sd:{channel}"[:15].encode(), 0, 0, 0)   # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def run(args) -> int:
+    _name_process(args.channel)
+    stop = False
+
+    def on_signal(signum, frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sock, granted = open_socket(args.bind, args.port, args.rcvbuf)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            owner = port_owner(args.port)
+            log.error("channel %s: UDP port %d is already taken%s", args.channel, args.port,
+                      f" by {owner}" if owner else "")
+            return EXIT_PORT_TAKEN
+        log.error("channel %s: cannot receive on %s:%d: %s", args.channel, args.bind,
+                  args.port, e.strerror)
+        return EXIT_BAD_SETUP
+    if granted < args.rcvbuf:
+        log.warning("channel %s: receive buffer capped at %d bytes (asked %d); raise it with: "
+                    "sysctl -w net.core.rmem_max=%d", args.channel, granted, args.rcvbuf,
+                    args.rcvbuf)
+    try:
+        store = store_mod.open(args.data)
+        channel = store[args.channel]
+        writer = channel.writer()
+    except SpeedDataError as e:
+        log.error("channel %s: %s", args.channel, e)
+        sock.close()
+        return EXIT_BAD_SETUP
+    ring = Ring(args.ring, writable=True)
+    forward = multicast_sender(args.mc_group, args.mc_port, args.mc_interface, args.mc_ttl) \
+        if args.mc_group else None
+    receiver = Receiver(sock.fileno(), writer.builder, LiveRing(ring.memory),
+                        forward.fileno() if forward else -1)
+    decimated = _DecimatedSender(args, ring, channel) if args.mc_dec_group else None
+    ring.set_counters(pid=os.getpid(), rcvbuf=granted, restarts=args.restarts)
+    log.info("channel %s: receiving on %s:%d (pid %d)", args.channel, args.bind, args.port,
+             os.getpid())
+    disk_error = ""
+    next_counters = 0.0
+    try:
+        while not stop:
+            receiver.poll(0.02, writer.block_bytes)
+            try:
+                writer.maybe_flush()
+                if disk_error:
+                    log.warning("channel %s: writing again", args.channel)
+                    disk_error = ""
+            except StoreError as e:
+                if str(e) != disk_error:
+                    log.error("channel %s: %s; still receiving and counting", args.channel, e)
+                disk_error = str(e)
+            if decimated:
+                decimated.pump()
+            now = time.monotonic()
+            if now >= next_counters:
+                next_counters = now + 0.05
+                _publish_counters(ring, receiver, writer, bool(disk_error))
+    finally:
+        try:
+            writer.flush()
+        except StoreError as e:
+            log.error("channel %s: last block lost: %s", args.channel, e)
+        _publish_counters(ring, receiver, writer, bool(disk_error))
+        store.close()
+        sock.close()
+        if forward:
+            forward.close()
+    log.info("channel %s: stopped", args.channel)
+    return 0
+
+
+def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool) -> None:
+    b = writer.builder
+    rejects = b.rejects
+    ring.set_counters(datagrams=rx.datagrams, records=b.records, bytes=rx.bytes,
+                      kernel_drops=rx.kernel_drops, oversize=rx.oversize,
+                      blocks_written=writer.blocks_written, bytes_written=writer.bytes_written,
+                      dropped_records=writer.dropped_records, disk_error=int(disk_error),
+                      forwarded=rx.forwarded, forward_errors=rx.forward_errors,
+                      last_time=max(writer.last_time, b.tmax if b.pending else 0, 0),
+                      updated_ns=time.time_ns(),
+                      **{f"reject_{k}": v for k, v in rejects.items()})
+
+
+class _DecimatedSender:
+    """The decimated multicast stream: follows the ring, thins, re-encodes, sends."""
+
+    def __init__(self, args, ring: Ring, channel):
+        self.sub = Subscriber(ring, channel.schema, Decimation.parse(args.mc_dec))
+        self.plan = Plan(channel.schema, wire=True)
+        self.sock = multicast_sender(args.mc_dec_group, args.mc_dec_port, args.mc_interface,
+                                     args.mc_ttl)
+
+    def pump(self) -> None:
+        cols, _ = self.sub.poll()
+        if not len(cols):
+            return
+        data = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in cols.data.items()}
+        if any(v.ndim == 2 for v in cols.data.values()):   # minmax: a min and a max record
+            lo = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in cols.data.items()}
+            hi = {k: (v[:, 1] if v.ndim == 2 else v) for k, v in cols.data.items()}
+            data = {k: _interleave(lo[k], hi[k]) for k in lo}
+            time_ = _interleave(cols.time, cols.time)
+        else:
+            time_ = cols.time
+        data = {s.name: data[s.name].astype(s.dtype) if s.dtype != object else data[s.name]
+                for s in self.plan.schema.signals}
+        body, ends = encode_columns(self.plan, time_, data)
+        start = 0
+        for end in ends.tolist():
+            try:
+                self.sock.send(body[start:end])
+            except OSError:
+                pass
+            start = end
+
+
+def _interleave(a, b):
+    import numpy as np
+    out = np.empty(len(a) * 2, dtype=a.dtype)
+    out[0::2], out[1::2] = a, b
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="speeddata.worker", description=__doc__.splitlines()[0])
+    p.add_argument("--channel", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--ring", required=True)
+    p.add_argument("--rcvbuf", type=int, default=32 << 20)
+    p.add_argument("--restarts", type=int, default=0)
+    p.add_argument("--mc-group")
+    p.add_argument("--mc-port", type=int)
+    p.add_argument("--mc-interface", default="127.0.0.1")
+    p.add_argument("--mc-ttl", type=int, default=0)
+    p.add_argument("--mc-dec-group")
+    p.add_argument("--mc-dec-port", type=int)
+    p.add_argument("--mc-dec", default="every:10")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
