@@ -115,7 +115,8 @@ def _take(d: dict, key: str, where: str, kind, default=None, required=False):
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:
     unknown = set(d) - allowed
     if unknown:
-        raise ConfigError(f"{where}unknown key(s) {', '.join(sorted(map(str, unknown)))}",
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: unknown key(s) "
+                          f"{', '.join(sorted(map(str, unknown)))}",
                           hint=f"allowed: {', '.join(sorted(allowed))}")
 
 

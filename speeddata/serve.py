@@ -6,6 +6,7 @@ process and read its registry, counters and live rings.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from . import store as store_mod
 from .config import ChannelConfig
 from .errors import ChannelExists, ChannelNotFound, ConfigError
 from .live import Decimation, Ring, Subscriber, create_ring
+from .worker import samples_path
 
 log = logging.getLogger("speeddata.serve")
 RESTART_DELAY = 0.2       # s before a dead worker is started again
@@ -98,7 +100,9 @@ class Supervisor:
         self._terminate([w])
         if w.ring:
             w.ring.close()
-        os.remove(w.ring_path)
+        for path in (w.ring_path, samples_path(w.ring_path)):
+            if os.path.exists(path):
+                os.remove(path)
         if drop_data:
             self.store.drop_channel(name)
 
@@ -124,7 +128,12 @@ class Supervisor:
             values.update(restarts=w.restarts, running=bool(w.proc and w.proc.poll() is None),
                           pid=w.proc.pid if w.proc else 0, port=w.config.port,
                           last_exit=w.last_exit)
-            return values
+        try:
+            with open(samples_path(w.ring_path)) as f:
+                values["bad_datagrams"] = json.load(f)
+        except (OSError, ValueError):
+            values["bad_datagrams"] = {}
+        return values
 
     def pids(self) -> dict[str, int]:
         with self._lock:

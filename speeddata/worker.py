@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import json
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ import time
 from . import store as store_mod
 from ._ingest import LiveRing, Receiver
 from .errors import SpeedDataError, StoreError
-from .live import Decimation, Ring, Subscriber
+from .live import COUNTERS, Decimation, Ring, Subscriber
 from .codec import Plan, encode_columns
 
 log = logging.getLogger("speeddata.worker")
@@ -138,35 +139,40 @@ def run(args) -> int:
     receiver = Receiver(sock.fileno(), writer.builder, LiveRing(ring.memory),
                         forward.fileno() if forward else -1)
     decimated = _DecimatedSender(args, ring, channel) if args.mc_dec_group else None
+    base = ring.counter_values()
     ring.set_counters(pid=os.getpid(), rcvbuf=granted, restarts=args.restarts)
     log.info("channel %s: receiving on %s:%d (pid %d)", args.channel, args.bind, args.port,
              os.getpid())
     disk_error = ""
+    blocks_at_error = 0
     next_counters = 0.0
+    samples: dict = {}
     try:
         while not stop:
             receiver.poll(0.02, writer.block_bytes)
             try:
                 writer.maybe_flush()
-                if disk_error:
+                if disk_error and writer.blocks_written > blocks_at_error:
                     log.warning("channel %s: writing again", args.channel)
                     disk_error = ""
-            except StoreError as e:
+            except (StoreError, OSError) as e:
                 if str(e) != disk_error:
                     log.error("channel %s: %s; still receiving and counting", args.channel, e)
                 disk_error = str(e)
+                blocks_at_error = writer.blocks_written
             if decimated:
                 decimated.pump()
             now = time.monotonic()
             if now >= next_counters:
                 next_counters = now + 0.05
-                _publish_counters(ring, receiver, writer, bool(disk_error))
+                _publish_counters(ring, receiver, writer, bool(disk_error), base)
+                samples = _publish_samples(args, receiver, samples)
     finally:
         try:
             writer.flush()
         except StoreError as e:
             log.error("channel %s: last block lost: %s", args.channel, e)
-        _publish_counters(ring, receiver, writer, bool(disk_error))
+        _publish_counters(ring, receiver, writer, bool(disk_error), base)
         store.close()
         sock.close()
         if forward:
@@ -175,17 +181,45 @@ def run(args) -> int:
     return 0
 
 
-def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool) -> None:
+def samples_path(ring_path: str) -> str:
+    return ring_path + ".rejects.json"
+
+
+def _publish_samples(args, rx: Receiver, known: dict) -> dict:
+    """Log the first bad datagrams of each reason, with their sender, and leave them in a
+    file beside the ring for the supervisor to show."""
+    samples = {k: [list(x) for x in v] for k, v in rx.samples.items()}
+    if samples == known:
+        return known
+    for reason, items in samples.items():
+        for sender, length, head in items[len(known.get(reason, [])):]:
+            log.warning("channel %s: rejected %d-byte datagram from %s: %s (starts %s)",
+                        args.channel, length, sender, reason, head[:32])
+    tmp = samples_path(args.ring) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(samples, f)
+    os.replace(tmp, samples_path(args.ring))
+    return samples
+
+
+# Counters that add up over the worker's restarts (a new worker starts from the ring's).
+CUMULATIVE = ["datagrams", "records", "bytes", "kernel_drops", "oversize", "blocks_written",
+              "bytes_written", "dropped_records", "forwarded", "forward_errors"] + \
+             [name for name in COUNTERS if name.startswith("reject_")]
+
+
+def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool, base: dict) -> None:
     b = writer.builder
-    rejects = b.rejects
-    ring.set_counters(datagrams=rx.datagrams, records=b.records, bytes=rx.bytes,
-                      kernel_drops=rx.kernel_drops, oversize=rx.oversize,
-                      blocks_written=writer.blocks_written, bytes_written=writer.bytes_written,
-                      dropped_records=writer.dropped_records, disk_error=int(disk_error),
-                      forwarded=rx.forwarded, forward_errors=rx.forward_errors,
-                      last_time=max(writer.last_time, b.tmax if b.pending else 0, 0),
-                      updated_ns=time.time_ns(),
-                      **{f"reject_{k}": v for k, v in rejects.items()})
+    mine = dict(datagrams=rx.datagrams, records=b.records, bytes=rx.bytes,
+                kernel_drops=rx.kernel_drops, oversize=rx.oversize,
+                blocks_written=writer.blocks_written, bytes_written=writer.bytes_written,
+                dropped_records=writer.dropped_records, forwarded=rx.forwarded,
+                forward_errors=rx.forward_errors,
+                **{f"reject_{k}": v for k, v in b.rejects.items()})
+    ring.set_counters(**{k: base[k] + mine.get(k, 0) for k in CUMULATIVE},
+                      disk_error=int(disk_error), updated_ns=time.time_ns(),
+                      last_time=max(base["last_time"], writer.last_time,
+                                    b.tmax if b.pending else 0, 0))
 
 
 class _DecimatedSender:

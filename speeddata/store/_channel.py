@@ -22,7 +22,8 @@ from ..codec import Columns, Plan, allocate, encoder, finish
 from ..errors import DecodeError, SpeedDataError, StoreError, StoreWarning
 from ..timeutil import TimeLike, now_ns, time_range
 from . import _format as F
-from ._segment import SegmentWriter, needs_repair, parse_stem, repair, segment_stem
+from ._segment import (SegmentWriter, _store_error, needs_repair, parse_stem, repair,
+                       segment_stem)
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -369,6 +370,17 @@ class Channel:
             out.update(self._writer.counters())
         return out
 
+    def repair_if_idle(self) -> list:
+        """Repair unless another process is writing the channel (its writer repaired it)."""
+        try:
+            fd = _take_lock(self)
+        except StoreError:
+            return []
+        try:
+            return self.repair()
+        finally:
+            os.close(fd)
+
     def repair(self) -> list:
         """Repair segments a killed writer left torn (needs the writer lock)."""
         done = []
@@ -449,7 +461,7 @@ class _Writer:
 
     def __init__(self, channel: Channel):
         self.channel = channel
-        self.lock_fd = _take_lock(channel)
+        self.lock_fd = _take_lock(channel, wait=2.0)
         try:
             channel.repair()
         except BaseException:
@@ -545,9 +557,12 @@ class _Writer:
         self.segment = SegmentWriter(os.path.join(self.channel.path, stem + ".avro"),
                                      self.schema_json, level=self.level, fsync=self.fsync)
         head = os.path.join(self.channel.path, HEAD_FILE)
-        with open(head + ".tmp", "w") as f:
-            f.write(stem)
-        os.replace(head + ".tmp", head)
+        try:
+            with open(head + ".tmp", "w") as f:
+                f.write(stem)
+            os.replace(head + ".tmp", head)
+        except OSError as e:
+            raise _store_error(e, head) from e
         self._retention()
 
     def _retention(self) -> None:
@@ -569,20 +584,28 @@ class _Writer:
             os.close(self.lock_fd)
 
 
-def _take_lock(channel: Channel) -> int:
+def _take_lock(channel: Channel, wait: float = 0.0) -> int:
+    """The channel's writer lock; waits up to ``wait`` s, since another process opening the
+    store holds it for a moment to repair the channel."""
     path = os.path.join(channel.path, LOCK_FILE)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise StoreError(f"cannot write channel {channel.name!r} in {channel.store.path}: "
                          f"{e.strerror}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise StoreError(f"channel {channel.name!r} is being written by another process "
-                         f"(pid {holder})", hint="one process writes a channel at a time")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(f"channel {channel.name!r} is being written by another process "
+                             f"(pid {holder})", hint="one process writes a channel at a time")
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd

@@ -107,10 +107,7 @@ class Store:
             os.path.exists(os.path.join(self.path, "tags.sqlite")) else None
         if not readonly:
             for name in self.channels:  # finish what a killed writer left torn
-                path = os.path.join(self.path, name)
-                if not writer_active(path):
-                    self[name].writer()
-                    self[name].close()
+                self[name].repair_if_idle()
             self.enforce_retention()
 
     def __repr__(self) -> str:

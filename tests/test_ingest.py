@@ -1,0 +1,332 @@
+"""Ingest end to end on real UDP sockets (127.0.0.1): workers, supervisor, live feed."""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import speeddata
+from speeddata import ConfigError
+from speeddata.config import ChannelConfig, Multicast, parse
+from speeddata.codec import Plan, decode, encode_columns, encoder
+from speeddata.live import Decimation, decimate
+from speeddata.send import builtin_schema, example_columns, send
+from speeddata.serve import Supervisor
+
+from helpers import EXAMPLE_AVSC, ROOT, free_udp_port, wait_for
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    sups = []
+
+    def make(*channels, **kw):
+        sup = Supervisor(str(tmp_path / "data"), channels, **kw).start()
+        sups.append(sup)
+        sup.wait_ready()
+        return sup
+
+    yield make
+    for sup in sups:
+        sup.stop()
+
+
+def example_channel(name="example", **kw) -> ChannelConfig:
+    return ChannelConfig(name=name, port=free_udp_port(), schema=str(EXAMPLE_AVSC), **kw)
+
+
+def stored(sup, name):
+    return sup.store[name].read()
+
+
+def test_exact_counts_single_and_multi_record_datagrams(supervisor):
+    a, b = example_channel("single"), example_channel("multi")
+    sup = supervisor(a, b)
+    send(port=a.port, rate=20_000, count=20_000)
+    send(port=b.port, rate=2_000, count=20_000, records_per_datagram=20)
+    for name, n_dg in (("single", 20_000), ("multi", 1_000)):
+        wait_for(lambda: sup.counters(name)["records"] == 20_000, what=f"{name} records")
+        wait_for(lambda: len(stored(sup, name)) == 20_000, what=f"{name} stored")
+        cols = stored(sup, name)
+        assert cols.counter.tolist() == list(range(20_000))     # continuous, no duplicate
+        c = sup.counters(name)
+        assert c["datagrams"] == n_dg and c["kernel_drops"] == 0
+        assert np.allclose(cols.sine_wave, np.sin(2 * np.pi * np.arange(20_000) / 20))
+
+
+REJECT_SCHEMA = {"type": "record", "name": "r", "fields": [
+    {"name": "time", "type": "long"}, {"name": "flag", "type": "boolean"},
+    {"name": "mode", "type": {"type": "enum", "name": "M", "symbols": ["A", "B"]}},
+    {"name": "opt", "type": ["null", "int"]}, {"name": "name", "type": "string"}]}
+
+
+def test_every_reject_reason_is_counted_and_nothing_bad_is_stored(supervisor):
+    cfg = ChannelConfig(name="r", port=free_udp_port(), schema=REJECT_SCHEMA)
+    sup = supervisor(cfg)
+    good = encoder(sup.store["r"].schema)({"time": 5, "flag": True, "mode": "B", "opt": 3,
+                                            "name": "ok"})
+    assert good == b"\x0a\x01\x02\x02\x06\x04ok"
+    bad = {
+        "empty": b"",
+        "truncated": good[:-1],
+        "bad_varint": b"\xff" * 11,
+        "negative_length": good[:-3] + b"\x03ok",
+        "bad_union_index": good[:3] + b"\x04" + good[4:],
+        "bad_enum_index": good[:2] + b"\x06" + good[3:],
+        "bad_boolean": good[:1] + b"\x02" + good[2:],
+        "bad_utf8": good[:-3] + b"\x04\xff\xfe",
+    }
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        me = s.getsockname()
+        for data in bad.values():
+            s.sendto(data, ("127.0.0.1", cfg.port))
+        s.sendto(good * 3, ("127.0.0.1", cfg.port))              # and three good records
+        s.sendto(os.urandom(60_000), ("127.0.0.1", cfg.port))    # a large garbage datagram
+    c = wait_for(lambda: (c := sup.counters("r"))["datagrams"] == len(bad) + 2 and c,
+                 what="all datagrams")
+    for reason in bad:
+        assert c[f"reject_{reason}"] >= 1, reason
+    assert sum(v for k, v in c.items() if k.startswith("reject_")) \
+        == len(bad) + 1
+    samples = wait_for(lambda: sup.counters("r")["bad_datagrams"], what="samples")
+    assert samples["bad_boolean"][0][0] == f"{me[0]}:{me[1]}"      # who sent it
+    cols = wait_for(lambda: len(c := stored(sup, "r")) == 3 and c, what="good records")
+    assert cols.name.tolist() == ["ok"] * 3 and cols.mode.tolist() == ["B"] * 3
+
+
+def test_worker_killed_is_restarted_and_others_untouched(supervisor):
+    a, b = example_channel("victim"), example_channel("bystander")
+    sup = supervisor(a, b)
+    pids = sup.pids()
+    send(port=a.port, rate=5_000, count=2_000)
+    wait_for(lambda: len(stored(sup, "victim")) == 2_000, what="victim's first records")
+    os.kill(pids["victim"], signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: sup.counters("victim")["restarts"] == 1 and
+             sup.counters("victim")["running"], timeout=5, what="restart")
+    restart_s = time.monotonic() - t0
+    sup.wait_ready()
+    assert restart_s < 1.5
+    assert sup.pids()["bystander"] == pids["bystander"]
+    assert sup.pids()["victim"] != pids["victim"]
+    send(port=a.port, rate=5_000, count=1_000)
+    send(port=b.port, rate=5_000, count=1_000)
+    wait_for(lambda: len(stored(sup, "victim")) == 3_000, what="victim after restart")
+    wait_for(lambda: len(stored(sup, "bystander")) == 1_000, what="bystander")
+    counters = stored(sup, "victim").counter.tolist()
+    assert counters == list(range(2_000)) + list(range(1_000))
+
+
+def test_live_subscriber_decimation_matches_numpy(supervisor):
+    cfg = example_channel()
+    sup = supervisor(cfg)
+    subs = {d: sup.subscribe("example", d) for d in ("none", "every:7", "mean:10", "rms:10",
+                                                     "minmax:10")}
+    send(port=cfg.port, rate=10_000, count=3_000)
+    got = {d: [] for d in subs}
+    missed = 0
+
+    def drained():
+        nonlocal missed
+        for d, sub in subs.items():
+            cols, m = sub.poll()
+            missed += m
+            if len(cols):
+                got[d].append(cols)
+        return sum(len(c) for c in got["none"]) == 3_000
+    wait_for(drained, what="3000 live records")
+    for _ in range(3):
+        drained()
+    assert missed == 0
+    sine = np.concatenate([c.sine_wave for c in got["none"]])
+    expected = np.sin(2 * np.pi * np.arange(3000) / 20)
+    assert np.allclose(sine, expected)
+    assert np.allclose(np.concatenate([c.sine_wave for c in got["every:7"]]), expected[::7])
+    buckets = expected.reshape(-1, 10)
+    mean, rms, env = (np.concatenate([c.sine_wave for c in got[d]])
+                      for d in ("mean:10", "rms:10", "minmax:10"))
+    n = len(mean)
+    assert n >= 299 and len(rms) == len(env) == n    # the newest bucket may still be open
+    assert np.allclose(mean, buckets.mean(1)[:n])
+    assert np.allclose(rms, np.sqrt((buckets ** 2).mean(1))[:n])
+    assert np.allclose(env[:, 0], buckets.min(1)[:n])
+    assert np.allclose(env[:, 1], buckets.max(1)[:n])
+
+
+def test_decimate_time_buckets_and_slow_subscriber_is_told_what_it_missed(supervisor):
+    cfg = example_channel()
+    sup = supervisor(cfg)
+    slow = sup.subscribe("example", "none")
+    ring = sup.ring("example")
+    send(port=cfg.port, rate=0, count=200_000, records_per_datagram=1)
+    wait_for(lambda: ring.written[1] == 200_000, what="all records in the ring")
+    total, missed = 0, 0
+    while True:
+        cols, m = slow.poll()
+        missed += m
+        total += len(cols)
+        if not len(cols):
+            break
+    assert missed > 0 and total + missed == 200_000
+    # time buckets: 10 ms buckets of the records it did get
+    t = np.arange(0, 100_000_000, 1_000_000, dtype=np.int64)
+    cols = speeddata.codec.Columns(t, {"v": np.arange(100.0)})
+    out, held = decimate(cols, Decimation("minmax", bucket_ns=10_000_000))
+    assert held == 10 and out.v.tolist() == [[k * 10, k * 10 + 9] for k in range(9)]
+
+
+def test_multicast_full_rate_and_decimated_on_loopback_ttl_0(supervisor):
+    group, dec_group = "239.255.42.1", "239.255.42.2"
+    full_port, dec_port = free_udp_port(27001, 28000), free_udp_port(28001, 29000)
+    listeners = []
+    for g, p in ((group, full_port), (dec_group, dec_port)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # we read after the burst
+        s.bind((g, p))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                     socket.inet_aton(g) + socket.inet_aton("127.0.0.1"))
+        s.settimeout(5)
+        listeners.append(s)
+    try:
+        cfg = example_channel(multicast=Multicast(
+            group=group, port=full_port, interface="127.0.0.1", ttl=0,
+            decimated_group=dec_group, decimated_port=dec_port, decimation="every:10"))
+        sup = supervisor(cfg)
+        send(port=cfg.port, rate=2_000, count=500)
+        plan = Plan(sup.store["example"].schema, wire=True)
+        full = [listeners[0].recv(65536) for _ in range(500)]
+        dec = [listeners[1].recv(65536) for _ in range(50)]
+        assert [decode(plan, d).counter[0] for d in full] == list(range(500))
+        assert [decode(plan, d).counter[0] for d in dec] == list(range(0, 500, 10))
+        wait_for(lambda: sup.counters("example")["forwarded"] == 500, what="forwarded count")
+    finally:
+        for s in listeners:
+            s.close()
+
+
+def test_port_taken_is_reported_with_its_owner(supervisor, capfd):
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        blocker.bind(("127.0.0.1", 0))
+        port = free_udp_port()
+        blocker.close()
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        blocker.bind(("127.0.0.1", port))
+        sup = Supervisor(str(capfd and os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                     f"sd-taken-{os.getpid()}")),
+                         [ChannelConfig(name="x", port=port, schema=str(EXAMPLE_AVSC))]).start()
+        try:
+            wait_for(lambda: sup.counters("x")["last_exit"] == 3, what="worker to give up")
+        finally:
+            sup.stop()
+        err = capfd.readouterr().err
+        assert f"UDP port {port} is already taken by pid {os.getpid()}" in err
+    finally:
+        blocker.close()
+
+
+def test_full_disk_stops_writing_keeps_counting_and_resumes(tmp_path, small_disk):
+    filler = small_disk / "filler"
+    cfg = example_channel()
+    sup = Supervisor(str(small_disk / "data"), [cfg]).start()
+    try:
+        sup.wait_ready()
+        filler.write_bytes(b"\0" * (1_600_000))
+        sent = 0
+        while not sup.counters("example")["disk_error"]:
+            send(port=cfg.port, rate=20_000, count=5_000, first=sent)
+            sent += 5_000
+            assert sent < 2_000_000, "the disk never filled"
+        time.sleep(0.2)   # what was in flight is counted
+        before = sup.counters("example")["datagrams"]
+        send(port=cfg.port, rate=20_000, count=1_000, first=sent)
+        sent += 1_000
+        wait_for(lambda: (c := sup.counters("example"))["datagrams"] + c["kernel_drops"]
+                 >= before + 1_000 and c["disk_error"], what="counting while the disk is full")
+        filler.unlink()                                  # space comes back
+        send(port=cfg.port, rate=20_000, count=1_000, first=sent)
+        wait_for(lambda: sup.counters("example")["disk_error"] == 0, what="writing again")
+        wait_for(lambda: stored(sup, "example").counter[-1] == sent + 999, what="new records")
+        cols = stored(sup, "example")
+        assert np.all(np.diff(cols.counter) > 0)         # nothing torn, nothing repeated
+        assert sup.counters("example")["dropped_records"] > 0
+    finally:
+        sup.stop()
+
+
+def test_serve_command_flushes_on_sigterm_and_shows_channels(tmp_path, child_processes):
+    port = free_udp_port()
+    config = tmp_path / "speeddata.yaml"
+    config.write_text(f"channels:\n  - name: example\n    port: {port}\n"
+                      f"    schema: {EXAMPLE_AVSC}\n")
+    p = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "serve", "--config",
+                          str(config), "--data", str(tmp_path / "data"), "--interval", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child_processes.append(p)
+    assert "serving" in p.stdout.readline()
+    workers = subprocess.run(["pgrep", "-P", str(p.pid), "-a"], capture_output=True,
+                             text=True).stdout
+    assert "speeddata.worker --channel example" in workers       # ps names the channel
+    send(port=port, rate=10_000, count=777)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0
+    with speeddata.store.open(tmp_path / "data") as store:
+        assert store["example"].read().counter.tolist() == list(range(777))
+
+
+def test_bad_config_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.port: 80 is outside"):
+        parse({"channels": [{"name": "a", "port": 80, "schema": str(EXAMPLE_AVSC)}]})
+    with pytest.raises(ConfigError, match=r"channels\[0\]: unknown key\(s\) colour"):
+        parse({"channels": [{"name": "a", "port": 26000, "schema": str(EXAMPLE_AVSC),
+                             "colour": "red"}]})
+    with pytest.raises(ConfigError, match=r"channels\[1\]\.port: port 26000 is used by two"):
+        parse({"channels": [{"name": n, "port": 26000, "schema": str(EXAMPLE_AVSC)}
+                            for n in "ab"]})
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.schema: no file"):
+        parse({"channels": [{"name": "a", "port": 26000, "schema": "nope.avsc"}]})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("channels: [{name: a, port: 26000, schema: x.avsc, decimation: wobble:3}]")
+    out = subprocess.run([sys.executable, "-m", "speeddata.cli", "serve", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "channels[0].schema: no file" in out.stderr
+
+
+def test_channels_added_and_removed_at_run_time(supervisor):
+    a = example_channel("first")
+    sup = supervisor(a)
+    first_pid = sup.pids()["first"]
+    b = example_channel("second")
+    sup.add_channel(b)
+    sup.wait_ready()
+    send(port=b.port, rate=5_000, count=100)
+    wait_for(lambda: len(stored(sup, "second")) == 100, what="second channel's records")
+    sup.remove_channel("second")
+    assert "second" not in sup.channels and sup.pids() == {"first": first_pid}
+    assert len(sup.store["second"].read()) == 100           # its data stays
+
+
+def test_send_command_prints_what_it_sent():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", free_udp_port()))
+        rx.settimeout(5)
+        out = subprocess.run([sys.executable, "-m", "speeddata.cli", "send", "--port",
+                              str(rx.getsockname()[1]), "--rate", "0", "--count", "5000",
+                              "--records-per-datagram", "5"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "sent 1000 datagrams (5000 records)" in out.stdout and "0 errors" in out.stdout
+        plan = Plan(speeddata.schema.load(EXAMPLE_AVSC))
+        got = [decode(plan, rx.recv(65536)).counter.tolist() for _ in range(1000)]
+    assert sum(got, []) == list(range(5000))
