@@ -94,6 +94,8 @@ def send(host: str = "127.0.0.1", port: int = 26000, kind: str = "example", *,
             n = chunk if count is None else min(chunk, count - records)
             if rate > 0:   # small chunks at low rates, so that stop and duration are prompt
                 n = max(records_per_datagram, min(n, int(rec_rate / 10) or 1))
+            if n > records_per_datagram:   # whole datagrams only, but for the very last
+                n -= n % records_per_datagram
             t, data = gen(k, n, t0, period)
             body, ends = encode_columns(plan, t, data)
             ok, err = send_datagrams(sock.fileno(), body, ends, records_per_datagram, rate,

@@ -1,0 +1,20 @@
+from typing import Any
+
+import numpy as np
+
+REASONS: tuple[str, ...]
+REASON_TEXT: dict[str, str]
+
+class Plan:
+    ncols: int
+    time_op: int
+    time_scale: int
+    schema: Any
+    def __init__(self, schema: Any, wire: bool = ...) -> None: ...
+    def check(self, data: bytes, max_records: int = ...) -> np.ndarray: ...
+    def validate(self, data: bytes) -> int: ...
+    def decode_into(self, data: bytes, count: int, row0: int, times: np.ndarray,
+                    columns: list[np.ndarray | None], masks: list[np.ndarray | None]) -> int: ...
+
+def encode_columns(plan: Plan, time: np.ndarray, columns: list[Any],
+                   masks: list[np.ndarray | None] | None = ...) -> tuple[bytes, np.ndarray]: ...
