@@ -14,7 +14,8 @@ from speeddata.codec import REASONS, Plan, decode, encode, encode_columns, encod
 
 from avro_strategies import channel_schema, flatten, records_for, same
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "schemas"
+# the prototype's two example schemas, shipped with the package
+REFERENCE = Path(__file__).resolve().parents[1] / "speeddata" / "schemas"
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -7,7 +7,8 @@ import pytest
 from speeddata import SchemaError
 from speeddata import schema as S
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "schemas"
+# the prototype's two example schemas, shipped with the package
+REFERENCE = Path(__file__).resolve().parents[1] / "speeddata" / "schemas"
 EXAMPLE = {"namespace": "t", "type": "record", "name": "r", "fields": [
     {"name": "time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
     {"name": "v", "type": "double", "doc": "volts"},
