@@ -1,5 +1,5 @@
 # The compiled record plan, shared with _ingest.pyx.
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 ctypedef struct Op:
     int kind      # speeddata.schema NULL..UNION
@@ -37,3 +37,15 @@ cdef class Plan:
     cdef Py_ssize_t parse(self, const uint8_t* buf, Py_ssize_t n, Py_ssize_t max_records,
                           int64_t* times, Py_ssize_t* ends, ColOut* cols, Py_ssize_t row0,
                           int* reason, Py_ssize_t* where) noexcept nogil
+
+
+cdef inline Py_ssize_t put_varint(uint8_t* out, int64_t value) noexcept nogil:
+    """Write value as an Avro long (zigzag varint); return the bytes written."""
+    cdef uint64_t z = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
+    cdef Py_ssize_t n = 0
+    while z >= 0x80:
+        out[n] = <uint8_t>(z | 0x80)
+        z >>= 7
+        n += 1
+    out[n] = <uint8_t>z
+    return n + 1

@@ -419,7 +419,6 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     cdef Op* op
     cdef const char* s
     cdef char* out
-    cdef uint64_t z
     cdef int64_t v
     cdef bint null
     cdef int64_t[::1] tv = np.ascontiguousarray(time, dtype=np.int64)
@@ -477,13 +476,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                         v = (<int64_t*>data[c])[row]
                     else:
                         v = (<int32_t*>data[c])[row]
-                    z = (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
-                    while z >= 0x80:
-                        out[pos] = <char>(z | 0x80)
-                        z >>= 7
-                        pos += 1
-                    out[pos] = <char>z
-                    pos += 1
+                    pos += put_varint(<uint8_t*>out + pos, v)
                 elif kind == K_DOUBLE:
                     memcpy(out + pos, data[c] + row * 8, 8)
                     pos += 8
@@ -508,13 +501,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                         buf.extend(bytes(length + len(buf)))
                         out = <char*>buf
                     if kind != K_FIXED:
-                        z = (<uint64_t>length << 1)
-                        while z >= 0x80:
-                            out[pos] = <char>(z | 0x80)
-                            z >>= 7
-                            pos += 1
-                        out[pos] = <char>z
-                        pos += 1
+                        pos += put_varint(<uint8_t*>out + pos, length)
                     memcpy(out + pos, s, length)
                     pos += length
                 i += 1

@@ -14,22 +14,11 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from ._codec cimport ColOut, Plan, R_COUNT, R_NO_MEMORY, R_OK
+from ._codec cimport ColOut, Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
 from ._codec import REASONS
 
 # No datagram can hold more records than bytes; 64 KiB bounds the UDP payload.
 DEF MAX_RECORDS = 65536
-
-
-cdef inline Py_ssize_t put_varint(uint8_t* out, int64_t value) noexcept nogil:
-    cdef uint64_t z = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
-    cdef Py_ssize_t n = 0
-    while z >= 0x80:
-        out[n] = <uint8_t>(z | 0x80)
-        z >>= 7
-        n += 1
-    out[n] = <uint8_t>z
-    return n + 1
 
 
 cdef class BlockBuilder:

@@ -80,6 +80,16 @@ class _Segment:
             return True
         return False
 
+    def disk_bytes(self) -> int:
+        """Bytes of the segment and its index (0 once retention deleted them)."""
+        total = 0
+        for p in (self.path, self.idx_path):
+            try:
+                total += os.path.getsize(p)
+            except FileNotFoundError:
+                pass
+        return total
+
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""
         if self._head is None:
@@ -363,7 +373,7 @@ class Channel:
             segs = self._refresh()
             records = sum(int(s.index["count"].sum()) for s in segs)
         held = self.holds()
-        out = {"channel": self.name, "records": records, "bytes": _disk_bytes(segs),
+        out = {"channel": self.name, "records": records, "bytes": sum(s.disk_bytes() for s in segs),
                "segments": len(segs), "first_time": held[0] if held else None,
                "last_time": held[1] if held else None}
         if self._writer is not None:
@@ -443,17 +453,6 @@ def _regroup(pairs):
         else:
             out.append((seg, [e]))
     return [(seg, np.array(es, dtype=F.INDEX_DTYPE)) for seg, es in out]
-
-
-def _disk_bytes(segs) -> int:
-    total = 0
-    for s in segs:
-        for p in (s.path, s.idx_path):
-            try:
-                total += os.path.getsize(p)
-            except FileNotFoundError:
-                pass
-    return total
 
 
 class _Writer:

@@ -296,7 +296,7 @@ class Store:
             max_age, max_bytes = ch.option("max_age"), ch.option("max_bytes")
             if self.options.get("max_bytes") == max_bytes and "max_bytes" not in ch.config:
                 max_bytes = None     # the store-wide quota is applied below, across channels
-            sizes = {s.stem: _size(s) for s in segs}
+            sizes = {s.stem: s.disk_bytes() for s in segs}
             total = sum(sizes.values())
             candidates = [s for s in segs[:-1]
                           if not any(t.overlaps(name, s.tmin, s.tmax) for t in tags)]
@@ -350,16 +350,6 @@ class Store:
         names = list(channels) if channels is not None else self.channels
         return export(self, os.fspath(path), lo, hi, [self[n] for n in names], signals,
                       compression=compression, progress=progress, tag=tag)
-
-
-def _size(seg) -> int:
-    total = 0
-    for p in (seg.path, seg.idx_path):
-        try:
-            total += os.path.getsize(p)
-        except FileNotFoundError:
-            pass
-    return total
 
 
 def _delete(seg) -> bool:
