@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from speeddata.config import ChannelConfig
-from speeddata.send import builtin_schema, send
+from speeddata.send import builtin_schema
 from speeddata.serve import Supervisor
 
 HZ = os.sysconf("SC_CLK_TCK")

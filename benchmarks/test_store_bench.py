@@ -17,7 +17,7 @@ import pytest
 import speeddata
 from speeddata.codec import Plan, encode_columns
 
-from benchdata import T0, example_body, example_datagrams
+from benchdata import T0, example_datagrams
 
 FOUR = {"type": "record", "name": "four", "fields": [{"name": "time", "type": "long"}] + [
     {"name": f"s{k}", "type": "double"} for k in range(4)]}

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import numpy as np
-
 from . import schema as S
 from .codec import Columns, Plan, allocate, finish
 from .errors import SpeedDataError

@@ -5,7 +5,7 @@ from pathlib import Path
 import fastavro
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from speeddata import DecodeError

@@ -3,7 +3,6 @@
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -16,10 +15,10 @@ from speeddata import ConfigError
 from speeddata.config import ChannelConfig, Multicast, parse
 from speeddata.codec import Plan, decode, encode_columns, encoder
 from speeddata.live import Decimation, decimate
-from speeddata.send import builtin_schema, example_columns, send, temperature_columns
+from speeddata.send import builtin_schema, send, temperature_columns
 from speeddata.serve import Supervisor
 
-from helpers import EXAMPLE_AVSC, ROOT, free_udp_port, wait_for
+from helpers import EXAMPLE_AVSC, free_udp_port, wait_for
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import shutil
 import tempfile
 
-import numpy as np
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule

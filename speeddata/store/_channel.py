@@ -19,7 +19,7 @@ import zstandard
 from .. import schema as S
 from .._ingest import BlockBuilder
 from ..codec import Columns, Plan, allocate, encoder, finish
-from ..errors import DecodeError, SpeedDataError, StoreError, StoreWarning
+from ..errors import DecodeError, StoreError, StoreWarning
 from ..timeutil import TimeLike, now_ns, time_range
 from . import _format as F
 from ._segment import (SegmentWriter, _store_error, needs_repair, parse_stem, repair,
@@ -269,6 +269,18 @@ class Channel:
         with self._lock:
             selected = self._select(lo, hi)
         return self._decode(selected, lo, hi, signals)
+
+    def count(self, start: TimeLike | None = None, end: TimeLike | None = None
+              ) -> tuple[int, bool]:
+        """Records in [start, end) from the index alone: (count, exact). Not exact when a
+        block straddles an edge (then count is an upper bound)."""
+        lo, hi = time_range(start, end)
+        self.flush()
+        with self._lock:
+            selected = self._select(lo, hi)
+        total = sum(int(b["count"].sum()) for _, b in selected)
+        exact = not any(((b["tmin"] < lo) | (b["tmax"] >= hi)).any() for _, b in selected)
+        return total, exact
 
     def iter_read(self, start: TimeLike | None = None, end: TimeLike | None = None,
                   signals: Sequence[str] | None = None,
@@ -604,7 +616,7 @@ def _take_lock(channel: Channel, wait: float = 0.0) -> int:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise StoreError(f"channel {channel.name!r} is being written by another process "
-                             f"(pid {holder})", hint="one process writes a channel at a time")
+                             f"(pid {holder})", hint="one process writes a channel at a time") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd

@@ -312,7 +312,7 @@ class Store:
             store_bytes += total
         quota = self.options.get("max_bytes")
         if quota is not None and store_bytes > quota:
-            for _, _, name, s, size in sorted(pool, key=lambda p: (p[0], p[1])):
+            for *_, s, size in sorted(pool, key=lambda p: (p[0], p[1])):
                 if store_bytes <= quota:
                     break
                 if _delete(s):
