@@ -39,7 +39,8 @@ def _print_status(sup, started: float) -> None:
         st = sup.store[name].stats()
         rejects = sum(v for k, v in c.items() if k.startswith("reject_"))
         last = format_ns(st["last_time"]) if st["last_time"] else "-"
-        lines.append(f"  {name:<12} datagrams {c['datagrams']:>9}  stored {st['records']:>9}"
+        lines.append(f"  {name:<12} {c['records_per_s']:>7}/s  datagrams {c['datagrams']:>9}"
+                     f"  stored {st['records']:>9}"
                      f"  rejected {rejects}  drops {c['kernel_drops']}  {st['bytes'] / 1e6:7.2f} MB"
                      f"  newest {last}")
     print("\n".join(lines), flush=True)

@@ -146,6 +146,7 @@ def run(args) -> int:
     disk_error = ""
     blocks_at_error = 0
     next_counters = 0.0
+    rate_from = (time.monotonic(), 0, 0)    # (when, datagrams, records) for current rates
     samples: dict = {}
     try:
         while not stop:
@@ -163,6 +164,11 @@ def run(args) -> int:
             if decimated:
                 decimated.pump()
             now = time.monotonic()
+            if now - rate_from[0] >= 1.0:
+                dt = now - rate_from[0]
+                ring.set_counters(datagrams_per_s=(receiver.datagrams - rate_from[1]) / dt,
+                                  records_per_s=(writer.builder.records - rate_from[2]) / dt)
+                rate_from = (now, receiver.datagrams, writer.builder.records)
             if now >= next_counters:
                 next_counters = now + 0.05
                 _publish_counters(ring, receiver, writer, bool(disk_error), base)

@@ -57,6 +57,9 @@ def test_exact_counts_single_and_multi_record_datagrams(supervisor):
         c = sup.counters(name)
         assert c["datagrams"] == n_dg and c["kernel_drops"] == 0
         assert np.allclose(cols.sine_wave, np.sin(2 * np.pi * np.arange(20_000) / 20))
+    # the current rate: about 1000 records/s while a sender runs at that rate
+    send(port=a.port, rate=1_000, duration=2.5, first=20_000)
+    assert 500 <= sup.counters("single")["records_per_s"] <= 1_500
 
 
 REJECT_SCHEMA = {"type": "record", "name": "r", "fields": [
