@@ -22,13 +22,13 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def demo_config(data: str) -> config_mod.ServeConfig:
+def default_config(data: str, port: int = 26000) -> config_mod.ServeConfig:
     """The embedded default: the prototype's two example channels on loopback."""
     return config_mod.parse({"data": data, "channels": [
-        {"name": "example", "port": 26000, "schema": send_mod.builtin_schema("example"),
+        {"name": "example", "port": port, "schema": send_mod.builtin_schema("example"),
          "decimation": "minmax:10"},
-        {"name": "temperature", "port": 26001, "schema": send_mod.builtin_schema("temperature"),
-         "time_unit": "ms"},
+        {"name": "temperature", "port": port + 1,
+         "schema": send_mod.builtin_schema("temperature"), "time_unit": "ms"},
     ]})
 
 
@@ -79,11 +79,14 @@ def main(argv=None) -> int:
                                 "capture: UDP/Avro in, time-indexed store, live views, HDF5.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the channels of a YAML config until Ctrl-C")
-    s.add_argument("--config", required=True, help="YAML file (see speeddata.config)")
+    s.add_argument("--config", help="YAML file (see speeddata.config); without one, the "
+                   "embedded default channels example (26000) and temperature (26001)")
     s.add_argument("--data", help="store directory (overrides the config's data:)")
     s.add_argument("--interval", type=float, default=5.0, help="status print interval, s")
     d = sub.add_parser("demo", help="run the embedded default with example senders")
     d.add_argument("--data", default="./data")
+    d.add_argument("--port", type=int, default=26000,
+                   help="UDP port of the example channel; temperature takes the next")
     d.add_argument("--rate", type=float, default=100.0, help="example records/s")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--interval", type=float, default=2.0)
@@ -101,10 +104,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         if args.command == "serve":
-            return cmd_serve(args, config_mod.load(args.config))
+            cfg = config_mod.load(args.config) if args.config else default_config("./data")
+            return cmd_serve(args, cfg)
         if args.command == "demo":
-            return cmd_serve(args, demo_config(args.data),
-                             senders=[("example", 26000, args.rate), ("temperature", 26001, 1.0)])
+            return cmd_serve(args, default_config(args.data, args.port),
+                             senders=[("example", args.port, args.rate),
+                                      ("temperature", args.port + 1, 1.0)])
         if args.command == "send":
             report = send_mod.send(args.host, args.port, args.kind, rate=args.rate,
                                    count=args.count, duration=args.duration,

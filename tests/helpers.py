@@ -23,14 +23,18 @@ def python_child(code: str, *args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kw)
 
 
-def free_udp_port(lo: int = 26000, hi: int = 27000) -> int:
-    """A port in the channel range that nothing on 127.0.0.1 holds right now."""
+def free_udp_port(lo: int = 26000, hi: int = 27000, count: int = 1) -> int:
+    """A port in the channel range that nothing on 127.0.0.1 holds right now (the first of
+    ``count`` consecutive free ones)."""
+    import contextlib
     import random
     import socket
-    for port in random.sample(range(lo, hi + 1), hi - lo + 1):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    for port in random.sample(range(lo, hi - count + 2), hi - lo - count + 2):
+        with contextlib.ExitStack() as stack:
             try:
-                s.bind(("127.0.0.1", port))
+                for p in range(port, port + count):
+                    s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    s.bind(("127.0.0.1", p))
                 return port
             except OSError:
                 continue

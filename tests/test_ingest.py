@@ -365,3 +365,17 @@ def test_another_channels_schema_and_a_burst_are_rejected_or_counted_not_fatal(s
     assert sup.pids()["example"] == pid and c["restarts"] == 0
     sent = cols.take(cols.message != "sensor-1").counter    # the burst's own records
     assert len(sent) > 0 and np.all(np.diff(sent) > 0)     # no duplicates, none reordered
+
+
+def test_demo_runs_the_embedded_default_and_stores_both_channels(tmp_path):
+    port = free_udp_port(count=2)     # example and temperature
+    out = subprocess.run([sys.executable, "-m", "speeddata.cli", "demo", "--data",
+                          str(tmp_path / "data"), "--port", str(port), "--duration", "2.5",
+                          "--interval", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "example" in out.stdout and "temperature" in out.stdout
+    with speeddata.store.open(tmp_path / "data", readonly=True) as store:
+        example = store["example"].read()
+        assert len(example) >= 150             # 100 records/s for 2.5 s, flushed on exit
+        assert example.counter.tolist() == list(range(len(example)))
+        assert len(store["temperature"].read()) >= 2
