@@ -304,3 +304,17 @@ def test_full_disk_is_a_clear_error_and_loses_nothing_stored(small_disk):
         assert len(cols) >= stored and cols.counter.tolist() == list(range(len(cols)))
     with open(ch.segments()[0], "rb") as f:    # still a valid Avro file
         assert len(list(fastavro.reader(f))) == len(cols)
+
+
+def test_read_only_filesystem_reads_and_refuses_writes_clearly(small_disk):
+    import subprocess
+    with speeddata.store.open(small_disk / "data") as store:
+        fill(store.create_channel("example", EXAMPLE_AVSC), 100)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with speeddata.store.open(small_disk / "data") as store:
+        assert store["example"].read().counter.tolist() == list(range(100))
+        with pytest.raises(StoreError, match="not writable"):
+            fill(store["example"], 1)
+        with pytest.raises(StoreError, match="not writable"):
+            store.tag("t", T0, T0 + 1)
+    assert speeddata.read_avro(store["example"].segments()[0]).example.counter[99] == 99

@@ -75,6 +75,7 @@ class Store:
     def __init__(self, path: str, *, create: bool = True, readonly: bool = False, **options):
         self.path = os.path.abspath(path)
         self.readonly = readonly
+        self._why_readonly = "it was opened read-only"
         marker = os.path.join(self.path, MARKER)
         if not os.path.exists(marker):
             if os.path.isdir(self.path) and os.listdir(self.path):
@@ -95,6 +96,10 @@ class Store:
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise StoreError(f"{self.path} holds an unknown store format "
                              f"{meta.get('format')!r} version {meta.get('version')!r}")
+        if not readonly and not os.access(self.path, os.W_OK):
+            # a read-only filesystem or directory: still a store to read
+            self.readonly, readonly = True, True
+            self._why_readonly = "its directory is not writable (read-only filesystem?)"
         saved = meta.get("options", {})
         given = _normalise(options)
         if given and not readonly:
@@ -134,7 +139,7 @@ class Store:
 
     def _check_writable(self) -> None:
         if self.readonly:
-            raise StoreError(f"store {self.path} is open read-only")
+            raise StoreError(f"cannot write store {self.path}: {self._why_readonly}")
 
     # ---- channels ------------------------------------------------------------------------
 

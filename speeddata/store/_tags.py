@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import TagNotFound
@@ -37,9 +39,14 @@ class TagDB:
                        "NOT NULL, end INTEGER NOT NULL, channels TEXT, note TEXT NOT NULL, "
                        "created INTEGER NOT NULL)")
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
         # a short-lived connection per call: several processes share the file
-        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
 
     def put(self, tag: Tag) -> Tag:
         tag = Tag(tag.name, tag.start, tag.end, tag.channels, tag.note, tag.created or now_ns())
