@@ -1,6 +1,13 @@
+import os
 import subprocess
 
 import pytest
+from hypothesis import settings
+
+# HYPOTHESIS_PROFILE=thorough for a long property/fuzz run
+settings.register_profile("default", max_examples=150)
+settings.register_profile("thorough", max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
