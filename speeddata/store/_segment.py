@@ -36,7 +36,8 @@ class SegmentWriter:
         self.idx_path = path[: -len(".avro")] + ".idx"
         self.sync = os.urandom(F.SYNC_SIZE)
         self.fsync = fsync
-        self._zstd = zstandard.ZstdCompressor(level=level)
+        # the frame checksum makes damaged blocks fail to decompress instead of reading wrong
+        self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=True)
         head = F.header(schema_json, self.sync)
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
