@@ -1,7 +1,7 @@
 import datetime as dt
-from pathlib import Path
 import json
 import os
+from pathlib import Path
 
 import fastavro
 import h5py
