@@ -21,7 +21,7 @@ from . import store as store_mod
 from .config import ChannelConfig
 from .errors import ChannelExists, ChannelNotFound, ConfigError
 from .live import Decimation, Ring, Subscriber, create_ring
-from .worker import samples_path
+from .worker import status_path
 
 log = logging.getLogger("speeddata.serve")
 RESTART_DELAY = 0.2       # s before a dead worker is started again
@@ -100,7 +100,7 @@ class Supervisor:
         self._terminate([w])
         if w.ring:
             w.ring.close()
-        for path in (w.ring_path, samples_path(w.ring_path)):
+        for path in (w.ring_path, status_path(w.ring_path)):
             if os.path.exists(path):
                 os.remove(path)
         if drop_data:
@@ -121,7 +121,8 @@ class Supervisor:
         return Subscriber(self.ring(name), self.store[name].schema, decimation, signals, **kw)
 
     def counters(self, name: str) -> dict:
-        """The worker's counters (datagrams, records, rejects, drops...) plus restarts."""
+        """The worker's counters (datagrams, records, rejects, drops, rates...), restarts, the
+        first bad datagrams per reason (sender, length, first bytes) and the current error."""
         with self._lock:
             w = self._workers[name]
             values = w.ring.counter_values()
@@ -129,10 +130,10 @@ class Supervisor:
                           pid=w.proc.pid if w.proc else 0, port=w.config.port,
                           last_exit=w.last_exit)
         try:
-            with open(samples_path(w.ring_path)) as f:
-                values["bad_datagrams"] = json.load(f)
+            with open(status_path(w.ring_path)) as f:
+                values.update(json.load(f))    # bad_datagrams (first few per reason), error
         except (OSError, ValueError):
-            values["bad_datagrams"] = {}
+            values.update(bad_datagrams={}, error="")
         return values
 
     def pids(self) -> dict[str, int]:

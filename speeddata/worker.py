@@ -147,7 +147,7 @@ def run(args) -> int:
     blocks_at_error = 0
     next_counters = 0.0
     rate_from = (time.monotonic(), 0, 0)    # (when, datagrams, records) for current rates
-    samples: dict = {}
+    status: dict = {}
     try:
         while not stop:
             receiver.poll(0.02, writer.block_bytes)
@@ -172,7 +172,7 @@ def run(args) -> int:
             if now >= next_counters:
                 next_counters = now + 0.05
                 _publish_counters(ring, receiver, writer, bool(disk_error), base)
-                samples = _publish_samples(args, receiver, samples)
+                status = _publish_status(args, receiver, disk_error, status)
     finally:
         try:
             writer.flush()
@@ -187,25 +187,26 @@ def run(args) -> int:
     return 0
 
 
-def samples_path(ring_path: str) -> str:
-    return ring_path + ".rejects.json"
+def status_path(ring_path: str) -> str:
+    return ring_path + ".status.json"
 
 
-def _publish_samples(args, rx: Receiver, known: dict) -> dict:
-    """Log the first bad datagrams of each reason, with their sender, and leave them in a
-    file beside the ring for the supervisor to show."""
-    samples = {k: [list(x) for x in v] for k, v in rx.samples.items()}
-    if samples == known:
+def _publish_status(args, rx: Receiver, error: str, known: dict) -> dict:
+    """Log the first bad datagrams of each reason with their sender, and leave them with the
+    current error (full disk...) in a file beside the ring for the supervisor to show."""
+    status = {"bad_datagrams": {k: [list(x) for x in v] for k, v in rx.samples.items()},
+              "error": error}
+    if status == known:
         return known
-    for reason, items in samples.items():
-        for sender, length, head in items[len(known.get(reason, [])):]:
+    for reason, items in status["bad_datagrams"].items():
+        for sender, length, head in items[len(known.get("bad_datagrams", {}).get(reason, [])):]:
             log.warning("channel %s: rejected %d-byte datagram from %s: %s (starts %s)",
                         args.channel, length, sender, reason, head[:32])
-    tmp = samples_path(args.ring) + ".tmp"
+    tmp = status_path(args.ring) + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(samples, f)
-    os.replace(tmp, samples_path(args.ring))
-    return samples
+        json.dump(status, f)
+    os.replace(tmp, status_path(args.ring))
+    return status
 
 
 # Counters that add up over the worker's restarts (a new worker starts from the ring's).

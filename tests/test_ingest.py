@@ -253,9 +253,11 @@ def test_full_disk_stops_writing_keeps_counting_and_resumes(tmp_path, small_disk
         sent += 1_000
         wait_for(lambda: (c := sup.counters("example"))["datagrams"] + c["kernel_drops"]
                  >= before + 1_000 and c["disk_error"], what="counting while the disk is full")
+        assert sup.counters("example")["error"].startswith("disk full writing")
         filler.unlink()                                  # space comes back
         send(port=cfg.port, rate=20_000, count=1_000, first=sent)
         wait_for(lambda: sup.counters("example")["disk_error"] == 0, what="writing again")
+        wait_for(lambda: sup.counters("example")["error"] == "", what="the error cleared")
         wait_for(lambda: stored(sup, "example").counter[-1] == sent + 999, what="new records")
         cols = stored(sup, "example")
         assert np.all(np.diff(cols.counter) > 0)         # nothing torn, nothing repeated
