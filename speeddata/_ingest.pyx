@@ -14,7 +14,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from ._codec cimport ColOut, Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
+from ._codec cimport Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
 from ._codec import REASONS
 
 # No datagram can hold more records than bytes; 64 KiB bounds the UDP payload.
@@ -250,17 +250,23 @@ cdef inline int64_t now_ns(int clk) noexcept nogil:
 
 # ---- the live ring ----------------------------------------------------------------------
 
-# Layout of a channel's live ring (a file in /dev/shm, shared by the ingest worker that
-# writes it and the serving process that reads it); keep in step with speeddata/live.py.
+# Layout of a channel's live ring: a file in /dev/shm, shared by the ingest worker that
+# writes it and the serving process that reads it (speeddata/live.py, via RING_LAYOUT).
 DEF RING_HEADER = 64
 DEF RING_COUNTERS = 64          # uint64 counters after the header
 DEF ENTRY_SIZE = 32
-cdef enum:               # u64 slots of the header
+cdef enum:               # u64 slots of the header (0 holds the magic, see live.py)
     H_ENTRIES = 1        # entry capacity
     H_DATA = 2           # data capacity in bytes
     H_WRITE_ENTRY = 3    # entries written, ever
     H_WRITE_RECORDS = 4  # records written, ever
     H_DATA_HEAD = 5      # bytes written, ever (padding included)
+
+# The layout for Python readers (speeddata.live), from the one definition above.
+RING_LAYOUT = {"header_bytes": RING_HEADER, "counter_slots": RING_COUNTERS,
+               "entry_bytes": ENTRY_SIZE, "entries": H_ENTRIES, "data": H_DATA,
+               "write_entry": H_WRITE_ENTRY, "write_records": H_WRITE_RECORDS,
+               "data_head": H_DATA_HEAD}
 
 ctypedef struct RingEntry:
     uint64_t offset       # absolute byte position (modulo the data capacity in the ring)

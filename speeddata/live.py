@@ -16,16 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._ingest import RING_LAYOUT
 from .codec import REASONS, Columns, Plan, decode
 from .errors import SpeedDataError
 from .schema import ChannelSchema
 
-_HEADER = 64
-_NCOUNTERS = 64
+_HEADER = RING_LAYOUT["header_bytes"]
+_NCOUNTERS = RING_LAYOUT["counter_slots"]
 MAGIC = 0x5344_4C49_5645_0001            # "SDLIVE" v1
 ENTRY = np.dtype([("offset", "<u8"), ("length", "<u4"), ("count", "<u4"),
-                  ("first_record", "<u8"), ("time", "<i8")])
-H_MAGIC, H_ENTRIES, H_DATA, H_WRITE_ENTRY, H_WRITE_RECORDS, H_DATA_HEAD = range(6)
+                  ("first_record", "<u8"), ("time", "<i8")])   # RingEntry in _ingest.pyx
+assert ENTRY.itemsize == RING_LAYOUT["entry_bytes"]
+H_MAGIC = 0
+H_ENTRIES, H_DATA, H_WRITE_ENTRY, H_WRITE_RECORDS, H_DATA_HEAD = (
+    RING_LAYOUT[k] for k in ("entries", "data", "write_entry", "write_records", "data_head"))
 
 COUNTERS = ["datagrams", "records", "bytes", "kernel_drops", "oversize", "blocks_written",
             "bytes_written", "dropped_records", "last_time", "restarts", "pid", "disk_error",

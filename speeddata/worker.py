@@ -19,11 +19,13 @@ import socket
 import sys
 import time
 
+import numpy as np
+
 from . import store as store_mod
 from ._ingest import LiveRing, Receiver
 from .errors import SpeedDataError, StoreError
-from .live import COUNTERS, Decimation, Ring, Subscriber
 from .codec import Plan, encode_columns
+from .live import COUNTERS, Decimation, Ring, Subscriber
 
 log = logging.getLogger("speeddata.worker")
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
@@ -263,7 +265,6 @@ class _DecimatedSender:
 
 
 def _interleave(a, b):
-    import numpy as np
     out = np.empty(len(a) * 2, dtype=a.dtype)
     out[0::2], out[1::2] = a, b
     return out
