@@ -157,9 +157,14 @@ def four_store(tmp_path_factory, sizes):
 def test_export_hdf5(benchmark, four_store, tmp_path):
     path, n, _, _ = four_store
     benchmark.group = "HDF5: 10 M records x 4 doubles"
+    out = tmp_path / "x.h5"
+
+    def fresh():   # each round writes a new file; deleting the last one is not timed
+        out.unlink(missing_ok=True)
+
     with speeddata.store.open(path, readonly=True) as store:
-        out = benchmark.pedantic(store.export_hdf5, args=(tmp_path / "x.h5", T0, T0 + n * 10_000),
-                                 rounds=3)
+        benchmark.pedantic(store.export_hdf5, args=(out, T0, T0 + n * 10_000), setup=fresh,
+                           rounds=3)
     with h5py.File(out) as f:
         assert len(f["four/s3"]) == n
     _rate(benchmark, n)
@@ -169,12 +174,14 @@ def test_h5py_baseline(benchmark, four_store, tmp_path):
     _, n, time, data = four_store
     benchmark.group = "HDF5: 10 M records x 4 doubles"
 
+    out = tmp_path / "raw.h5"
+
     def write():
-        with h5py.File(tmp_path / "raw.h5", "w") as f:
+        with h5py.File(out, "w") as f:
             g = f.create_group("four")
             g.create_dataset("time", data=time)
             for k, v in data.items():
                 g.create_dataset(k, data=v)
 
-    benchmark.pedantic(write, rounds=3)
+    benchmark.pedantic(write, setup=lambda: out.unlink(missing_ok=True), rounds=3)
     _rate(benchmark, n)
