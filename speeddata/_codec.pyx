@@ -193,15 +193,22 @@ cdef class Plan:
                         (<int64_t*>(c.data + row * 8))[0] = v
                     if i == self.time_op:
                         t = v
-                elif kind == K_DOUBLE or kind == K_FLOAT:
-                    length = 8 if kind == K_DOUBLE else 4
-                    if pos + length > n:
+                elif kind == K_DOUBLE:   # constant sizes: the compiler inlines the copy
+                    if pos + 8 > n:
                         reason[0] = R_TRUNCATED
                         where[0] = start
                         return -1
                     if c != NULL:
-                        memcpy(c.data + row * length, buf + pos, length)
-                    pos += length
+                        memcpy(c.data + row * 8, buf + pos, 8)
+                    pos += 8
+                elif kind == K_FLOAT:
+                    if pos + 4 > n:
+                        reason[0] = R_TRUNCATED
+                        where[0] = start
+                        return -1
+                    if c != NULL:
+                        memcpy(c.data + row * 4, buf + pos, 4)
+                    pos += 4
                 elif kind == K_STRING or kind == K_BYTES:
                     pos = read_long(buf, n, pos, &v, reason)
                     if pos < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import threading
 import time
@@ -309,45 +310,50 @@ class Channel:
     def _decode(self, selected, lo: int, hi: int, signals) -> Columns:
         total = sum(int(b["count"].sum()) for _, b in selected)
         time_col, columns, masks = allocate(self.schema, total, signals)
-        tasks, lost, files, row = [], [], [], 0
+        tasks, lost, maps, row, mem = [], [], [], 0, None
         try:
             for seg, blocks in selected:
                 count = int(blocks["count"].sum())
                 try:
-                    files.append(open(seg.path, "rb"))
+                    # mapped, not read: blocks decompress straight from the page cache.
+                    # Only repair shrinks a segment, and only past its last indexed block.
+                    with open(seg.path, "rb") as f:
+                        maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
                     head = seg.head()
-                except FileNotFoundError:  # deleted by retention after the query chose it
+                except (FileNotFoundError, ValueError):   # deleted by retention meanwhile
                     lost.append((row, count))
                     row += count
                     continue
+                mem = memoryview(maps[-1])
                 for b in blocks:
-                    tasks.append(_Task(seg.path, head, files[-1].fileno(), int(b["offset"]),
+                    tasks.append(_Task(seg.path, head, mem, int(b["offset"]),
                                        int(b["length"]), int(b["count"]), row))
                     row += int(b["count"])
 
             def run(t: _Task) -> str | None:
                 try:
-                    buf = os.pread(t.fd, t.length, t.offset)
-                    _, payload, _ = F.parse_block(buf, 0, t.head[1])
+                    _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
+                                                  t.head[1])
                     body = _decompressor(t.head[0])(payload)
                     self._plan.decode_into(body, t.count, t.row, time_col, columns, masks)
                     return None
                 except (F.FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
                     return f"{t.path}: skipping corrupt block at byte {t.offset}: {err}"
 
-            # Blocks decode independently (pread, zstd and the codec's parse run without the
-            # GIL), so large reads spread over the cores.
+            # Blocks decode independently (zstd and the codec's parse run without the GIL),
+            # so large reads spread over the cores.
             if total >= _PARALLEL_RECORDS and len(tasks) > 1:
                 problems = list(_pool().map(run, tasks))
             else:
                 problems = [run(t) for t in tasks]
+            for task, problem in zip(tasks, problems):
+                if problem:
+                    warnings.warn(problem, StoreWarning, stacklevel=3)
+                    lost.append((task.row, task.count))
         finally:
-            for f in files:
-                f.close()
-        for task, problem in zip(tasks, problems):
-            if problem:
-                warnings.warn(problem, StoreWarning, stacklevel=3)
-                lost.append((task.row, task.count))
+            # unmapped when the last view goes (a pool thread may still hold its task for a
+            # moment, so no explicit close, which would fail while a view exists)
+            tasks = mem = maps = None
         cols = finish(self.schema, time_col, columns, masks, self.name)
         keep = None
         if lost:
@@ -441,7 +447,7 @@ class _Task(NamedTuple):
     """One block to decode into rows row..row+count of a read's columns."""
     path: str
     head: tuple[str, bytes]     # (codec, sync marker)
-    fd: int
+    mem: memoryview             # the mapped segment
     offset: int                 # the block's file offset and length
     length: int
     count: int

@@ -72,6 +72,13 @@ def header(schema_json: str, sync: bytes, codec: str = CODEC, meta: dict | None 
 
 def parse_header(buf) -> tuple[dict, str, bytes, int]:
     """(schema dict, codec, sync marker, header length) of a container file's first bytes."""
+    try:
+        return _parse_header(buf)
+    except (UnicodeDecodeError, IndexError) as e:
+        raise FormatError(f"damaged container file header: {e}") from e
+
+
+def _parse_header(buf) -> tuple[dict, str, bytes, int]:
     if bytes(buf[:4]) != MAGIC:
         raise FormatError("not an Avro object container file (bad magic)")
     pos, meta = 4, {}
