@@ -56,8 +56,9 @@ class Supervisor:
     def __init__(self, data: str, channels=(), retention: dict | None = None):
         self.data = os.path.abspath(data)
         self.store = store_mod.open(self.data, **(retention or {}))
-        self._ring_dir = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-",
-                                          dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        _remove_stale_rings(shm)
+        self._ring_dir = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-", dir=shm)
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -238,3 +239,23 @@ class Supervisor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _remove_stale_rings(shm: str) -> None:
+    """Ring folders of supervisors that died without cleaning up (kill -9)."""
+    for name in os.listdir(shm):
+        parts = name.split("-")
+        if len(parts) < 3 or parts[0] != "speeddata" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue                     # its supervisor still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue                     # someone else's, alive
+        path = os.path.join(shm, name)
+        for ring in os.listdir(path):
+            os.remove(os.path.join(path, ring))
+        os.rmdir(path)
+        log.info("removed the live rings of a supervisor that is gone: %s", path)

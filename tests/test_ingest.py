@@ -214,16 +214,12 @@ def test_multicast_full_rate_and_decimated_on_loopback_ttl_0(supervisor):
             s.close()
 
 
-def test_port_taken_is_reported_with_its_owner(supervisor, capfd):
+def test_port_taken_is_reported_with_its_owner(tmp_path, capfd):
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        blocker.bind(("127.0.0.1", 0))
         port = free_udp_port()
-        blocker.close()
-        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         blocker.bind(("127.0.0.1", port))
-        sup = Supervisor(str(capfd and os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                                     f"sd-taken-{os.getpid()}")),
+        sup = Supervisor(str(tmp_path / "data"),
                          [ChannelConfig(name="x", port=port, schema=str(EXAMPLE_AVSC))]).start()
         try:
             wait_for(lambda: sup.counters("x")["last_exit"] == 3, what="worker to give up")
@@ -384,3 +380,18 @@ def test_demo_runs_the_embedded_default_and_stores_both_channels(tmp_path):
         assert len(example) >= 150             # 100 records/s for 2.5 s, flushed on exit
         assert example.counter.tolist() == list(range(len(example)))
         assert len(store["temperature"].read()) >= 2
+
+
+def test_rings_left_by_a_killed_supervisor_are_removed(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = f"/dev/shm/speeddata-{gone.pid}-test"
+    os.makedirs(stale, exist_ok=True)
+    open(os.path.join(stale, "x.ring"), "wb").close()
+    sup = Supervisor(str(tmp_path / "data"), [])
+    try:
+        assert not os.path.exists(stale)
+        assert os.path.isdir(sup._ring_dir)        # its own is there
+    finally:
+        sup.stop()
+    assert not os.path.exists(sup._ring_dir)
