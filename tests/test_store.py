@@ -158,6 +158,17 @@ def test_retention_by_bytes_keeps_tagged_segments(tmp_path):
             store.untag("keep")
 
 
+def test_projected_horizon(tmp_path):
+    with speeddata.store.open(tmp_path, max_bytes=10_000_000) as store:
+        assert store.projected_horizon() is None          # no data yet
+        ch = store.create_channel("example", EXAMPLE_AVSC)
+        fill(ch, 2001)                                     # 2 s at 1 kHz
+        rate = ch.stats()["bytes"] / 2.0
+        assert store.projected_horizon() == pytest.approx(10_000_000 / rate)
+    with speeddata.store.open(tmp_path, max_age="PT10S") as store:
+        assert store.projected_horizon() == pytest.approx(min(10.0, 10_000_000 / rate))
+
+
 def test_retention_by_age(tmp_path):
     with speeddata.store.open(tmp_path, block_bytes=1024, segment_bytes=4096,
                               max_age="PT1S") as store:

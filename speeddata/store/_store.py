@@ -273,6 +273,26 @@ class Store:
         held = self.holds(channel)
         return (held[1] - held[0]) / 1e9 if held else 0.0
 
+    def projected_horizon(self) -> float | None:
+        """Seconds of data the store will hold once retention applies, at the rate it has
+        been filling (bytes held over time held, summed over channels); None without a
+        quota or age limit, or before any data."""
+        max_age = self.options.get("max_age")
+        quota = self.options.get("max_bytes")
+        if quota is None and max_age is None:
+            return None
+        rate = 0.0
+        for name in self.channels:
+            st = self[name].stats()
+            if st["records"] and st["last_time"] > st["first_time"]:
+                rate += st["bytes"] / ((st["last_time"] - st["first_time"]) / 1e9)
+        if not rate:
+            return None
+        limits = [max_age / 1e9] if max_age is not None else []
+        if quota is not None:
+            limits.append(quota / rate)
+        return min(limits)
+
     # ---- retention -----------------------------------------------------------------------
 
     def _has_retention(self) -> bool:
