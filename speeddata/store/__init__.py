@@ -5,7 +5,8 @@ channel holding its schema, its segments (Avro object container files, zstandard
 named ``<first time ns>-<seq>.avro`` so that a sorted listing is a time-ordered one) and a
 block index beside each (``.idx``). Nothing outside this package opens a segment file.
 """
-from ._channel import Appended, Channel
+from ._channel import Channel
+from ._writer import Appended
 from ._store import DEFAULTS, Store, open
 from ._tags import Tag
 

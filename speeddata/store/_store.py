@@ -14,7 +14,8 @@ from typing import Any
 from .. import schema as S
 from ..errors import ChannelExists, ChannelNotFound, StoreError, TagNotFound, TimeRangeError
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range
-from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel, writer_active
+from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel
+from ._writer import writer_active
 from ._segment import parse_stem
 from ._tags import Tag, TagDB
 
