@@ -156,7 +156,9 @@ class Supervisor:
             if mc.decimated_group:
                 cmd += ["--mc-dec-group", mc.decimated_group, "--mc-dec-port",
                         str(mc.decimated_port), "--mc-dec", mc.decimation]
-        w.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        # its own session: a terminal's Ctrl-C reaches the supervisor, which stops the
+        # workers in order (and a worker whose supervisor dies stops by itself)
+        w.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
         w.started = time.monotonic()
         log.info("channel %s: worker pid %d on port %d", cfg.name, w.proc.pid, cfg.port)
 

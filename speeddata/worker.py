@@ -150,8 +150,12 @@ def run(args) -> int:
     next_counters = 0.0
     rate_from = (time.monotonic(), 0, 0)    # (when, datagrams, records) for current rates
     status: dict = {}
+    parent = os.getppid()
     try:
         while not stop:
+            if os.getppid() != parent:   # the supervisor is gone: flush and go too
+                log.warning("channel %s: supervisor gone; stopping", args.channel)
+                break
             receiver.poll(0.02, writer.block_bytes)
             try:
                 writer.maybe_flush()
@@ -181,7 +185,10 @@ def run(args) -> int:
         except StoreError as e:
             log.error("channel %s: last block lost: %s", args.channel, e)
         _publish_counters(ring, receiver, writer, bool(disk_error), base)
-        store.close()
+        try:
+            store.close()
+        except StoreError as e:
+            log.error("channel %s: %s", args.channel, e)
         sock.close()
         if forward:
             forward.close()

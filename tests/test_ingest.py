@@ -418,3 +418,35 @@ def test_live_feed_does_not_wait_for_disk(supervisor):
                 time.sleep(0.0002)
     assert len(lags) == 200
     assert np.median(lags) < 25, f"median {np.median(lags):.1f} ms"
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path, child_processes):
+    port = free_udp_port()
+    config = tmp_path / "speeddata.yaml"
+    config.write_text(f"channels:\n  - name: example\n    port: {port}\n"
+                      f"    schema: {EXAMPLE_AVSC}\n")
+    p = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "serve", "--config",
+                          str(config), "--data", str(tmp_path / "data"), "--interval", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    child_processes.append(p)
+    assert "serving" in p.stdout.readline()
+    worker = int(subprocess.run(["pgrep", "-P", str(p.pid), "-f", "speeddata.worker"],
+                                capture_output=True, text=True).stdout.split()[0])
+    send(port=port, rate=10_000, count=500)
+    time.sleep(0.3)
+    p.kill()
+    p.wait()
+
+    def worker_gone():
+        try:
+            os.kill(worker, 0)
+            return False
+        except ProcessLookupError:
+            return True
+    try:
+        wait_for(worker_gone, timeout=10, what="the orphaned worker to stop")
+    finally:
+        if not worker_gone():
+            os.kill(worker, signal.SIGKILL)
+    with speeddata.store.open(tmp_path / "data") as store:      # and it flushed on the way
+        assert store["example"].read().counter.tolist() == list(range(500))
