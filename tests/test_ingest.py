@@ -262,16 +262,22 @@ def test_full_disk_stops_writing_keeps_counting_and_resumes(tmp_path, small_disk
         sup.stop()
 
 
-def test_serve_command_flushes_on_sigterm_and_shows_channels(tmp_path, child_processes):
+def start_serve(tmp_path, child_processes) -> tuple[subprocess.Popen, int]:
+    """`speeddata serve` with one example channel, in its own process; (process, port)."""
     port = free_udp_port()
     config = tmp_path / "speeddata.yaml"
     config.write_text(f"channels:\n  - name: example\n    port: {port}\n"
                       f"    schema: {EXAMPLE_AVSC}\n")
     p = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "serve", "--config",
                           str(config), "--data", str(tmp_path / "data"), "--interval", "60"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     child_processes.append(p)
     assert "serving" in p.stdout.readline()
+    return p, port
+
+
+def test_serve_command_flushes_on_sigterm_and_shows_channels(tmp_path, child_processes):
+    p, port = start_serve(tmp_path, child_processes)
     workers = subprocess.run(["pgrep", "-P", str(p.pid), "-a"], capture_output=True,
                              text=True).stdout
     assert "speeddata.worker --channel example" in workers       # ps names the channel
@@ -421,15 +427,7 @@ def test_live_feed_does_not_wait_for_disk(supervisor):
 
 
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path, child_processes):
-    port = free_udp_port()
-    config = tmp_path / "speeddata.yaml"
-    config.write_text(f"channels:\n  - name: example\n    port: {port}\n"
-                      f"    schema: {EXAMPLE_AVSC}\n")
-    p = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "serve", "--config",
-                          str(config), "--data", str(tmp_path / "data"), "--interval", "60"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    child_processes.append(p)
-    assert "serving" in p.stdout.readline()
+    p, port = start_serve(tmp_path, child_processes)
     worker = int(subprocess.run(["pgrep", "-P", str(p.pid), "-f", "speeddata.worker"],
                                 capture_output=True, text=True).stdout.split()[0])
     send(port=port, rate=10_000, count=500)
