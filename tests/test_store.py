@@ -59,6 +59,9 @@ def test_bad_requests_name_the_problem(store, tmp_path):
     with pytest.raises(ChannelExists, match="other fields"):
         store.create_channel("example", TEMPERATURE_AVSC)
     assert store.create_channel("example", EXAMPLE_AVSC) is ch   # same fields: the same channel
+    redoc = json.loads(EXAMPLE_AVSC.read_text())
+    redoc["fields"][3]["doc"] = "a better description"
+    assert store.create_channel("example", redoc) is ch         # a doc is not a field change
     with pytest.raises(StoreError, match="bad channel name"):
         store.create_channel("../evil", EXAMPLE_AVSC)
     other = tmp_path / "other"
