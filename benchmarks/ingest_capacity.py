@@ -6,7 +6,8 @@ In one run, with the sender (``speeddata send``, sendmmsg) in its own process:
 1. the sender alone into the baseline receiver (recvmmsg, discard) at full speed;
 2. full ingest (validate + block + zstd + store) at the same sender setting;
 3. 20 records per datagram into full ingest;
-4. live feed latency: record time to a subscriber seeing it, at 10k records/s.
+4. live feed latency: record time to a subscriber seeing it, at 10k records/s;
+5. a worker killed with SIGKILL: time until its replacement receives again.
 Prints a table: datagrams/s, records/s, loss, receiver CPU per datagram (and its ratio to
 the baseline), bytes on disk per record, latency percentiles.
 """
@@ -135,6 +136,28 @@ def latency(seconds: float = 3.0, rate: float = 10_000) -> dict:
             "p99_ms": float(np.percentile(lag, 99)), "max_ms": float(lag.max())}
 
 
+def restart_seconds(kills: int = 5) -> list[float]:
+    """SIGKILL a worker; seconds until its replacement is receiving again."""
+    import signal
+    with tempfile.TemporaryDirectory() as data:
+        sup = Supervisor(data, [ChannelConfig(name="example", port=free_port(),
+                                              schema=builtin_schema("example"))]).start()
+        try:
+            sup.wait_ready()
+            out = []
+            for _ in range(kills):
+                pid = sup.pids()["example"]
+                os.kill(pid, signal.SIGKILL)
+                t0 = time.monotonic()
+                while not (sup.pids()["example"] != pid and
+                           sup.counters("example")["pid"] == sup.pids()["example"]):
+                    time.sleep(0.005)
+                out.append(time.monotonic() - t0)
+        finally:
+            sup.stop()
+    return out
+
+
 def run(count: int) -> list[dict]:
     return [baseline(count), full(count),
             full(count // 5, per=20, rate=110_000),     # 2.2 M records/s offered
@@ -167,6 +190,9 @@ def main(argv=None) -> int:
     count = 20_000 if args.quick else args.count
     rows = run(count)
     print(table(rows, latency(1.0 if args.quick else 3.0)))
+    restarts = restart_seconds()
+    print(f"worker SIGKILL to receiving again: median {np.median(restarts):.3f} s "
+          f"(max {max(restarts):.3f} s over {len(restarts)} kills)")
     return 0
 
 
