@@ -397,8 +397,13 @@ class Channel:
 
     def repair(self) -> list:
         """Repair segments a killed writer left torn (needs the writer lock)."""
+        names = set(os.listdir(self.path))
+        stems = sorted(n[:-5] for n in names if n.endswith(".avro"))
+        # A writer only ever appends to its newest segment, so that is the one a kill can
+        # tear; older ones are checked only for a missing index (cheap for large stores).
+        suspects = [s for s in stems[:-1] if s + ".idx" not in names] + stems[-1:]
         done = []
-        for stem in sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro")):
+        for stem in suspects:
             path = os.path.join(self.path, stem + ".avro")
             if needs_repair(path):
                 done.append(repair(path, self._plan))
