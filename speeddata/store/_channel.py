@@ -1,4 +1,5 @@
-"""A channel of the store: its writer (one process at a time) and its readers (any number)."""
+"""A channel of the store: range reads (from any number of processes) over its segments,
+and the handle on its one writer (`_writer.py`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import zstandard
 from .. import schema as S
 from ..codec import Columns, Plan, allocate, encoder, finish
 from ..errors import DecodeError, StoreError, StoreWarning
-from ..timeutil import TimeLike, now_ns, time_range
+from ..timeutil import TimeLike, now_ns, time_range, to_ns
 from . import _format as F
 from ._segment import needs_repair, repair
 from ._writer import HEAD_FILE, Appended, Writer, take_lock
@@ -171,7 +172,6 @@ class Channel:
         Datagrams that do not decode exactly are rejected and counted by reason; the rest
         are stored.
         """
-        from ..timeutil import to_ns
         recv = now_ns() if receive_time is None else to_ns(receive_time, what="receive_time")
         return self.writer().add(datagrams, recv)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import schema as S
 from ..errors import ChannelExists, ChannelNotFound, StoreError, TagNotFound, TimeRangeError
-from ..timeutil import TimeLike, duration_ns, now_ns, time_range
+from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
 from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel
 from ._writer import writer_active
 from ._segment import parse_stem
@@ -308,7 +308,6 @@ class Store:
         and segments that overlap a tag are kept. Returns the deleted segment paths."""
         if self.readonly or not self._has_retention():
             return []
-        from ..timeutil import to_ns
         now = now_ns() if now is None else to_ns(now, what="now")
         tags = self.tags()
         deleted: list[str] = []
