@@ -96,14 +96,16 @@ def full(count: int, per: int = 1, rate: float = 0) -> dict:
             cpu0 = cpu_seconds(pid)
             tx = sender(port, count * per, per, rate)
             sent, seconds = sent_figures(tx)
-            last, stable = -1, 0
-            while stable < 5:                  # until the counters stop moving
+            last, stable, deadline = -1, 0, time.monotonic() + 60
+            while time.monotonic() < deadline:   # until counters settle and all is stored
                 time.sleep(0.1)
                 c = sup.counters("example")
+                stats = sup.store["example"].stats()
                 stable = stable + 1 if c["datagrams"] == last else 0
                 last = c["datagrams"]
+                if stable >= 5 and stats["records"] == c["records"]:
+                    break
             cpu = cpu_seconds(pid) - cpu0     # idle polling in the wait costs ~nothing
-            stats = sup.store["example"].stats()
         finally:
             sup.stop()
     offered = f"{rate * per / 1e6:.1f}M rec/s" if rate else "max rate"
@@ -121,10 +123,12 @@ def latency(seconds: float = 3.0, rate: float = 10_000) -> dict:
         try:
             sup.wait_ready()
             sub = sup.subscribe("example", "none")
-            tx = sender(port, int(seconds * rate), 1, rate)
-            lags = []
-            while tx.poll() is None or sub.ring.written[1] > sub.record:
-                cols, _ = sub.poll()
+            count = int(seconds * rate)
+            tx = sender(port, count, 1, rate)
+            lags, seen, deadline = [], 0, time.monotonic() + seconds + 30
+            while seen < count and time.monotonic() < deadline:
+                cols, missed = sub.poll()
+                seen += len(cols) + missed
                 if len(cols):
                     lags.append(time.time_ns() - cols.time)
                 time.sleep(0.0005)
@@ -174,7 +178,7 @@ def table(rows: list[dict], lat: dict) -> str:
         loss = 1 - r["received"] / max(1, r["sent"])
         out.append(f"{r['case']:<42} {r['sent'] / r['seconds']:>10,.0f} "
                    f"{r['records'] / r['seconds']:>11,.0f} {loss:>8.3%} {r['drops']:>7} "
-                   f"{per_dg * 1e6:>8.2f}us {per_dg / base_cpu:>7.2f}x "
+                   f"{per_dg * 1e6:>8.2f}us {per_dg / base_cpu if base_cpu else float('nan'):>7.2f}x "
                    f"{r.get('disk_per_record', float('nan')):>10.2f}")
     out.append(f"live feed latency at 10k records/s over {lat['records']} records: "
                f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "

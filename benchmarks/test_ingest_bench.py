@@ -7,7 +7,7 @@ def test_ingest_capacity_quick_run():
     rows = ingest_capacity.run(5_000)
     for r in rows:
         assert r["sent"] == (5_000 if "1 rec" in r["case"] else 1_000)
-        assert 0 < r["received"] <= r["sent"] and r["cpu"] > 0
+        assert 0 < r["received"] <= r["sent"]   # (CPU time of a short run may round to 0)
     assert rows[1]["records"] == rows[1]["received"]      # everything received was stored
     assert rows[2]["records"] == rows[2]["received"] * 20 > 0
     lat = ingest_capacity.latency(0.5, 2_000)
