@@ -427,7 +427,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     cdef const char* s
     cdef char* out
     cdef int64_t v
-    cdef bint null
+    cdef bint null, seen
     cdef int64_t[::1] tv = np.ascontiguousarray(time, dtype=np.int64)
     masks = masks or [None] * plan.ncols
     keep = []    # arrays whose memory the pointers below use
@@ -471,11 +471,19 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                     if i == plan.time_op:
                         v = tv[row] // plan.time_scale
                     elif kind == K_UNION:
-                        null = False
+                        # null when every signal under it is null: a record with one null
+                        # field among others is itself present
+                        null = op.arg >= 0
+                        seen = False
                         for k in range(i + 1, i + 1 + op.span):
-                            if plan.ops[k].col >= 0 and nulls[plan.ops[k].col] != NULL \
-                                    and nulls[plan.ops[k].col][row]:
-                                null = True
+                            if plan.ops[k].col < 0:
+                                continue
+                            seen = True
+                            if nulls[plan.ops[k].col] == NULL or \
+                                    not nulls[plan.ops[k].col][row]:
+                                null = False
+                                break
+                        null = null and seen
                         v = op.arg if null else (0 if op.arg < 0 else 1 - op.arg)
                         if null:
                             i += op.span
