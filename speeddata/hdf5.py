@@ -181,24 +181,27 @@ def read(path: str) -> DataSet:
         for name, g in f.items():
             if not isinstance(g, h5py.Group) or "time" not in g:
                 continue
-            data = {}
-            for key, d in g.items():
-                if key == "time" or not isinstance(d, h5py.Dataset):
-                    continue
-                values = d.asstr()[()] if h5py.check_string_dtype(d.dtype) else d[()]
-                if h5py.check_vlen_dtype(d.dtype) is not None and not \
-                        h5py.check_string_dtype(d.dtype):
-                    values = np.array([bytes(v) for v in values] + [None], dtype=object)[:-1]
-                if d.dtype.kind == "V":
-                    values = np.array([v.tobytes() for v in values] + [None], dtype=object)[:-1]
-                if values.dtype.kind == "U":
-                    values = values.astype(object)
-                if "_valid" in g and key in g["_valid"]:
-                    values = np.ma.MaskedArray(values, mask=~g["_valid"][key][()])
-                data[key] = values
+            data = {key: _read_signal(g, key, d) for key, d in g.items()
+                    if key != "time" and isinstance(d, h5py.Dataset)}
             channels[name] = Columns(g["time"][()], data, name)
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     return DataSet(channels, attrs)
+
+
+def _read_signal(g: h5py.Group, key: str, d: h5py.Dataset) -> np.ndarray:
+    """One signal back as export wrote it: strings and bytes as objects, nulls masked."""
+    if h5py.check_string_dtype(d.dtype):
+        values = d.asstr()[()].astype(object)
+    elif h5py.check_vlen_dtype(d.dtype) is not None or d.dtype.kind == "V":
+        raw = d[()]
+        values = np.empty(len(raw), dtype=object)   # filled one by one: equal lengths
+        for i, v in enumerate(raw):                 # would otherwise stack into 2-D
+            values[i] = v.tobytes()
+    else:
+        values = d[()]
+    if "_valid" in g and key in g["_valid"]:
+        values = np.ma.MaskedArray(values, mask=~g["_valid"][key][()])
+    return values
 
 
 def _remove(path: str) -> None:

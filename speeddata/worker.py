@@ -251,14 +251,11 @@ class _DecimatedSender:
         cols, _ = self.sub.poll()
         if not len(cols):
             return
-        data = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in cols.data.items()}
-        if any(v.ndim == 2 for v in cols.data.values()):   # minmax: a min and a max record
-            lo = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in cols.data.items()}
-            hi = {k: (v[:, 1] if v.ndim == 2 else v) for k, v in cols.data.items()}
-            data = {k: _interleave(lo[k], hi[k]) for k in lo}
-            time_ = _interleave(cols.time, cols.time)
-        else:
-            time_ = cols.time
+        data, time_ = cols.data, cols.time
+        if any(v.ndim == 2 for v in data.values()):   # minmax: a min and a max record
+            data = {k: _interleave(v[:, 0], v[:, 1]) if v.ndim == 2 else _interleave(v, v)
+                    for k, v in data.items()}
+            time_ = _interleave(time_, time_)
         data = {s.name: data[s.name].astype(s.dtype) if s.dtype != object else data[s.name]
                 for s in self.plan.schema.signals}
         body, ends = encode_columns(self.plan, time_, data)
