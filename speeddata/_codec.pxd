@@ -24,7 +24,8 @@ cdef enum:
     R_BAD_UTF8 = 8
     R_TOO_MANY = 9
     R_NO_MEMORY = 10
-    R_COUNT = 11
+    R_TIME_RANGE = 11
+    R_COUNT = 12
 
 cdef class Plan:
     cdef Op* ops
@@ -32,6 +33,7 @@ cdef class Plan:
     cdef readonly int ncols
     cdef readonly int time_op
     cdef readonly int64_t time_scale
+    cdef int64_t time_max, time_min
     cdef readonly object schema
 
     cdef Py_ssize_t parse(self, const uint8_t* buf, Py_ssize_t n, Py_ssize_t max_records,

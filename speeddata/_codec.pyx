@@ -8,7 +8,7 @@ the buffer and reports why and where a datagram is bad.
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
@@ -28,8 +28,16 @@ cdef enum:
     K_FIXED = 9
     K_UNION = 10
 
+# Indexed by the R_* codes of _codec.pxd (a test checks that they agree).
 REASONS = ("ok", "empty", "truncated", "bad_varint", "negative_length", "bad_union_index",
-           "bad_enum_index", "bad_boolean", "bad_utf8", "too_many_records", "no_memory")
+           "bad_enum_index", "bad_boolean", "bad_utf8", "too_many_records", "no_memory",
+           "time_out_of_range")
+REASON_CODES = {"ok": R_OK, "empty": R_EMPTY, "truncated": R_TRUNCATED,
+                "bad_varint": R_BAD_VARINT, "negative_length": R_NEGATIVE_LENGTH,
+                "bad_union_index": R_BAD_UNION, "bad_enum_index": R_BAD_ENUM,
+                "bad_boolean": R_BAD_BOOLEAN, "bad_utf8": R_BAD_UTF8,
+                "too_many_records": R_TOO_MANY, "no_memory": R_NO_MEMORY,
+                "time_out_of_range": R_TIME_RANGE}
 REASON_TEXT = {
     "empty": "empty datagram",
     "truncated": "record ends past the end of the data",
@@ -41,6 +49,7 @@ REASON_TEXT = {
     "bad_utf8": "string is not valid UTF-8",
     "too_many_records": "more records than the caller allows",
     "no_memory": "no memory left to hold the records",
+    "time_out_of_range": "time field beyond what int64 nanoseconds hold (before 1677 or after 2262)",
 }
 
 
@@ -128,6 +137,9 @@ cdef class Plan:
         ops = schema.ops
         self.time_op = schema.time_op
         self.time_scale = schema.time_scale
+        # times in the schema's unit that still fit int64 once scaled to ns
+        self.time_max = INT64_MAX // self.time_scale
+        self.time_min = -(INT64_MAX // self.time_scale) - (1 if self.time_scale == 1 else 0)
         if wire and schema.stamped:
             ops = ops[1:]
             self.time_op = -1
@@ -192,6 +204,10 @@ cdef class Plan:
                     elif c != NULL:
                         (<int64_t*>(c.data + row * 8))[0] = v
                     if i == self.time_op:
+                        if v > self.time_max or v < self.time_min:
+                            reason[0] = R_TIME_RANGE
+                            where[0] = start
+                            return -1
                         t = v
                 elif kind == K_DOUBLE:   # constant sizes: the compiler inlines the copy
                     if pos + 8 > n:
@@ -334,9 +350,19 @@ cdef class Plan:
         cdef Py_ssize_t n = buf.shape[0]
         cdef int reason = 0, k
         cdef Py_ssize_t where = 0, got
-        cdef ColOut* cols = <ColOut*>PyMem_Malloc(max(1, self.ncols) * sizeof(ColOut))
         cdef list scratch = [None] * self.ncols
         cdef int64_t[:, ::1] pairs
+        cdef ColOut* cols
+        # built without bounds checks: every array written here is checked first
+        if count < 0 or row0 < 0 or times.shape[0] < row0 + count:
+            raise ValueError(f"rows {row0}..{row0 + count} do not fit a time column of "
+                             f"{times.shape[0]}")
+        if len(columns) != self.ncols or len(masks) != self.ncols:
+            raise ValueError(f"{len(columns)} columns and {len(masks)} masks for a plan of "
+                             f"{self.ncols} signals")
+        for k in range(self.ncols):
+            _check_output(columns[k], masks[k], self.schema.signals[k], row0 + count)
+        cols = <ColOut*>PyMem_Malloc(max(1, self.ncols) * sizeof(ColOut))
         if cols == NULL:
             raise MemoryError()
         try:
@@ -368,6 +394,29 @@ cdef class Plan:
                 _objects_from_pairs(buf, scratch[k], columns[k], row0,
                                     self.schema.signals[k].type == "string")
         return got
+
+
+_ITEMSIZE = {"boolean": 1, "int": 4, "long": 8, "float": 4, "double": 8, "enum": 4}
+
+
+def _check_output(col, mask, signal, Py_ssize_t rows):
+    """An output column for decode_into: a contiguous array of the signal's item size (object
+    for strings, bytes and fixed) with room for ``rows`` rows, and a uint8 mask when given."""
+    if col is None:
+        return
+    if not isinstance(col, np.ndarray) or not col.flags.c_contiguous or col.ndim != 1:
+        raise ValueError(f"signal {signal.name!r}: the output must be a contiguous 1-D array")
+    if col.shape[0] < rows:
+        raise ValueError(f"signal {signal.name!r}: {rows} rows do not fit a column of "
+                         f"{col.shape[0]}")
+    want = _ITEMSIZE.get(signal.type)
+    if (want is None) != col.dtype.hasobject or (want is not None and col.dtype.itemsize != want):
+        raise ValueError(f"signal {signal.name!r}: a column of {col.dtype} cannot hold "
+                         f"{signal.type} values")
+    if mask is not None and (not isinstance(mask, np.ndarray) or mask.dtype.itemsize != 1
+                             or not mask.flags.c_contiguous or mask.shape[0] < rows):
+        raise ValueError(f"signal {signal.name!r}: the mask must be a uint8 array of at "
+                         f"least {rows} rows")
 
 
 cdef _objects_from_pairs(const uint8_t[::1] buf, int64_t[:, ::1] pairs, object[:] out,
@@ -421,7 +470,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     ``time`` is int64 ns (unused by the wire plan of a stamped channel); enum columns hold
     symbol indexes; ``masks[k]``, where given, is true where signal k is null.
     """
-    cdef Py_ssize_t n = len(time), row, length, pos = 0, cap, k
+    cdef Py_ssize_t n = len(time), row, length, pos = 0, k
     cdef int i, kind, c
     cdef Op* op
     cdef const char* s
@@ -430,33 +479,40 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     cdef bint null, seen
     cdef int64_t[::1] tv = np.ascontiguousarray(time, dtype=np.int64)
     masks = masks or [None] * plan.ncols
+    if len(columns) != plan.ncols or len(masks) != plan.ncols:
+        raise ValueError(f"{len(columns)} columns and {len(masks)} masks for a plan of "
+                         f"{plan.ncols} signals")
     keep = []    # arrays whose memory the pointers below use
-    cdef char** data = <char**>PyMem_Malloc(max(1, plan.ncols) * sizeof(char*))
-    cdef uint8_t** nulls = <uint8_t**>PyMem_Malloc(max(1, plan.ncols) * sizeof(uint8_t*))
     objects = [None] * plan.ncols
-    for i in range(plan.nops):
-        c = plan.ops[i].col
-        if c < 0:
-            continue
-        data[c] = NULL
-        nulls[c] = NULL
-        kind = plan.ops[i].kind
-        if kind in _ENCODE_DTYPES:
-            a = np.ascontiguousarray(columns[c], dtype=_ENCODE_DTYPES[kind])
-            if len(a) != n:
-                raise ValueError(f"column {c} has {len(a)} values for {n} records")
-            keep.append(a)
-            data[c] = <char*><uintptr_t>a.__array_interface__["data"][0]
-        else:
-            objects[c] = list(columns[c])
-        if masks[c] is not None:
-            m = np.ascontiguousarray(masks[c], dtype=np.uint8)
-            keep.append(m)
-            nulls[c] = <uint8_t*><uintptr_t>m.__array_interface__["data"][0]
     ends = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] ev = ends
-    buf = bytearray(max(64, n * 16))
+    cdef char** data = <char**>PyMem_Malloc(max(1, plan.ncols) * sizeof(char*))
+    cdef uint8_t** nulls = <uint8_t**>PyMem_Malloc(max(1, plan.ncols) * sizeof(uint8_t*))
     try:
+        if data == NULL or nulls == NULL:
+            raise MemoryError()
+        for i in range(plan.nops):
+            c = plan.ops[i].col
+            if c < 0:
+                continue
+            data[c] = NULL
+            nulls[c] = NULL
+            kind = plan.ops[i].kind
+            if kind in _ENCODE_DTYPES:
+                a = np.ascontiguousarray(columns[c], dtype=_ENCODE_DTYPES[kind])
+                keep.append(a)
+                data[c] = <char*><uintptr_t>a.__array_interface__["data"][0]
+            else:
+                a = objects[c] = list(columns[c])
+            if len(a) != n:
+                raise ValueError(f"column {c} has {len(a)} values for {n} records")
+            if masks[c] is not None:
+                m = np.ascontiguousarray(masks[c], dtype=np.uint8)
+                if len(m) != n:
+                    raise ValueError(f"mask {c} has {len(m)} values for {n} records")
+                keep.append(m)
+                nulls[c] = <uint8_t*><uintptr_t>m.__array_interface__["data"][0]
+        buf = bytearray(max(64, n * 16))
         for row in range(n):
             i = 0
             while i < plan.nops:
@@ -469,7 +525,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                 if i == plan.time_op or kind == K_LONG or kind == K_INT or kind == K_ENUM \
                         or kind == K_UNION:
                     if i == plan.time_op:
-                        v = tv[row] // plan.time_scale
+                        v = tv[row] // plan.time_scale   # floor: the unit's tick it falls in
                     elif kind == K_UNION:
                         # null when every signal under it is null: a record with one null
                         # field among others is itself present
@@ -525,3 +581,24 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
         PyMem_Free(data)
         PyMem_Free(nulls)
     return bytes(buf[:pos]), ends
+
+
+def read_varint(data, Py_ssize_t pos=0):
+    """(value, next position) of the Avro long (zigzag varint) at ``pos``: the codec's own
+    strict reader, for the store's container-file code. Raises DecodeError."""
+    cdef const uint8_t[::1] buf = _as_bytes(data)
+    cdef Py_ssize_t n = buf.shape[0], end
+    cdef int reason = 0
+    cdef int64_t v = 0
+    if pos < 0 or pos > n:
+        raise _decode_error(R_TRUNCATED, pos, n)
+    end = read_long(&buf[0] if n else NULL, n, pos, &v, &reason)
+    if end < 0:
+        raise _decode_error(reason, pos, n)
+    return v, end
+
+
+def write_varint(int64_t value):
+    """The Avro long (zigzag varint) bytes of ``value``."""
+    cdef uint8_t out[10]
+    return PyBytes_FromStringAndSize(<char*>out, put_varint(out, value))

@@ -15,7 +15,8 @@ cdef class BlockBuilder:
     cdef readonly int64_t tmin, tmax, rmin, rmax
     cdef bint in_order
     cdef uint64_t reject_counts[R_COUNT]
-    cdef readonly uint64_t datagrams, records
+    cdef readonly uint64_t datagrams, records, clock_skew
+    cdef readonly int64_t skew_ns
 
     cdef void reset(self) noexcept nogil
     cdef bint reserve(self, Py_ssize_t nbytes, Py_ssize_t nrec) noexcept nogil

@@ -17,8 +17,13 @@ import numpy as np
 from ._codec cimport Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
 from ._codec import REASONS
 
-# No datagram can hold more records than bytes; 64 KiB bounds the UDP payload.
-DEF MAX_RECORDS = 65536
+cdef enum:
+    # No datagram can hold more records than bytes; 64 KiB bounds the UDP payload.
+    MAX_RECORDS = 65536
+
+# A record whose own time is further than this from its receive time is counted as clock
+# skew (kept all the same: the device clock is wrong, not the data).
+CLOCK_SKEW_NS = 3600 * 1000000000
 
 
 cdef class BlockBuilder:
@@ -30,11 +35,16 @@ cdef class BlockBuilder:
         The channel's wire plan (``Plan(schema, wire=True)``).
     stamp : bool
         Prepend the receive time to every record (channels whose devices send no time).
+    skew_ns : int
+        Count records whose time is further than this from their receive time
+        (``clock_skew``).
     """
 
-    def __cinit__(self, Plan plan not None, bint stamp=False):
+    def __cinit__(self, Plan plan not None, bint stamp=False, int64_t skew_ns=CLOCK_SKEW_NS):
         self.plan = plan
         self.stamp = stamp
+        self.skew_ns = skew_ns
+        self.clock_skew = 0
         self.cap = 1 << 20
         self.tcap = 1 << 14
         self.buf = <uint8_t*>malloc(self.cap)
@@ -118,6 +128,8 @@ cdef class BlockBuilder:
                 self.tmin = t
             if t > self.tmax:
                 self.tmax = t
+            if t > recv_ns + self.skew_ns or t < recv_ns - self.skew_ns:
+                self.clock_skew += 1
         if recv_ns < self.rmin:
             self.rmin = recv_ns
         if recv_ns > self.rmax:

@@ -154,6 +154,22 @@ def encode(schema: ChannelSchema | Mapping | str, records: Iterable[Mapping[str,
     return b"".join(one(r) for r in records)
 
 
+def _enum_indexes(s, values, mask) -> np.ndarray:
+    """Symbol strings to their indexes; an unknown symbol is an error naming it (a null
+    value's placeholder, under the mask, takes index 0)."""
+    index = {sym: i for i, sym in enumerate(s.symbols)}
+    out = np.zeros(len(values), dtype=np.int32)
+    for row, v in enumerate(values):
+        if mask is not None and mask[row]:
+            continue
+        try:
+            out[row] = index[v]
+        except (KeyError, TypeError):
+            raise ValueError(f"signal {s.name!r}: {v!r} is not one of its enum symbols "
+                             f"{', '.join(s.symbols)}") from None
+    return out
+
+
 def encode_columns(plan: Plan, time: np.ndarray, data: Mapping[str, Any]) -> tuple[bytes, np.ndarray]:
     """Avro binary of records given as columns (fast: millions of records/s).
 
@@ -169,8 +185,7 @@ def encode_columns(plan: Plan, time: np.ndarray, data: Mapping[str, Any]) -> tup
         masks.append(np.ma.getmaskarray(col) if np.ma.isMaskedArray(col) else None)
         col = np.ma.getdata(col)
         if s.type == "enum" and col.dtype.kind in "OUS":
-            index = {sym: i for i, sym in enumerate(s.symbols)}
-            col = np.fromiter((index[v] if v in index else 0 for v in col), np.int32, len(col))
+            col = _enum_indexes(s, col, masks[-1])
         elif s.type in ("string", "bytes", "fixed") and masks[-1] is not None:
             fill = "" if s.type == "string" else b"\0" * s.size
             col = [fill if m else v for v, m in zip(col, masks[-1])]

@@ -35,6 +35,7 @@ _LOGICAL_UNITS = {"timestamp-nanos": "ns", "timestamp-micros": "us", "timestamp-
                   "local-timestamp-nanos": "ns", "local-timestamp-micros": "us",
                   "local-timestamp-millis": "ms"}
 DEFAULT_TIME_FIELD = "time"
+MAX_DEPTH = 32            # nested records; deeper is a mistake, not telemetry
 RECEIVE_TIME_DOC = "receive time in ns since the Unix epoch, stamped by SpeedData"
 # Marks the time field SpeedData prepends to a device schema that has none.
 STAMPED_KEY = "speeddata.stamped"
@@ -156,12 +157,23 @@ def load(schema: Any, *, time_field: str | None = DEFAULT_TIME_FIELD,
         Unit of the time field; by default taken from its ``timestamp-*`` logical type,
         else nanoseconds.
     """
+    try:
+        return _load(schema, time_field, time_unit)
+    except RecursionError:
+        raise SchemaError("schema nests too deeply",
+                          hint=f"at most {MAX_DEPTH} levels of records") from None
+
+
+def _load(schema: Any, time_field: str | None, time_unit: str | None) -> ChannelSchema:
     avro = load_avro(schema)
     if avro.get("type") != "record":
         raise SchemaError("a channel schema must be an Avro record "
                           f"(got type {avro.get('type')!r})")
     try:
         fastavro.parse_schema(copy.deepcopy(avro))
+    except RecursionError:
+        raise SchemaError(f"schema {avro.get('name', '?')!r} nests too deeply",
+                          hint=f"at most {MAX_DEPTH} levels of records") from None
     except Exception as e:  # fastavro raises several types for bad schemas
         raise SchemaError(f"invalid Avro schema {avro.get('name', '?')!r}: {e}") from e
     if time_unit is not None and time_unit not in TIME_UNITS:
@@ -169,7 +181,11 @@ def load(schema: Any, *, time_field: str | None = DEFAULT_TIME_FIELD,
                           hint=f"use one of {', '.join(TIME_UNITS)}")
 
     flat = _Flattener(avro)
-    flat.record(avro, prefix="", nullable=False)
+    try:
+        flat.record(avro, prefix="", nullable=False)
+    except RecursionError:
+        raise SchemaError(f"schema {avro.get('name', '?')!r} nests records too deeply",
+                          hint=f"at most {MAX_DEPTH} levels") from None
     if all(op[0] == NULL for op in flat.ops):
         raise SchemaError(f"schema {avro['name']!r} has no field that carries data")
     time_op, unit = _find_time(flat, avro, time_field, time_unit)
@@ -181,6 +197,7 @@ def load(schema: Any, *, time_field: str | None = DEFAULT_TIME_FIELD,
                     + list(avro["fields"]))
         return load(avro, time_field=name)
     signals = [s for i, s in enumerate(flat.signals) if flat.signal_ops[i] != time_op]
+    _check_names(signals, flat.names[time_op])
     ops = _number_columns(flat.ops, time_op)
     stamped = time_op == 0 and bool(avro["fields"][0].get(STAMPED_KEY))
     return ChannelSchema(avro=avro, signals=signals, time_field=flat.names[time_op],
@@ -210,6 +227,8 @@ class _Flattener:
         return full
 
     def record(self, rec: dict, prefix: str, nullable: bool, ns: str | None = None) -> None:
+        if prefix.count(".") >= MAX_DEPTH:
+            raise RecursionError
         ns = rec.get("namespace", ns if ns is not None else self.root_ns)
         full = self._register(rec, ns)
         if full in self.active:
@@ -296,6 +315,23 @@ def _field_logical_type(avro: dict, dotted: str) -> str | None:
             return None
         fields = t["fields"]
     return None
+
+
+def _check_names(signals: list[Signal], time_field: str) -> None:
+    """Every signal one column: names unique after flattening, none called ``time`` (the
+    time column's name in every read, whatever the time field is called)."""
+    seen: set[str] = set()
+    for s in signals:
+        if s.name == DEFAULT_TIME_FIELD:
+            raise SchemaError(f"field 'time' is data here, but reads name the time column "
+                              f"'time' (the time field is {time_field!r})",
+                              hint="rename the data field, or make it the time field "
+                                   "(a non-null long)")
+        if s.name in seen:
+            raise SchemaError(f"two fields flatten to the signal name {s.name!r} (a field "
+                              f"named with a dot beside a nested record?)",
+                              hint="rename one of them")
+        seen.add(s.name)
 
 
 def _find_time(flat: _Flattener, avro: dict, time_field: str | None, time_unit: str | None):

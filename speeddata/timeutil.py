@@ -19,6 +19,8 @@ TimeLike = int | float | str | dt.datetime | np.datetime64
 _DURATION = re.compile(r"^P(?:(?P<w>\d+(?:\.\d+)?)W)?(?:(?P<d>\d+(?:\.\d+)?)D)?"
                        r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
                        r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
+_NS_PER_UNIT = {"W": 604_800 * 10**9, "D": 86_400 * 10**9, "h": 3_600 * 10**9,
+                "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _UNIT_NS = {"w": 604_800e9, "d": 86_400e9, "h": 3_600e9, "m": 60e9, "s": 1e9}
 
 
@@ -26,8 +28,20 @@ def now_ns() -> int:
     return _time.time_ns()
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def to_ns(value: TimeLike, *, what: str = "time") -> int:
-    """A time as int64 ns since the epoch; TimeRangeError naming ``what`` if it is not one."""
+    """A time as int64 ns since the epoch; TimeRangeError naming ``what`` if it is not one,
+    or if it lies outside what int64 ns hold (1677-09-21 to 2262-04-11)."""
+    ns = _to_ns(value, what)
+    if not INT64_MIN <= ns <= INT64_MAX:
+        raise TimeRangeError(f"{what}: {value!r} is outside the times SpeedData stores "
+                             "(int64 ns: 1677-09-21 to 2262-04-11)")
+    return ns
+
+
+def _to_ns(value: TimeLike, what: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TimeRangeError(f"{what}: {value!r} is not a time")
     if isinstance(value, (int, np.integer)):
@@ -44,8 +58,16 @@ def to_ns(value: TimeLike, *, what: str = "time") -> int:
     if isinstance(value, np.datetime64):
         if np.isnat(value):
             raise TimeRangeError(f"{what}: NaT is not a time")
-        return int(value.astype("datetime64[ns]").astype(np.int64))
+        unit, _ = np.datetime_data(value.dtype)
+        if unit == "generic":
+            raise TimeRangeError(f"{what}: {value!r} has no unit")
+        # in Python ints: a cast to ns would wrap silently for times past 2262
+        return int(value.astype(np.int64)) * _NS_PER_UNIT.get(unit, 1) if unit in _NS_PER_UNIT \
+            else int(value.astype("datetime64[ns]").astype(np.int64))
     if isinstance(value, str):
+        if not value.strip():
+            raise TimeRangeError(f"{what}: an empty text is not a time",
+                                 hint="use ISO 8601, e.g. 2026-11-27T10:00:00Z, or int ns")
         return _parse_time_text(value.strip(), what)
     raise TimeRangeError(f"{what}: {type(value).__name__} {value!r} is not a time",
                          hint="give int ns, datetime, numpy.datetime64 or ISO 8601 text")
@@ -55,7 +77,7 @@ def _parse_time_text(text: str, what: str) -> int:
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     try:
-        return to_ns(dt.datetime.fromisoformat(text.replace("Z", "+00:00")), what=what)
+        return _to_ns(dt.datetime.fromisoformat(text.replace("Z", "+00:00")), what)
     except ValueError:
         pass
     # fromisoformat stops at microseconds; numpy reads nanoseconds (naive: UTC)
@@ -63,7 +85,7 @@ def _parse_time_text(text: str, what: str) -> int:
     body, zone = m.group(1), m.group(2)
     try:
         ns = int(np.datetime64(body, "ns").astype(np.int64))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise TimeRangeError(f"{what}: cannot read {text!r} as a time",
                              hint="use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
     if zone and zone != "Z":
@@ -98,9 +120,10 @@ def duration_ns(value: int | float | str | dt.timedelta | np.timedelta64, *,
 
 
 def time_range(start: TimeLike | None, end: TimeLike | None) -> tuple[int, int]:
-    """Half-open [start, end) in ns; None means open-ended."""
-    lo = -(2**63) if start is None else to_ns(start, what="start")
-    hi = 2**63 - 1 if end is None else to_ns(end, what="end")
+    """Half-open [start, end) in ns; None means open-ended: an open end is 2**63, one past
+    the largest time stored, so that a record at 2**63 - 1 is found too."""
+    lo = INT64_MIN if start is None else to_ns(start, what="start")
+    hi = INT64_MAX + 1 if end is None else to_ns(end, what="end")
     if hi < lo:
         raise TimeRangeError(f"end {format_ns(hi)} is before start {format_ns(lo)}")
     return lo, hi
