@@ -39,6 +39,9 @@ def _print_status(sup, started: float) -> None:
         st = sup.store[name].stats()
         rejects = sum(v for k, v in c.items() if k.startswith("reject_"))
         last = format_ns(st["last_time"]) if st["last_time"] else "-"
+        if c["status"] == "failed":
+            lines.append(f"  {name:<12} FAILED: {c['failure']}")
+            continue
         lines.append(f"  {name:<12} {c['records_per_s']:>7}/s  datagrams {c['datagrams']:>9}"
                      f"  stored {st['records']:>9}"
                      f"  rejected {rejects}  drops {c['kernel_drops']}  {st['bytes'] / 1e6:7.2f} MB"
@@ -52,9 +55,12 @@ def cmd_serve(args, cfg: config_mod.ServeConfig, senders=()) -> int:
     sup = Supervisor(args.data or cfg.data, cfg.channels, cfg.retention)
     threads = []
     with sup:
-        sup.wait_ready()
+        failed = sup.wait_ready()
         print(f"SpeedData serving store {sup.data}: " + ", ".join(
-            f"{c.name} on udp {c.bind}:{c.port}" for c in cfg.channels), flush=True)
+            f"{c.name} on udp {c.bind}:{c.port}" + (" (FAILED)" if c.name in failed else "")
+            for c in cfg.channels), flush=True)
+        for name, reason in failed.items():
+            print(f"  channel {name} cannot start: {reason} (retrying)", flush=True)
         for kind, port, rate in senders:
             t = threading.Thread(target=send_mod.send, args=("127.0.0.1", port, kind),
                                  kwargs={"rate": rate, "stop": stop.is_set}, daemon=True)

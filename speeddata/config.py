@@ -25,6 +25,7 @@ channels:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -174,8 +175,8 @@ def channel(item: Any, where: str, base: Path = Path("."), bind: str = "127.0.0.
         name=name, port=port, schema=schema, bind=_take(item, "bind", where, str, bind),
         time_field=time_field, time_unit=_take(item, "time_unit", where, str),
         decimation=decimation,
-        receive_buffer=parse_size(item.get("receive_buffer", 32 << 20),
-                                  f"{where}receive_buffer"),
+        receive_buffer=_receive_buffer(item.get("receive_buffer", 32 << 20),
+                                       f"{where}receive_buffer"),
         options=_retention(_take(item, "retention", where, dict, {}), f"{where}retention."))
     mc = _take(item, "multicast", where, dict)
     if mc is not None:
@@ -183,15 +184,53 @@ def channel(item: Any, where: str, base: Path = Path("."), bind: str = "127.0.0.
         _check_keys(mc, {"group", "port", "interface", "ttl", "decimated"}, w)
         dec = _take(mc, "decimated", w, dict, {})
         _check_keys(dec, {"group", "port", "decimation"}, f"{w}decimated.")
+        dw = f"{w}decimated."
         cfg.multicast = Multicast(
-            group=_take(mc, "group", w, str, required=True),
+            group=_address(_take(mc, "group", w, str, required=True), f"{w}group",
+                           multicast=True),
             port=_port(_take(mc, "port", w, int, required=True), f"{w}port", any_port=True),
-            interface=_take(mc, "interface", w, str, "127.0.0.1"),
-            ttl=_take(mc, "ttl", w, int, 0),
-            decimated_group=_take(dec, "group", f"{w}decimated.", str),
-            decimated_port=_take(dec, "port", f"{w}decimated.", int),
-            decimation=str(_take(dec, "decimation", f"{w}decimated.", (str, int), "every:10")))
+            interface=_address(_take(mc, "interface", w, str, "127.0.0.1"), f"{w}interface"),
+            ttl=_ttl(_take(mc, "ttl", w, int, 0), f"{w}ttl"))
+        if dec:
+            cfg.multicast.decimated_group = _address(
+                _take(dec, "group", dw, str, required=True), f"{dw}group", multicast=True)
+            cfg.multicast.decimated_port = _port(_take(dec, "port", dw, int, required=True),
+                                                 f"{dw}port", any_port=True)
+            cfg.multicast.decimation = str(_take(dec, "decimation", dw, (str, int), "every:10"))
+            try:
+                Decimation.parse(cfg.multicast.decimation)
+            except (SpeedDataError, ValueError) as e:
+                raise ConfigError(f"{dw}decimation: {e}") from e
     return cfg
+
+
+MAX_RECEIVE_BUFFER = 1 << 30    # the kernel takes an int, doubled: past 1 GiB it overflows
+
+
+def _receive_buffer(value: Any, key: str) -> int:
+    size = parse_size(value, key)
+    if not 4096 <= size <= MAX_RECEIVE_BUFFER:
+        raise ConfigError(f"{key}: {value!r} is outside 4K..1G",
+                          hint="the kernel holds at most 1 GiB per socket; 32M is plenty "
+                               "for 10 GbE")
+    return size
+
+
+def _address(value: str, key: str, multicast: bool = False) -> str:
+    try:
+        addr = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an IPv4 address") from None
+    if multicast and not addr.is_multicast:
+        raise ConfigError(f"{key}: {value} is not a multicast group",
+                          hint="use 224.0.0.0-239.255.255.255, e.g. 239.1.1.1")
+    return value
+
+
+def _ttl(value: int, key: str) -> int:
+    if not 0 <= value <= 255:
+        raise ConfigError(f"{key}: {value} is not a TTL (0-255)")
+    return value
 
 
 def _port(value: int, key: str, any_port: bool = False) -> int:

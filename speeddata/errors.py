@@ -54,6 +54,14 @@ class StoreError(SpeedDataError, OSError):
     """The store directory is not a store, is read-only, full, or locked by another writer."""
 
 
+class FormatError(StoreError, ValueError):
+    """Bytes that are not a well-formed segment, block or index; the message says where."""
+
+
+class TagExists(SpeedDataError, ValueError):
+    """A tag of that name exists already (pass ``replace=True`` to move it)."""
+
+
 class TagNotFound(SpeedDataError, KeyError):
     """No tag of that name."""
 

@@ -6,8 +6,10 @@ Layout (readable by h5py, pandas and MATLAB without SpeedData)::
     /<channel>/               attrs: avro_schema (JSON), time_field, time_unit, records
     /<channel>/time           int64 ns since the Unix epoch (attr units)
     /<channel>/<signal>       one dataset per signal; attrs: doc, avro_type (+ symbols)
-    /<channel>/_valid/<signal>  bool, only for nullable signals (False where null; the data
-                              there is NaN for floats, 0 or empty otherwise)
+    /<channel>/.valid/<signal>  bool, only for nullable signals (False where null; the data
+                              there is NaN for floats, 0 or empty otherwise). The leading
+                              dot keeps it apart from every signal name: Avro names have
+                              none. (Files of SpeedData 0.1 call it _valid.)
 
 Strings are UTF-8 variable-length strings; bytes variable-length uint8; fixed opaque;
 enums their symbols as strings.
@@ -28,6 +30,8 @@ from .dataset import DataSet
 from .errors import SchemaError, StoreError
 
 CHUNK = 1 << 16
+VALID = ".valid"
+_I64_MAX = 2**63 - 1
 
 
 def _signals_for(channel, specs: Sequence[str] | None) -> list[str]:
@@ -80,7 +84,7 @@ def export(store, path: str, lo: int, hi: int, channels, signals, *,
     tmp = f"{path}.partial-{os.getpid()}"
     try:
         with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs.update({"start": lo, "end": hi, "speeddata_version": __version__,
+            f.attrs.update({"start": lo, "end": min(hi, _I64_MAX), "speeddata_version": __version__,
                             "tag": tag.name if tag else "", "note": tag.note if tag else ""})
             for ch in channels:
                 _export_channel(f, ch, lo, hi, wanted[ch.name], compression, progress)
@@ -117,8 +121,8 @@ def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress) -> N
         if sig.symbols:
             d.attrs["symbols"] = list(sig.symbols)
         if sig.nullable:
-            valid[name] = g.require_group("_valid").create_dataset(name, shape, dtype=bool,
-                                                                   **opts)
+            valid[name] = g.require_group(VALID).create_dataset(name, shape, dtype=bool,
+                                                                **opts)
     n = 0
     for cols in _prefetch(ch.iter_read(lo, hi, names)):
         m = len(cols)
@@ -175,7 +179,8 @@ def _prefetch(chunks: Iterator[Columns]) -> Iterator[Columns]:
         worker.join()
 
 
-def read(path: str) -> DataSet:
+def read_hdf5(path: str | os.PathLike) -> DataSet:
+    """Load an HDF5 Set written by SpeedData (``store.export_hdf5`` or the pivot API)."""
     channels = {}
     with h5py.File(path, "r") as f:
         for name, g in f.items():
@@ -199,8 +204,9 @@ def _read_signal(g: h5py.Group, key: str, d: h5py.Dataset) -> np.ndarray:
             values[i] = v.tobytes()
     else:
         values = d[()]
-    if "_valid" in g and key in g["_valid"]:
-        values = np.ma.MaskedArray(values, mask=~g["_valid"][key][()])
+    for group in (VALID, "_valid"):
+        if isinstance(g.get(group), h5py.Group) and key in g[group]:
+            return np.ma.MaskedArray(values, mask=~g[group][key][()])
     return values
 
 

@@ -34,7 +34,7 @@ H_ENTRIES, H_DATA, H_WRITE_ENTRY, H_WRITE_RECORDS, H_DATA_HEAD = (
 COUNTERS = ["datagrams", "records", "bytes", "kernel_drops", "oversize", "blocks_written",
             "bytes_written", "dropped_records", "last_time", "restarts", "pid", "disk_error",
             "forwarded", "forward_errors", "rcvbuf", "updated_ns", "datagrams_per_s",
-            "records_per_s"] + \
+            "records_per_s", "clock_skew"] + \
            [f"reject_{r}" for r in REASONS[1:]]
 assert len(COUNTERS) <= _NCOUNTERS
 

@@ -21,11 +21,12 @@ from . import store as store_mod
 from .config import ChannelConfig
 from .errors import ChannelExists, ChannelNotFound, ConfigError
 from .live import Decimation, Ring, Subscriber, create_ring
-from .worker import status_path
+from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, status_path
 
 log = logging.getLogger("speeddata.serve")
 RESTART_DELAY = 0.2       # s before a dead worker is started again
-SETUP_FAILURE_DELAY = 5   # s between tries when a worker cannot start (port taken...)
+FAILURE_DELAYS = (1, 2, 5, 10, 30)   # s between tries while a worker cannot start
+RETENTION_EVERY = 2.0     # s between retention passes over the store
 
 
 @dataclass
@@ -37,6 +38,8 @@ class _Worker:
     started: float = 0.0
     next_start: float = 0.0
     last_exit: int | None = None
+    failures: int = 0          # setup failures in a row (port taken, bad setting...)
+    failure: str = ""          # why it cannot start, from its status file
     ring: Ring | None = field(default=None, repr=False)
 
 
@@ -55,7 +58,11 @@ class Supervisor:
 
     def __init__(self, data: str, channels=(), retention: dict | None = None):
         self.data = os.path.abspath(data)
-        self.store = store_mod.open(self.data, **(retention or {}))
+        self.store = store_mod.open(self.data)
+        # the settings given are the settings in force: a limit the config no longer
+        # names returns to its default
+        self.store.configure(replace=True, **(retention or {}))
+        self._next_retention = 0.0
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         _remove_stale_rings(shm)
         self._ring_dir = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-", dir=shm)
@@ -125,16 +132,23 @@ class Supervisor:
         """The worker's counters (datagrams, records, rejects, drops, rates...), restarts, the
         first bad datagrams per reason (sender, length, first bytes) and the current error."""
         with self._lock:
+            if name not in self._workers:
+                raise ChannelNotFound(f"no running channel {name!r}")
             w = self._workers[name]
             values = w.ring.counter_values()
-            values.update(restarts=w.restarts, running=bool(w.proc and w.proc.poll() is None),
+            running = bool(w.proc and w.proc.poll() is None)
+            ready = running and values["pid"] == w.proc.pid   # it published: it receives
+            values.update(restarts=w.restarts, running=running,
                           pid=w.proc.pid if w.proc else 0, port=w.config.port,
                           last_exit=w.last_exit)
+        values.update(bad_datagrams={}, error="", failure="")
         try:
             with open(status_path(w.ring_path)) as f:
                 values.update(json.load(f))    # bad_datagrams (first few per reason), error
         except (OSError, ValueError):
-            values.update(bad_datagrams={}, error="")
+            pass
+        values["failure"] = w.failure if not ready else ""
+        values["status"] = "running" if ready else ("failed" if w.failure else "starting")
         return values
 
     def pids(self) -> dict[str, int]:
@@ -178,34 +192,72 @@ class Supervisor:
             self.check()
 
     def check(self) -> None:
-        """Restart workers that died (within a second), counting each restart."""
+        """Restart workers that died (within a second), counting each restart. One that
+        cannot start (its port taken, a setting the system refuses) is marked failed with
+        the reason and retried with growing delays; the other channels run on."""
         now = time.monotonic()
         with self._lock:
             for w in self._workers.values():
                 if w.proc is None or w.proc.poll() is None or self._stopping.is_set():
+                    if w.proc is not None and w.failures and w.proc.poll() is None and \
+                            w.ring.counter_values()["pid"] == w.proc.pid:
+                        log.info("channel %s: receiving again", w.config.name)
+                        w.failures, w.failure = 0, ""
                     continue
                 if w.next_start == 0.0:
                     w.last_exit = w.proc.returncode
-                    quick_fail = w.proc.returncode in (3, 4) and now - w.started < 2
-                    w.next_start = now + (SETUP_FAILURE_DELAY if quick_fail else RESTART_DELAY)
-                    log.warning("channel %s: worker exited with %s; restarting", w.config.name,
-                                w.proc.returncode)
+                    if w.proc.returncode in (EXIT_PORT_TAKEN, EXIT_BAD_SETUP):
+                        w.failure = self._failure_reason(w)
+                        delay = FAILURE_DELAYS[min(w.failures, len(FAILURE_DELAYS) - 1)]
+                        w.failures += 1
+                        log.error("channel %s: cannot start: %s; trying again in %d s",
+                                  w.config.name, w.failure, delay)
+                    else:
+                        delay = RESTART_DELAY
+                        log.warning("channel %s: worker exited with %s; restarting",
+                                    w.config.name, w.proc.returncode)
+                    w.next_start = now + delay
                 if now >= w.next_start:
                     w.restarts += 1
                     w.next_start = 0.0
                     self._spawn(w)
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_EVERY
+            self.enforce_retention()
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until every worker is receiving (it has published its pid)."""
+    def enforce_retention(self) -> list[str]:
+        """One retention pass over the store (the supervisor is its one owner)."""
+        try:
+            return self.store.enforce_retention()
+        except Exception:   # never let a retention fault stop the watcher
+            log.exception("retention pass failed")
+            return []
+
+    @staticmethod
+    def _failure_reason(w: _Worker) -> str:
+        try:
+            with open(status_path(w.ring_path)) as f:
+                reason = json.load(f).get("failure", "")
+        except (OSError, ValueError):
+            reason = ""
+        return reason or f"worker exited with {w.proc.returncode}"
+
+    def wait_ready(self, timeout: float = 10.0) -> dict[str, str]:
+        """Wait until every worker is receiving or has failed to start; returns the failed
+        ones with their reasons (they are retried meanwhile)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            if self._thread is None:
+                self.check()
             with self._lock:
-                ready = all(w.proc and w.ring.counter_values()["pid"] == w.proc.pid
-                            for w in self._workers.values())
-            if ready:
-                return
+                states = {n: self.counters(n) for n in self._workers}
+            if all(c["status"] != "starting" for c in states.values()):
+                return {n: c["failure"] for n, c in states.items() if c["status"] == "failed"}
+            if time.monotonic() > deadline:
+                late = [n for n, c in states.items() if c["status"] == "starting"]
+                raise TimeoutError(f"channel workers did not start in {timeout} s: "
+                                   f"{', '.join(late)}")
             time.sleep(0.02)
-        raise TimeoutError("channel workers did not start in time")
 
     def _terminate(self, workers) -> None:
         for w in workers:

@@ -117,30 +117,30 @@ def run(args) -> int:
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             owner = port_owner(args.port)
-            log.error("channel %s: UDP port %d is already taken%s", args.channel, args.port,
-                      f" by {owner}" if owner else "")
-            return EXIT_PORT_TAKEN
-        log.error("channel %s: cannot receive on %s:%d: %s", args.channel, args.bind,
-                  args.port, e.strerror)
-        return EXIT_BAD_SETUP
+            return _fail(args, EXIT_PORT_TAKEN, f"UDP port {args.port} is already taken"
+                         + (f" by {owner}" if owner else ""))
+        return _fail(args, EXIT_BAD_SETUP, f"cannot receive on {args.bind}:{args.port}: "
+                     f"{e.strerror or e}")
     if granted < args.rcvbuf:
         log.warning("channel %s: receive buffer capped at %d bytes (asked %d); raise it with: "
                     "sysctl -w net.core.rmem_max=%d", args.channel, granted, args.rcvbuf,
                     args.rcvbuf)
+    forward = None
     try:
-        store = store_mod.open(args.data)
+        store = store_mod.open(args.data, retention=False)   # the supervisor owns retention
         channel = store[args.channel]
         writer = channel.writer()
-    except SpeedDataError as e:
-        log.error("channel %s: %s", args.channel, e)
+        ring = Ring(args.ring, writable=True)
+        forward = multicast_sender(args.mc_group, args.mc_port, args.mc_interface, args.mc_ttl) \
+            if args.mc_group else None
+        receiver = Receiver(sock.fileno(), writer.builder, LiveRing(ring.memory),
+                            forward.fileno() if forward else -1)
+        decimated = _DecimatedSender(args, ring, channel) if args.mc_dec_group else None
+    except (SpeedDataError, OSError, ValueError, OverflowError) as e:
         sock.close()
-        return EXIT_BAD_SETUP
-    ring = Ring(args.ring, writable=True)
-    forward = multicast_sender(args.mc_group, args.mc_port, args.mc_interface, args.mc_ttl) \
-        if args.mc_group else None
-    receiver = Receiver(sock.fileno(), writer.builder, LiveRing(ring.memory),
-                        forward.fileno() if forward else -1)
-    decimated = _DecimatedSender(args, ring, channel) if args.mc_dec_group else None
+        if forward:
+            forward.close()
+        return _fail(args, EXIT_BAD_SETUP, str(e))
     base = ring.counter_values()
     ring.set_counters(pid=os.getpid(), rcvbuf=granted, restarts=args.restarts)
     log.info("channel %s: receiving on %s:%d (pid %d)", args.channel, args.bind, args.port,
@@ -177,8 +177,9 @@ def run(args) -> int:
                 rate_from = (now, receiver.datagrams, writer.builder.records)
             if now >= next_counters:
                 next_counters = now + 0.05
-                _publish_counters(ring, receiver, writer, bool(disk_error), base)
+                # the error text first: whoever sees the disk_error counter finds it there
                 status = _publish_status(args, receiver, disk_error, status)
+                _publish_counters(ring, receiver, writer, bool(disk_error), base)
     finally:
         try:
             writer.flush()
@@ -200,6 +201,24 @@ def status_path(ring_path: str) -> str:
     return ring_path + ".status.json"
 
 
+def _fail(args, code: int, reason: str) -> int:
+    """A worker that cannot start: the reason in the log and in its status file, where the
+    supervisor shows it; the exit code says which kind."""
+    log.error("channel %s: %s", args.channel, reason)
+    try:
+        _write_status(args.ring, {"bad_datagrams": {}, "error": "", "failure": reason})
+    except OSError:
+        pass
+    return code
+
+
+def _write_status(ring_path: str, status: dict) -> None:
+    tmp = status_path(ring_path) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(status, f)
+    os.replace(tmp, status_path(ring_path))
+
+
 def _publish_status(args, rx: Receiver, error: str, known: dict) -> dict:
     """Log the first bad datagrams of each reason with their sender, and leave them with the
     current error (full disk...) in a file beside the ring for the supervisor to show."""
@@ -211,22 +230,21 @@ def _publish_status(args, rx: Receiver, error: str, known: dict) -> dict:
         for sender, length, head in items[len(known.get("bad_datagrams", {}).get(reason, [])):]:
             log.warning("channel %s: rejected %d-byte datagram from %s: %s (starts %s)",
                         args.channel, length, sender, reason, head[:32])
-    tmp = status_path(args.ring) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(status, f)
-    os.replace(tmp, status_path(args.ring))
+    _write_status(args.ring, dict(status, failure=""))
     return status
 
 
 # Counters that add up over the worker's restarts (a new worker starts from the ring's).
-CUMULATIVE = ["datagrams", "records", "bytes", "kernel_drops", "oversize", "blocks_written",
+CUMULATIVE = ["datagrams", "records", "clock_skew", "bytes", "kernel_drops", "oversize",
+              "blocks_written",
               "bytes_written", "dropped_records", "forwarded", "forward_errors"] + \
              [name for name in COUNTERS if name.startswith("reject_")]
 
 
 def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool, base: dict) -> None:
     b = writer.builder
-    mine = dict(datagrams=rx.datagrams, records=b.records, bytes=rx.bytes,
+    mine = dict(datagrams=rx.datagrams, records=b.records, clock_skew=b.clock_skew,
+                bytes=rx.bytes,
                 kernel_drops=rx.kernel_drops, oversize=rx.oversize,
                 blocks_written=writer.blocks_written, bytes_written=writer.bytes_written,
                 dropped_records=writer.dropped_records, forwarded=rx.forwarded,

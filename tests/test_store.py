@@ -165,7 +165,9 @@ def test_projected_horizon(tmp_path):
     with speeddata.store.open(tmp_path, max_bytes=10_000_000) as store:
         assert store.projected_horizon() is None          # no data yet
         ch = store.create_channel("example", EXAMPLE_AVSC)
-        fill(ch, 2001)                                     # 2 s at 1 kHz
+        for k in range(3):                                 # received over 2 s
+            fill(ch, 667, start=k * 667, receive_time=T0 + k * 10**9)
+            ch.flush()
         rate = ch.stats()["bytes"] / 2.0
         assert store.projected_horizon() == pytest.approx(10_000_000 / rate)
     with speeddata.store.open(tmp_path, max_age="PT10S") as store:
@@ -176,7 +178,8 @@ def test_retention_by_age(tmp_path):
     with speeddata.store.open(tmp_path, block_bytes=1024, segment_bytes=4096,
                               max_age="PT1S") as store:
         ch = store.create_channel("example", EXAMPLE_AVSC)
-        fill(ch, 3000)          # 3 s of data at 1 kHz
+        for k in range(30):     # 3 s of data at 1 kHz, received as it goes
+            fill(ch, 100, start=k * 100, receive_time=T0 + k * 100_000_000)
         ch.flush()
         store.enforce_retention(now=T0 + 3 * 10**9)
         first, last = store.holds("example")
@@ -353,7 +356,7 @@ def test_fuzz_damaged_segments_never_crash_the_reader_or_repair(tmp_path):
         for _ in range(int(rng.integers(1, 6))):
             damaged[int(rng.integers(len(damaged)))] ^= 1 << int(rng.integers(8))
         cut = int(rng.integers(len(damaged) // 2, len(damaged) + 1))
-        path = dst / "example" / os.path.basename(seg)
+        path = dst / "channels" / "example" / os.path.basename(seg)
         path.write_bytes(bytes(damaged[:cut]))
         if rng.random() < 0.5:
             os.remove(str(path)[:-5] + ".idx")

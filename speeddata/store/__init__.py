@@ -1,13 +1,14 @@
 """The time-indexed segment store.
 
 ``speeddata.store.open(path)`` gives a `Store`: a directory with one subdirectory per
-channel holding its schema, its segments (Avro object container files, zstandard blocks,
-named ``<first time ns>-<seq>.avro`` so that a sorted listing is a time-ordered one) and a
-block index beside each (``.idx``). Nothing outside this package opens a segment file.
+channel (under ``channels/``) holding its schema, its segments (Avro object container files,
+zstandard blocks, named ``<first receive time ns>-<seq>.avro`` so that a sorted listing is
+the write order) and a block index beside each (``.idx``). Nothing outside this package
+opens a segment file.
 """
 from ._channel import Channel
 from ._writer import Appended
-from ._store import DEFAULTS, Store, open
+from ._store import DEFAULTS, Store, check_options, open
 from ._tags import Tag
 
-__all__ = ["Appended", "Channel", "DEFAULTS", "Store", "Tag", "open"]
+__all__ = ["Appended", "Channel", "DEFAULTS", "Store", "Tag", "check_options", "open"]

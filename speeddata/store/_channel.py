@@ -4,12 +4,13 @@ and the handle on its one writer (`_writer.py`)."""
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -17,87 +18,20 @@ import zstandard
 
 from .. import schema as S
 from ..codec import Columns, Plan, allocate, encoder, finish
-from ..errors import DecodeError, StoreError, StoreWarning
+from ..errors import DecodeError, FormatError, StoreError, StoreWarning
 from ..timeutil import TimeLike, now_ns, time_range, to_ns
 from . import _format as F
-from ._segment import needs_repair, repair
-from ._writer import HEAD_FILE, Appended, Writer, take_lock
+from ._lock import take_lock
+from ._segment import Repair, needs_repair, repair
+from ._view import I64_MAX, I64_MIN, SegmentView
+from ._writer import HEAD_FILE, Appended, Writer
 
 if TYPE_CHECKING:
     from ._store import Store
 
 SCHEMA_FILE = "schema.avsc"
 CONFIG_FILE = "channel.json"
-_I64_MAX = np.iinfo(np.int64).max
-_I64_MIN = np.iinfo(np.int64).min
-
-
-class _Segment:
-    """Cached view of one segment's index, with the arrays range search needs."""
-
-    __slots__ = ("stem", "path", "idx_path", "index", "runmax", "sufmin", "idx_bytes", "_head")
-
-    def __init__(self, directory: str, stem: str):
-        self.stem = stem
-        self.path = os.path.join(directory, stem + ".avro")
-        self.idx_path = os.path.join(directory, stem + ".idx")
-        self.idx_bytes = -1
-        self._head = None
-        self.load()
-
-    def load(self) -> None:
-        try:
-            self.idx_bytes = os.path.getsize(self.idx_path)
-        except FileNotFoundError:
-            self.idx_bytes = 0
-        self.index = F.load_index(self.idx_path)
-        # Out-of-order data makes block time ranges overlap; the running max of tmax and the
-        # suffix min of tmin are monotonic, so binary search still finds every candidate.
-        self.runmax = np.maximum.accumulate(self.index["tmax"]) if len(self.index) else \
-            np.empty(0, np.int64)
-        self.sufmin = np.minimum.accumulate(self.index["tmin"][::-1])[::-1] \
-            if len(self.index) else np.empty(0, np.int64)
-
-    def reload_if_grown(self) -> bool:
-        try:
-            size = os.path.getsize(self.idx_path)
-        except FileNotFoundError:
-            size = 0
-        if size != self.idx_bytes:
-            self.load()
-            return True
-        return False
-
-    def disk_bytes(self) -> int:
-        """Bytes of the segment and its index (0 once retention deleted them)."""
-        total = 0
-        for p in (self.path, self.idx_path):
-            try:
-                total += os.path.getsize(p)
-            except FileNotFoundError:
-                pass
-        return total
-
-    def head(self) -> tuple[str, bytes]:
-        """(codec, sync marker) from the segment's header, read once: headers never change."""
-        if self._head is None:
-            _, codec, sync, _ = F.read_header(self.path)
-            self._head = codec, sync
-        return self._head
-
-    @property
-    def tmin(self) -> int:
-        return int(self.sufmin[0]) if len(self.index) else _I64_MAX
-
-    @property
-    def tmax(self) -> int:
-        return int(self.runmax[-1]) if len(self.index) else _I64_MIN
-
-    def blocks(self, lo: int, hi: int) -> np.ndarray:
-        a = np.searchsorted(self.runmax, lo, "left")
-        b = np.searchsorted(self.sufmin, hi, "left")
-        cand = self.index[a:b]
-        return cand[(cand["tmax"] >= lo) & (cand["tmin"] < hi)]
+log = logging.getLogger("speeddata.store")
 
 
 class Channel:
@@ -108,25 +42,29 @@ class Channel:
     reads work from any number of processes while it writes.
     """
 
-    def __init__(self, store: "Store", name: str):
+    def __init__(self, store: "Store", name: str, path: str):
         self.store = store
         self.name = name
-        self.path = os.path.join(store.path, name)
+        self.path = path
+        self.config: dict[str, Any] = _read_json(os.path.join(path, CONFIG_FILE), name, dict)
+        if not isinstance(self.config.get("options"), dict):
+            # channels of store format 1 kept their settings beside name and time
+            self.config["options"] = {k: v for k, v in self.config.items()
+                                      if k not in ("name", "time_field", "time_unit",
+                                                   "created", "options")}
+        avro = _read_json(os.path.join(path, SCHEMA_FILE), name, dict)
         try:
-            with open(os.path.join(self.path, CONFIG_FILE)) as f:
-                self.config: dict[str, Any] = json.load(f)
-            with open(os.path.join(self.path, SCHEMA_FILE)) as f:
-                avro = json.load(f)
-        except (OSError, ValueError) as e:
-            raise StoreError(f"channel {name!r} in {store.path} is damaged: {e}") from e
-        self.schema = S.load(avro, time_field=self.config["time_field"],
-                             time_unit=self.config["time_unit"])
+            self.schema = S.load(avro, time_field=self.config.get("time_field"),
+                                 time_unit=self.config.get("time_unit"))
+        except S.SchemaError as e:
+            raise StoreError(f"channel {name!r}: {os.path.join(path, SCHEMA_FILE)} is "
+                             f"damaged: {e}") from e
         self._plan = Plan(self.schema)
         self._writer: Writer | None = None
-        self._segments: list[_Segment] = []
+        self._segments: list[SegmentView] = []
         self._seg_tmin = self._seg_tmax = np.empty(0, np.int64)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
-        self._dir_mtime = None
+        self._dir_mtime: int | None = None
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -138,8 +76,13 @@ class Channel:
 
     def option(self, key: str):
         """A channel setting, falling back to the store's."""
-        value = self.config.get(key)
+        value = self.config.get("options", {}).get(key)
         return self.store.options[key] if value is None else value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The settings this channel overrides (the rest follow the store's)."""
+        return dict(self.config.get("options", {}))
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -160,7 +103,7 @@ class Channel:
         one = encoder(self.schema)
         try:
             datagrams = [one(r) for r in records]
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
             raise DecodeError(f"channel {self.name!r}: a record does not fit the schema: {e}",
                               reason="encode", offset=0) from e
         return self.append_datagrams(datagrams, receive_time=receive_time)
@@ -190,30 +133,33 @@ class Channel:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def _refresh(self) -> list[_Segment]:
+    def _refresh(self) -> list[SegmentView]:
         """The channel's segments, re-listing the directory only when it changed.
 
         The writer names its newest segment in HEAD as it rolls over: a new segment shows
         there at once, where the directory's mtime (coarse-grained) might not. A segment
         that retention deleted since the last listing is simply skipped by a read."""
         st = os.stat(self.path)
-        try:
-            with open(os.path.join(self.path, HEAD_FILE)) as f:
-                head = f.read().strip()
-        except FileNotFoundError:
-            head = None
+        head = _read_head(os.path.join(self.path, HEAD_FILE))
         newest = self._segments[-1].stem if self._segments else None
         if st.st_mtime_ns != self._dir_mtime or (head is not None and head != newest):
             stems = sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro"))
             known = {s.stem: s for s in self._segments}
-            if self._segments:   # it may have grown before the writer moved on from it
-                self._segments[-1].reload_if_grown()
-            self._segments = [known.get(stem) or _Segment(self.path, stem) for stem in stems]
+            views = []
+            for i, stem in enumerate(stems):
+                closed = i < len(stems) - 1
+                view = known.get(stem)
+                if view is None:
+                    view = SegmentView(self.path, stem, self._plan, closed=closed)
+                else:
+                    view.refresh(closed)
+                views.append(view)
+            self._segments = views
             self._dir_mtime = st.st_mtime_ns
-            self._seg_tmin = np.array([s.tmin for s in self._segments], dtype=np.int64)
-            self._seg_tmax = np.array([s.tmax for s in self._segments], dtype=np.int64)
+            self._seg_tmin = np.array([s.tmin for s in views], dtype=np.int64)
+            self._seg_tmax = np.array([s.tmax for s in views], dtype=np.int64)
             self._bounds = None
-        if self._segments and self._segments[-1].reload_if_grown():  # only the newest grows
+        if self._segments and self._segments[-1].refresh(False):  # only the newest grows
             self._seg_tmin[-1] = self._segments[-1].tmin
             self._seg_tmax[-1] = self._segments[-1].tmax
             self._bounds = None
@@ -224,20 +170,28 @@ class Channel:
                             np.minimum.accumulate(self._seg_tmin[::-1])[::-1])
         return self._segments
 
-    def _select(self, lo: int, hi: int) -> list[tuple[_Segment, np.ndarray]]:
+    def _select(self, lo: int, last: int) -> list[tuple[SegmentView, np.ndarray]]:
+        """Blocks that may hold records with lo <= time <= last, per segment."""
         segs = self._refresh()
         if not segs:
             return []
         runmax, sufmin = self._bounds
         a = int(np.searchsorted(runmax, lo, "left"))
-        b = int(np.searchsorted(sufmin, hi, "left"))
+        b = int(np.searchsorted(sufmin, last, "right"))
         out = []
         for seg in segs[a:b]:
-            if seg.tmax >= lo and seg.tmin < hi:
-                blocks = seg.blocks(lo, hi)
+            if seg.tmax >= lo and seg.tmin <= last:
+                blocks = seg.blocks(lo, last)
                 if len(blocks):
                     out.append((seg, blocks))
         return out
+
+    def _selected(self, start, end) -> tuple[list, int, int]:
+        lo, hi = time_range(start, end)
+        last = hi - 1      # inclusive, so that an open end reaches 2**63 - 1
+        self.flush()
+        with self._lock:
+            return self._select(lo, last), lo, last
 
     def read(self, start: TimeLike | None = None, end: TimeLike | None = None,
              signals: Sequence[str] | None = None) -> Columns:
@@ -251,49 +205,49 @@ class Channel:
         signals : list of str, optional
             Signals to decode (all by default); ``time`` always comes.
         """
-        lo, hi = time_range(start, end)
-        self.flush()
-        with self._lock:
-            selected = self._select(lo, hi)
-        return self._decode(selected, lo, hi, signals)
+        selected, lo, last = self._selected(start, end)
+        return self._decode(selected, lo, last, signals)
 
     def count(self, start: TimeLike | None = None, end: TimeLike | None = None
               ) -> tuple[int, bool]:
         """Records in [start, end) from the index alone: (count, exact). Not exact when a
         block straddles an edge (then count is an upper bound)."""
-        lo, hi = time_range(start, end)
-        self.flush()
-        with self._lock:
-            selected = self._select(lo, hi)
+        selected, lo, last = self._selected(start, end)
         total = sum(int(b["count"].sum()) for _, b in selected)
-        exact = not any(((b["tmin"] < lo) | (b["tmax"] >= hi)).any() for _, b in selected)
+        exact = not any(((b["tmin"] < lo) | (b["tmax"] > last)).any() for _, b in selected)
         return total, exact
 
     def iter_read(self, start: TimeLike | None = None, end: TimeLike | None = None,
                   signals: Sequence[str] | None = None,
                   chunk_records: int = 1 << 20) -> Iterator[Columns]:
         """Like `read`, in time-ordered chunks of about ``chunk_records`` records, so that
-        memory stays bounded. Data whose blocks overlap in time (out-of-order arrivals) comes
-        in one chunk, since only a full sort puts it in order."""
-        lo, hi = time_range(start, end)
-        self.flush()
-        with self._lock:
-            selected = self._select(lo, hi)
-        flat = [(seg, e) for seg, entries in selected for e in entries]
-        if not _blocks_in_order([e for _, e in flat]):
-            yield self._decode(selected, lo, hi, signals)
-            return
-        group, n = [], 0
-        for seg, e in flat:
-            group.append((seg, e))
-            n += int(e["count"])
-            if n >= chunk_records:
-                yield self._decode(_regroup(group), lo, hi, signals)
-                group, n = [], 0
-        if group:
-            yield self._decode(_regroup(group), lo, hi, signals)
+        memory stays bounded.
 
-    def _decode(self, selected, lo: int, hi: int, signals) -> Columns:
+        Blocks are decoded in order of their first time; a chunk goes out once no block
+        still to decode can hold an earlier record. Out-of-order data costs memory only
+        where records really overlap: a stray record from a wrong device clock, outside the
+        range, is dropped on decoding and holds nothing back.
+        """
+        selected, lo, last = self._selected(start, end)
+        flat = [(seg, e) for seg, entries in selected for e in entries]
+        order = sorted(range(len(flat)), key=lambda i: max(int(flat[i][1]["tmin"]), lo))
+        pending: list[Columns] = []
+        k = 0
+        while k < len(order):
+            batch, n = [], 0
+            while k < len(order) and n < chunk_records:
+                batch.append(flat[order[k]])
+                n += int(flat[order[k]][1]["count"])
+                k += 1
+            cols = self._decode(_regroup(batch), lo, last, signals)
+            if len(cols):
+                pending.append(cols)
+            watermark = max(int(flat[order[k]][1]["tmin"]), lo) if k < len(order) else None
+            out, pending = _release(pending, watermark)
+            if out is not None and len(out):
+                yield out
+
+    def _decode(self, selected, lo: int, last: int, signals) -> Columns:
         total = sum(int(b["count"].sum()) for _, b in selected)
         time_col, columns, masks = allocate(self.schema, total, signals)
         tasks, lost, maps, row, mem = [], [], [], 0, None
@@ -306,7 +260,14 @@ class Channel:
                     with open(seg.path, "rb") as f:
                         maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
                     head = seg.head()
-                except (FileNotFoundError, ValueError):   # deleted by retention meanwhile
+                except FileNotFoundError:   # deleted by retention meanwhile
+                    lost.append((row, count))
+                    row += count
+                    continue
+                except (OSError, ValueError, FormatError) as e:   # damaged: say so
+                    warnings.warn(f"{seg.path}: skipping {count} records in "
+                                  f"{len(blocks)} blocks from byte {int(blocks[0]['offset'])}: "
+                                  f"{e}", StoreWarning, stacklevel=3)
                     lost.append((row, count))
                     row += count
                     continue
@@ -318,13 +279,16 @@ class Channel:
 
             def run(t: _Task) -> str | None:
                 try:
+                    if t.offset + t.length > len(t.mem):
+                        raise FormatError(f"the file ends at byte {len(t.mem)}")
                     _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
                                                   t.head[1])
                     body = _decompressor(t.head[0])(payload)
                     self._plan.decode_into(body, t.count, t.row, time_col, columns, masks)
                     return None
-                except (F.FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
-                    return f"{t.path}: skipping corrupt block at byte {t.offset}: {err}"
+                except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
+                    return f"{t.path}: skipping corrupt block at byte {t.offset} " \
+                           f"({t.count} records): {err}"
 
             # Blocks decode independently (zstd and the codec's parse run without the GIL),
             # so large reads spread over the cores.
@@ -346,8 +310,8 @@ class Channel:
             keep = np.ones(total, dtype=bool)
             for at, count in lost:
                 keep[at:at + count] = False
-        if any(b["tmin"] < lo or b["tmax"] >= hi for _, bl in selected for b in bl):
-            inside = (cols.time >= lo) & (cols.time < hi)
+        if any(b["tmin"] < lo or b["tmax"] > last for _, bl in selected for b in bl):
+            inside = (cols.time >= lo) & (cols.time <= last)
             keep = inside if keep is None else keep & inside
         if keep is not None:
             cols = cols.take(keep)
@@ -370,24 +334,37 @@ class Channel:
             return None
         return min(s.tmin for s in segs), max(s.tmax for s in segs)
 
+    def received(self) -> tuple[int, int] | None:
+        """(first, last) receive time of the records held, in ns; None when empty. Unlike
+        `holds`, this never trusts a device's clock: it is what retention goes by."""
+        with self._lock:
+            spans = [s.received for s in self._refresh() if len(s.index)]
+        if not spans:
+            return None
+        return min(a for a, _ in spans), max(b for _, b in spans)
+
     def stats(self) -> dict[str, Any]:
-        """Records, bytes on disk, time held and segments; writer counters when writing."""
+        """Records, bytes on disk, time held (device and receive clocks) and segments;
+        writer counters when this process writes the channel."""
         self.flush()
         with self._lock:
             segs = self._refresh()
-            records = sum(int(s.index["count"].sum()) for s in segs)
-        held = self.holds()
-        out = {"channel": self.name, "records": records, "bytes": sum(s.disk_bytes() for s in segs),
-               "segments": len(segs), "first_time": held[0] if held else None,
-               "last_time": held[1] if held else None}
+            records = sum(s.records for s in segs)
+        held, received = self.holds(), self.received()
+        out = {"channel": self.name, "records": records,
+               "bytes": sum(s.disk_bytes() for s in segs), "segments": len(segs),
+               "first_time": held[0] if held else None,
+               "last_time": held[1] if held else None,
+               "first_received": received[0] if received else None,
+               "last_received": received[1] if received else None}
         if self._writer is not None:
             out.update(self._writer.counters())
         return out
 
-    def repair_if_idle(self) -> list:
+    def repair_if_idle(self) -> list[Repair]:
         """Repair unless another process is writing the channel (its writer repaired it)."""
         try:
-            fd = take_lock(self)
+            fd = take_lock(self.path, self.name)
         except StoreError:
             return []
         try:
@@ -395,22 +372,51 @@ class Channel:
         finally:
             os.close(fd)
 
-    def repair(self) -> list:
-        """Repair segments a killed writer left torn (needs the writer lock)."""
-        names = set(os.listdir(self.path))
-        stems = sorted(n[:-5] for n in names if n.endswith(".avro"))
-        # A writer only ever appends to its newest segment, so that is the one a kill can
-        # tear; older ones are checked only for a missing index (cheap for large stores).
-        suspects = [s for s in stems[:-1] if s + ".idx" not in names] + stems[-1:]
+    def repair(self) -> list[Repair]:
+        """Repair segments a killed writer left torn or damage left unreadable (needs the
+        writer lock). A cheap check of each segment's index against its size finds them."""
+        stems = sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro"))
         done = []
-        for stem in suspects:
+        schema_json = self.schema.to_json()
+        for stem in stems:
             path = os.path.join(self.path, stem + ".avro")
-            if needs_repair(path):
-                done.append(repair(path, self._plan))
+            if needs_repair(path) or not _index_sound(path):
+                done.append(repair(path, self._plan, schema_json))
         self._segments = []
         self._dir_mtime = None
         self._bounds = None
         return done
+
+
+def _index_sound(path: str) -> bool:
+    idx = path[:-5] + ".idx"
+    try:
+        return F.check_index(F.load_index(idx), os.path.getsize(path), closed=True) is None
+    except OSError:
+        return False
+
+
+def _read_json(path: str, channel: str, kind: type):
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"channel {channel!r}: {path} is damaged or missing: {e}",
+                         hint="restore the file from a backup, or drop the channel") from e
+    if not isinstance(value, kind):
+        raise StoreError(f"channel {channel!r}: {path} is damaged (not a JSON object)")
+    return value
+
+
+def _read_head(path: str) -> str | None:
+    """The stem HEAD names, or None when it is missing or not a stem (damage)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64).decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return text if len(text) == 27 and text[20] == "-" and \
+        text.replace("-", "").isdigit() else None
 
 
 _PARALLEL_RECORDS = 200_000
@@ -446,7 +452,7 @@ class _Task(NamedTuple):
 
 
 def _blocks_in_order(entries) -> bool:
-    prev = _I64_MIN
+    prev = I64_MIN
     for e in entries:
         if not int(e["flags"]) & F.FLAG_IN_ORDER or int(e["tmin"]) < prev:
             return False
@@ -455,10 +461,39 @@ def _blocks_in_order(entries) -> bool:
 
 
 def _regroup(pairs):
-    out = []
+    """(segment, entry) pairs to (segment, entries) runs, in the given order."""
+    out: list = []
     for seg, e in pairs:
         if out and out[-1][0] is seg:
             out[-1][1].append(e)
         else:
             out.append((seg, [e]))
     return [(seg, np.array(es, dtype=F.INDEX_DTYPE)) for seg, es in out]
+
+
+def _release(pending: list[Columns], watermark: int | None):
+    """Records of ``pending`` earlier than ``watermark`` (all when None), sorted, and the
+    rest, still pending."""
+    if not pending:
+        return None, []
+    if len(pending) == 1:
+        cols = pending[0]
+    else:
+        cols = _concat(pending)
+    if len(pending) > 1 or not np.all(cols.time[1:] >= cols.time[:-1]):
+        cols = cols.take(np.argsort(cols.time, kind="stable"))
+    if watermark is None:
+        return cols, []
+    cut = int(np.searchsorted(cols.time, watermark, "left"))
+    if cut == len(cols):
+        return cols, []
+    return cols.take(slice(0, cut)), [cols.take(slice(cut, len(cols)))]
+
+
+def _concat(parts: list[Columns]) -> Columns:
+    first = parts[0]
+    data = {}
+    for k, v in first.data.items():
+        join = np.ma.concatenate if np.ma.isMaskedArray(v) else np.concatenate
+        data[k] = join([p.data[k] for p in parts])
+    return Columns(np.concatenate([p.time for p in parts]), data, first.channel)

@@ -15,7 +15,10 @@ import zlib
 import numpy as np
 import zstandard
 
-from ..errors import StoreError
+from .._codec import read_varint, write_varint
+from ..errors import DecodeError, FormatError
+
+__all__ = ["FormatError"]   # raised by everything here; defined with the other errors
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -30,33 +33,24 @@ INDEX_DTYPE = np.dtype([
     ("flags", "<u8"),
 ])
 FLAG_IN_ORDER = 1        # the block's record times never decrease
-
-
-class FormatError(StoreError, ValueError):
-    """Bytes that are not a well-formed segment or block."""
+FLAG_SCANNED = 2         # rebuilt by scanning the segment: its receive times are the file's
+                         # modification time, an upper bound (retention keeps it longer)
+# Far beyond any block SpeedData writes (1 MiB of records by default): an index entry or a
+# block header that claims more is damage, not data.
+MAX_BLOCK_RECORDS = 1 << 28
 
 
 def encode_long(value: int) -> bytes:
-    z = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return write_varint(value)
 
 
 def decode_long(buf, pos: int) -> tuple[int, int]:
-    acc = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise FormatError(f"bad varint at byte {pos}")
-        b = buf[pos]
-        pos += 1
-        acc |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (acc >> 1) ^ -(acc & 1), pos
-        shift += 7
+    """The Avro long at ``pos`` and the position after it, by the codec's strict reader
+    (overlong and over-wide varints are refused as on the wire)."""
+    try:
+        return read_varint(buf, pos)
+    except DecodeError as e:
+        raise FormatError(f"bad varint at byte {pos}: {e}") from None
 
 
 def header(schema_json: str, sync: bytes, codec: str = CODEC, meta: dict | None = None) -> bytes:
@@ -74,7 +68,7 @@ def parse_header(buf) -> tuple[dict, str, bytes, int]:
     """(schema dict, codec, sync marker, header length) of a container file's first bytes."""
     try:
         return _parse_header(buf)
-    except (UnicodeDecodeError, IndexError) as e:
+    except (UnicodeDecodeError, IndexError, OverflowError) as e:
         raise FormatError(f"damaged container file header: {e}") from e
 
 
@@ -89,11 +83,17 @@ def _parse_header(buf) -> tuple[dict, str, bytes, int]:
         if n < 0:
             _, pos = decode_long(buf, pos)  # block byte size, unused
             n = -n
+        if n > len(buf):
+            raise FormatError(f"damaged container file header: {n} metadata entries")
         for _ in range(n):
             klen, pos = decode_long(buf, pos)
+            if not 0 <= klen <= len(buf) - pos:
+                raise FormatError(f"damaged container file header at byte {pos}")
             key = bytes(buf[pos:pos + klen]).decode()
             pos += klen
             vlen, pos = decode_long(buf, pos)
+            if not 0 <= vlen <= len(buf) - pos:
+                raise FormatError(f"damaged container file header at byte {pos}")
             meta[key] = bytes(buf[pos:pos + vlen])
             pos += vlen
     if pos + SYNC_SIZE > len(buf):
@@ -113,7 +113,7 @@ def read_header(path: str) -> tuple[dict, str, bytes, int]:
             try:
                 return parse_header(head)
             except FormatError:
-                more = f.read(1 << 20)
+                more = f.read(1 << 20) if len(head) < 16 << 20 else b""   # schemas are small
                 if not more:
                     raise
                 head += more
@@ -128,7 +128,7 @@ def parse_block(buf, pos: int, sync: bytes) -> tuple[int, memoryview, int]:
     count, p = decode_long(buf, pos)
     size, p = decode_long(buf, p)
     end = p + size + SYNC_SIZE
-    if count <= 0 or size < 0 or end > len(buf):
+    if count <= 0 or size < 0 or end > len(buf) or count > MAX_BLOCK_RECORDS:
         raise FormatError(f"block at byte {pos} is torn or corrupt")
     if bytes(buf[end - SYNC_SIZE:end]) != sync:
         raise FormatError(f"block at byte {pos} does not end in the file's sync marker")
@@ -174,3 +174,30 @@ def write_index(path: str, entries: np.ndarray) -> None:
     with open(tmp, "wb") as f:
         f.write(entries.astype(INDEX_DTYPE).tobytes())
     os.replace(tmp, path)
+
+
+def check_index(entries: np.ndarray, file_size: int, *, closed: bool) -> str | None:
+    """Why the index entries cannot be trusted for a segment of ``file_size`` bytes, or None.
+
+    Blocks follow one another from the header on, each inside the file, each holding a
+    plausible record count and time range. A closed segment's index must reach its end
+    exactly (a shorter one misses blocks); the segment being written may run ahead of it.
+    """
+    if not len(entries):
+        return None
+    offset, length = entries["offset"].astype(np.int64), entries["length"].astype(np.int64)
+    count = entries["count"]
+    if int(offset[0]) < len(MAGIC) + SYNC_SIZE + 2 or (length < SYNC_SIZE + 2).any():
+        return "an entry points into the header or holds a too short block"
+    if (offset[1:] != offset[:-1] + length[:-1]).any():
+        return "its entries do not follow one another"
+    end = int(offset[-1] + length[-1])
+    if end > file_size:
+        return f"it points to byte {end}, past the end of the file ({file_size} bytes)"
+    if closed and end != file_size:
+        return f"it ends at byte {end} but the segment at byte {file_size} (blocks missing)"
+    if (count == 0).any() or (count > MAX_BLOCK_RECORDS).any():
+        return "an entry holds an impossible record count"
+    if (entries["tmin"] > entries["tmax"]).any() or (entries["rmin"] > entries["rmax"]).any():
+        return "an entry's time range is reversed"
+    return None

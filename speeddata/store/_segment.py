@@ -1,27 +1,39 @@
-"""One segment: writing blocks with their index entries, and repairing after a crash."""
+"""One segment file: writing blocks with their index entries, walking its blocks, and
+repairing it after a crash or damage."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import zstandard
 
-from ..errors import DecodeError, StoreError, StoreWarning
+from ..errors import DecodeError, FormatError, StoreError, StoreWarning
 from . import _format as F
 
+DAMAGED_SUFFIX = ".damaged"
+log = logging.getLogger("speeddata.store")
 
-def segment_stem(start_ns: int, seq: int) -> str:
-    """File stem that sorts in time order: zero-padded first time, then a sequence number."""
-    return f"{max(start_ns, 0):020d}-{seq:06d}"
+
+def segment_stem(recv_ns: int, seq: int) -> str:
+    """File stem that sorts in write order: the zero-padded receive time of the segment's
+    first block (never a device's clock), then a sequence number."""
+    return f"{max(recv_ns, 0):020d}-{seq:06d}"
 
 
 def parse_stem(stem: str) -> tuple[int, int]:
     t, _, seq = stem.partition("-")
     return int(t), int(seq)
+
+
+def idx_path_of(path: str) -> str:
+    return path[: -len(".avro")] + ".idx"
 
 
 class SegmentWriter:
@@ -33,7 +45,7 @@ class SegmentWriter:
 
     def __init__(self, path: str, schema_json: str, *, level: int = 3, fsync: bool = False):
         self.path = path
-        self.idx_path = path[: -len(".avro")] + ".idx"
+        self.idx_path = idx_path_of(path)
         self.sync = os.urandom(F.SYNC_SIZE)
         self.fsync = fsync
         # the frame checksum makes damaged blocks fail to decompress instead of reading wrong
@@ -44,10 +56,10 @@ class SegmentWriter:
             self.idx_fd = os.open(self.idx_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                   | os.O_APPEND, 0o644)
         except OSError as e:
-            raise _store_error(e, path) from e
+            raise store_error(e, path) from e
         self.size = 0
         self.blocks = 0
-        self.first_time: int | None = None
+        self.first_recv: int | None = None     # receive time of the first block (roll by span)
         self._write(self.fd, head, 0)
         self.size = len(head)
 
@@ -65,8 +77,8 @@ class SegmentWriter:
         except StoreError:
             os.ftruncate(self.fd, self.size)  # keep segment and index in step
             raise
-        if self.first_time is None:
-            self.first_time = info["tmin"]
+        if self.first_recv is None:
+            self.first_recv = info["rmin"]
         self.size += len(data)
         self.blocks += 1
         return len(data) + F.INDEX_DTYPE.itemsize
@@ -81,7 +93,7 @@ class SegmentWriter:
                 os.ftruncate(fd, undo_to)
             except OSError:
                 pass
-            raise _store_error(e, self.path) from e
+            raise store_error(e, self.path) from e
 
     def close(self) -> None:
         for fd in (self.fd, self.idx_fd):
@@ -91,13 +103,87 @@ class SegmentWriter:
                 pass
 
 
-def _store_error(e: OSError, path: str) -> StoreError:
+def store_error(e: OSError, path: str) -> StoreError:
     if e.errno == errno.ENOSPC:
         return StoreError(f"disk full writing {path}", hint="free space or lower retention")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return StoreError(f"cannot write {path}: {e.strerror}", hint="the store is read-only")
     return StoreError(f"cannot write {path}: {e.strerror}")
 
+
+# ---- walking a segment's blocks ---------------------------------------------------------
+
+class Block(NamedTuple):
+    """A whole block found by `walk`: where it lies, its records' times."""
+    offset: int
+    end: int
+    count: int
+    times: np.ndarray
+
+
+class Damage(NamedTuple):
+    """Bytes `walk` could not read as blocks: junk up to the next sync marker (``end``), or,
+    with ``end`` None, a torn or unreadable tail."""
+    offset: int
+    end: int | None
+    reason: str
+
+
+def walk(data, pos: int, sync: bytes, codec: str, plan) -> Iterator[Block | Damage]:
+    """The one block walker: every block of ``data`` from ``pos`` on, checked by
+    decompressing and parsing its records with ``plan``; damage is skipped to the next sync
+    marker and reported."""
+    decompress = F.Decompressor(codec)
+    while pos < len(data):
+        try:
+            count, payload, end = F.parse_block(data, pos, sync)
+            times = plan.check(decompress(payload))
+            if len(times) != count:
+                raise FormatError(f"block at byte {pos} holds {len(times)} records, "
+                                  f"its header says {count}")
+        except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
+            nxt = data.find(sync, pos + 1)
+            if nxt < 0 or nxt + F.SYNC_SIZE >= len(data):
+                yield Damage(pos, None, str(err))
+                return
+            yield Damage(pos, nxt + F.SYNC_SIZE, str(err))
+            pos = nxt + F.SYNC_SIZE
+            continue
+        yield Block(pos, end, count, times)
+        pos = end
+
+
+def scanned_entries(blocks: list[Block], recv_ns: int) -> np.ndarray:
+    """Index entries for blocks found by scanning. Their receive time is unknown; the
+    segment file's modification time, which is no earlier, stands in."""
+    out = np.zeros(len(blocks), dtype=F.INDEX_DTYPE)
+    for i, b in enumerate(blocks):
+        t = b.times
+        in_order = bool(np.all(t[1:] >= t[:-1]))
+        out[i] = (b.offset, b.end - b.offset, b.count, t.min(), t.max(), recv_ns, recv_ns,
+                  F.FLAG_SCANNED | (F.FLAG_IN_ORDER if in_order else 0))
+    return out
+
+
+def mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def scan_index(path: str, plan) -> tuple[np.ndarray, list[Damage]]:
+    """Index entries rebuilt by reading the whole segment (for a reader that finds the index
+    untrustworthy), and the damage met on the way."""
+    with open(path, "rb") as f:
+        data = f.read()
+    _, codec, sync, pos = F.parse_header(data)
+    found = list(walk(data, pos, sync, codec, plan))
+    return (scanned_entries([b for b in found if isinstance(b, Block)], mtime_ns(path)),
+            [d for d in found if isinstance(d, Damage)])
+
+
+# ---- repair -----------------------------------------------------------------------------
 
 @dataclass
 class Repair:
@@ -107,11 +193,14 @@ class Repair:
     skipped: list[tuple[int, int]] = field(default_factory=list)   # (offset, length) of junk
     reindexed: bool = False
     removed: bool = False
+    header_rebuilt: bool = False
+    set_aside: str | None = None
 
 
 def needs_repair(path: str) -> bool:
-    """Cheap check: does the index end exactly where the segment does?"""
-    idx_path = path[: -len(".avro")] + ".idx"
+    """Cheap check: does the index end exactly where the segment does? (Reads the index's
+    last entry only.)"""
+    idx_path = idx_path_of(path)
     try:
         size = os.path.getsize(path)
         idx_size = os.path.getsize(idx_path)
@@ -119,39 +208,88 @@ def needs_repair(path: str) -> bool:
         return True
     if idx_size % F.INDEX_DTYPE.itemsize:
         return True
-    entries = F.load_index(idx_path)
-    if len(entries) == 0:
+    if idx_size == 0:
         try:
             return F.read_header(path)[3] != size
-        except F.FormatError:
+        except (FormatError, OSError):
             return True
-    last = entries[-1]
-    return int(last["offset"] + last["length"]) != size
+    with open(idx_path, "rb") as f:
+        f.seek(idx_size - F.INDEX_DTYPE.itemsize)
+        last = np.frombuffer(f.read(F.INDEX_DTYPE.itemsize), dtype=F.INDEX_DTYPE)[0]
+    return int(last["offset"]) + int(last["length"]) != size
 
 
-def repair(path: str, plan) -> Repair:
+def salvage_header(data: bytes, schema_json: str, old_index: np.ndarray) -> tuple[bytes, bytes] | None:
+    """A new header for a segment whose header is damaged: the channel's schema, and the
+    sync marker found at the end of its first block. Returns (header, sync) of exactly the
+    old header's length, so every block keeps its offset; None when no block is found."""
+    length = len(F.header(schema_json, bytes(F.SYNC_SIZE)))   # as SegmentWriter wrote it
+    starts = [length]
+    if len(old_index):
+        starts.insert(0, int(old_index[0]["offset"]))
+    for start in starts:
+        if not len(F.MAGIC) < start < len(data):
+            continue
+        candidates = [data[start - F.SYNC_SIZE:start]]
+        try:     # the first block's own end holds the marker, even when the header's is hit
+            count, p = F.decode_long(data, start)
+            size, p = F.decode_long(data, p)
+            end = p + size + F.SYNC_SIZE
+            if 0 < size and end <= len(data):
+                candidates.append(data[end - F.SYNC_SIZE:end])
+        except FormatError:
+            pass
+        for sync in candidates:
+            try:
+                F.parse_block(data, start, sync)
+            except FormatError:
+                continue
+            head = _header_of_length(schema_json, sync, start)
+            if head is not None:
+                return head, sync
+    return None
+
+
+def _header_of_length(schema_json: str, sync: bytes, length: int) -> bytes | None:
+    """A container header of exactly ``length`` bytes, padded with a metadata entry."""
+    head = F.header(schema_json, sync)
+    if len(head) == length:
+        return head
+    for pad in range(0, max(0, length - len(head)) + 1):
+        head = F.header(schema_json, sync, meta={"speeddata.pad": " " * pad})
+        if len(head) == length:
+            return head
+    return None
+
+
+def repair(path: str, plan, schema_json: str) -> Repair:
     """Make a segment and its index agree: keep every whole block, cut a torn tail, skip
-    corrupt blocks in the middle (with a warning naming file and offset), rebuild the index.
+    corrupt blocks in the middle, rebuild a damaged header from the channel's schema,
+    rebuild the index. Each loss comes with a warning naming the file and offset.
 
     ``plan`` is the codec plan of the segment's schema, used to check blocks and read times.
     """
     result = Repair(path)
-    idx_path = path[: -len(".avro")] + ".idx"
+    idx_path = idx_path_of(path)
     with open(path, "rb") as f:
         data = f.read()
+    old = F.load_index(idx_path)
     try:
         _, codec, sync, pos = F.parse_header(data)
-    except F.FormatError:
-        # torn before the header was complete: it never held a block
-        for p in (path, idx_path):
-            if os.path.exists(p):
-                os.remove(p)
-        result.removed = True
-        warnings.warn(f"{path}: removed a segment whose header was torn", StoreWarning,
-                      stacklevel=3)
-        return result
-    decompress = F.Decompressor(codec)
-    old = F.load_index(idx_path)
+    except FormatError as err:
+        found = salvage_header(data, schema_json, old)
+        if found is None:
+            return _header_lost(result, data, err, len(F.header(schema_json, sync=b"0" * 16)))
+        head, sync = found
+        with open(path, "r+b") as f:
+            f.write(head)
+        data = head + data[len(head):]
+        codec, pos = F.CODEC, len(head)
+        result.header_rebuilt = True
+        _warn(f"{path}: rebuilt its damaged header from the channel's schema ({err})")
+    if F.check_index(old, len(data), closed=False) is not None or \
+            (len(old) and int(old[0]["offset"]) != pos):
+        old = old[:0]
     entries = []
     for e in old:  # entries that still match the file are kept without decompressing
         end = int(e["offset"] + e["length"])
@@ -160,32 +298,51 @@ def repair(path: str, plan) -> Repair:
         entries.append(e)
         pos = end
     rescanned = pos < len(data) or len(entries) != len(old)
-    while pos < len(data):
-        try:
-            count, payload, end = F.parse_block(data, pos, sync)
-            times = plan.check(decompress(payload))
-            if len(times) != count:
-                raise F.FormatError(f"block at byte {pos} holds {len(times)} records, "
-                                    f"its header says {count}")
-        except (F.FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
-            nxt = data.find(sync, pos + 1)
-            if nxt < 0 or nxt + F.SYNC_SIZE >= len(data):
-                result.cut_bytes = len(data) - pos
-                with open(path, "r+b") as f:
-                    f.truncate(pos)
-                break
-            result.skipped.append((pos, nxt + F.SYNC_SIZE - pos))
-            warnings.warn(f"{path}: skipping corrupt bytes {pos}..{nxt + F.SYNC_SIZE} ({err})",
-                          StoreWarning, stacklevel=3)
-            pos = nxt + F.SYNC_SIZE
-            continue
-        in_order = bool(np.all(times[1:] >= times[:-1]))
-        # the receive time of scanned blocks is unknown; the record times stand in
-        entries.append(np.array((pos, end - pos, count, times.min(), times.max(), times.min(),
-                                 times.max(), F.FLAG_IN_ORDER if in_order else 0),
-                                dtype=F.INDEX_DTYPE))
-        pos = end
+    indexed_end = int(old[-1]["offset"] + old[-1]["length"]) if len(old) else 0
+    found = []
+    for item in walk(data, pos, sync, codec, plan):
+        if isinstance(item, Block):
+            found.append(item)
+        elif item.end is None:
+            result.cut_bytes = len(data) - item.offset
+            with open(path, "r+b") as f:
+                f.truncate(item.offset)
+            message = (f"{path}: cut {len(data) - item.offset} unreadable bytes at its end, "
+                       f"from byte {item.offset} ({item.reason})")
+            if item.offset < indexed_end:   # blocks the index vouched for: damage
+                _warn(message)
+            else:                           # past the index: a write a crash cut short
+                log.warning(message)
+        else:
+            result.skipped.append((item.offset, item.end - item.offset))
+            _warn(f"{path}: skipping corrupt bytes {item.offset}..{item.end} ({item.reason})")
     if rescanned or not os.path.exists(idx_path):
-        F.write_index(idx_path, np.array(entries, dtype=F.INDEX_DTYPE))
+        new = scanned_entries(found, mtime_ns(path))
+        F.write_index(idx_path, np.concatenate([np.array(entries, dtype=F.INDEX_DTYPE), new]))
         result.reindexed = True
     return result
+
+
+def _header_lost(result: Repair, data: bytes, err: Exception, header_bytes: int) -> Repair:
+    path = result.path
+    if len(data) <= header_bytes:
+        # torn before the first block: it never held a record
+        for p in (path, idx_path_of(path)):
+            if os.path.exists(p):
+                os.remove(p)
+        result.removed = True
+        _warn(f"{path}: removed a segment whose header was torn before any block")
+        return result
+    # no block found behind it: kept aside, for a person to look at, never deleted
+    aside = path + DAMAGED_SUFFIX
+    os.replace(path, aside)
+    if os.path.exists(idx_path_of(path)):
+        os.replace(idx_path_of(path), idx_path_of(path) + DAMAGED_SUFFIX)
+    result.set_aside = aside
+    _warn(f"{path}: its header is damaged ({err}) and no block could be found; moved to "
+          f"{aside}")
+    return result
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, StoreWarning, stacklevel=4)

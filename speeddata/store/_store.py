@@ -1,45 +1,67 @@
-"""The store: a directory of channels, with tags and retention across them."""
+"""The store: a directory of channels, with tags and retention across them.
+
+Layout::
+
+    <store>/speeddata.json        format, version, store-wide options
+    <store>/tags.sqlite           tags
+    <store>/channels/<name>/      one directory per channel: schema.avsc, channel.json,
+                                  segments (.avro), their indexes (.idx), HEAD, writer.lock
+
+Channels live in a directory of their own, so that no channel name can meet one of the
+store's own files. Stores of version 1 kept channels beside those files and are moved on
+the first read-write open.
+"""
 
 from __future__ import annotations
 
 import builtins  # this module's open() is the store's
 import json
+import logging
 import os
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import zstandard
+
 from .. import schema as S
-from ..errors import ChannelExists, ChannelNotFound, StoreError, TagNotFound, TimeRangeError
+from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, TagNotFound,
+                      TimeRangeError)
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
+from . import _retention
 from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel
-from ._writer import writer_active
+from ._lock import writer_active
 from ._segment import parse_stem
 from ._tags import Tag, TagDB
 
+log = logging.getLogger("speeddata.store")
+
 MARKER = "speeddata.json"
+TAGS_FILE = "tags.sqlite"
+CHANNELS_DIR = "channels"
 FORMAT = "speeddata-store"
-VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+VERSION = 2
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 DEFAULTS: dict[str, Any] = {
     "max_bytes": None,                 # retention: byte quota (None: unlimited)
-    "max_age": None,                   # retention: ns of data kept (None: forever)
+    "max_age": None,                   # retention: ns of receive time kept (None: forever)
     "block_bytes": 1 << 20,            # uncompressed bytes that close a block
     "flush_interval": 0.1,             # s: a block is written once its oldest record is this old
     "segment_bytes": 64 << 20,         # a segment rolls over at this size...
-    "segment_span": 3600 * 10**9,      # ...or when it spans this many ns
+    "segment_span": 3600 * 10**9,      # ...or when its receive times span this many ns
     "compression_level": -1,           # zstandard level: -1 costs ~3% more disk than 3 and
                                        # compresses 2x, decompresses 1.5-2.5x faster
     "fsync": False,                    # fsync every block (power-loss safety; kill -9 needs none)
 }
-_CHANNEL_OPTIONS = set(DEFAULTS)
+RETENTION_KEYS = ("max_bytes", "max_age")
 
 
 def open(path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
-         **options: Any) -> "Store":
+         retention: bool = True, **options: Any) -> "Store":
     """Open (or create) a store directory.
 
     Parameters
@@ -48,74 +70,190 @@ def open(path: str | os.PathLike, *, create: bool = True, readonly: bool = False
         The store directory; created when missing (unless ``create=False``).
     readonly : bool
         Refuse every write; nothing is repaired.
+    retention : bool
+        This process enforces the store's retention as it writes (the default, for a
+        library user). ``speeddata serve`` gives it to its supervisor alone, and its
+        workers open with ``retention=False``.
     **options
-        Store-wide defaults, persisted in the store: ``max_bytes``, ``max_age`` (seconds or
-        ISO 8601 duration), ``block_bytes``, ``flush_interval`` (s), ``segment_bytes``,
+        Store-wide settings, persisted in the store and logged when they change (None
+        returns one to its default): ``max_bytes``, ``max_age`` (seconds or ISO 8601
+        duration), ``block_bytes``, ``flush_interval`` (s), ``segment_bytes``,
         ``segment_span`` (duration), ``compression_level``, ``fsync``.
     """
-    return Store(os.fspath(path), create=create, readonly=readonly, **options)
+    return Store(os.fspath(path), create=create, readonly=readonly, retention=retention,
+                 **options)
 
 
-def _normalise(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - _CHANNEL_OPTIONS
+def check_options(options: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Store or channel options, checked and normalised (durations to ns); None values
+    stay None (meaning: the default). StoreError names the bad key."""
+    unknown = set(options) - set(DEFAULTS)
     if unknown:
-        raise StoreError(f"unknown store option(s): {', '.join(sorted(unknown))}",
-                         hint=f"options are: {', '.join(sorted(_CHANNEL_OPTIONS))}")
-    out = dict(options)
-    for key in ("max_age", "segment_span"):
-        if out.get(key) is not None:
-            out[key] = duration_ns(out[key], what=key)
-    for key in ("max_bytes", "block_bytes", "segment_bytes"):
-        if out.get(key) is not None and int(out[key]) <= 0:
-            raise StoreError(f"{key} must be positive, not {out[key]!r}")
+        raise StoreError(f"{where}unknown store option(s): {', '.join(sorted(unknown))}",
+                         hint=f"options are: {', '.join(sorted(DEFAULTS))}")
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            out[key] = None
+        elif key in ("max_age", "segment_span"):
+            try:
+                out[key] = duration_ns(value, what=f"{where}{key}")
+            except TimeRangeError as e:
+                raise StoreError(str(e)) from None
+            if out[key] <= 0:
+                raise StoreError(f"{where}{key} must be a positive duration, not {value!r}")
+        elif key in ("max_bytes", "block_bytes", "segment_bytes"):
+            if not _is_int(value) or value <= 0:
+                raise StoreError(f"{where}{key} must be a positive number of bytes, "
+                                 f"not {value!r}")
+            out[key] = int(value)
+        elif key == "compression_level":
+            lo, hi = -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL
+            if not _is_int(value) or not lo <= value <= hi:
+                raise StoreError(f"{where}compression_level must be an integer from {lo} "
+                                 f"to {hi}, not {value!r}")
+            out[key] = int(value)
+        elif key == "flush_interval":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 <= value <= 3600:
+                raise StoreError(f"{where}flush_interval must be 0 to 3600 seconds, "
+                                 f"not {value!r}")
+            out[key] = float(value)
+        elif key == "fsync":
+            if not isinstance(value, bool):
+                raise StoreError(f"{where}fsync must be true or false, not {value!r}")
+            out[key] = value
     return out
 
 
-class Store:
-    """A directory of channels. Use `speeddata.store.open` to get one."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    def __init__(self, path: str, *, create: bool = True, readonly: bool = False, **options):
+
+class Store:
+    """A directory of channels. Use `speeddata.store.open` to get one.
+
+    A store opens whatever damage it holds: a damaged channel or tags database is named in
+    `problems` (and in a warning), the rest works. While the store cannot know what its
+    tags protect, or holds a retention setting it cannot read, retention pauses
+    (`retention_paused` says why) instead of guessing.
+    """
+
+    def __init__(self, path: str, *, create: bool = True, readonly: bool = False,
+                 retention: bool = True, **options):
         self.path = os.path.abspath(path)
         self.readonly = readonly
+        self.owns_retention = retention and not readonly
         self._why_readonly = "it was opened read-only"
+        self.problems: dict[str, str] = {}
         marker = os.path.join(self.path, MARKER)
+        given = check_options(options)
         if not os.path.exists(marker):
-            if os.path.isdir(self.path) and os.listdir(self.path):
-                raise StoreError(f"{self.path} is not a SpeedData store (no {MARKER}) and is "
-                                 "not empty", hint="open an empty or new directory")
-            if not create or readonly:
-                raise StoreError(f"no store at {self.path}")
-            try:
-                os.makedirs(self.path, exist_ok=True)
-                _write_json(marker, {"format": FORMAT, "version": VERSION, "options": {}})
-            except OSError as e:
-                raise StoreError(f"cannot create a store at {self.path}: {e.strerror}") from e
+            self._create(marker, create and not readonly)
+        meta = self._read_marker(marker)
+        if not readonly and not os.access(self.path, os.W_OK):
+            # a read-only filesystem or directory: still a store to read
+            self.readonly, readonly = True, True
+            self.owns_retention = False
+            self._why_readonly = "its directory is not writable (read-only filesystem?)"
+        if meta["version"] == 1 and not readonly:
+            meta = self._migrate_v1(marker, meta)
+        self._channels_dir = os.path.join(self.path, CHANNELS_DIR) if meta["version"] >= 2 \
+            else self.path
+        self._saved = self._saved_options(meta.get("options"))
+        self.options = {**DEFAULTS, **self._saved}
+        self._channels: dict[str, Channel] = {}
+        self._lock = threading.RLock()
+        self._tags = TagDB(os.path.join(self.path, TAGS_FILE))
+        problem = self._tags.check()
+        if problem:
+            self._problem("tags", problem)
+        if not readonly:
+            self._finish_interrupted()
+        if given and readonly:
+            self.options.update({k: v for k, v in given.items() if v is not None})
+        elif given:
+            self.configure(**options)
+
+    # ---- opening -------------------------------------------------------------------------
+
+    def _create(self, marker: str, allowed: bool) -> None:
+        if os.path.isdir(self.path) and os.listdir(self.path):
+            raise StoreError(f"{self.path} is not a SpeedData store (no {MARKER}) and is "
+                             "not empty", hint="open an empty or new directory")
+        if not allowed:
+            raise StoreError(f"no store at {self.path}")
+        try:
+            os.makedirs(os.path.join(self.path, CHANNELS_DIR), exist_ok=True)
+            TagDB(os.path.join(self.path, TAGS_FILE), create=True)
+            _write_json(marker, {"format": FORMAT, "version": VERSION, "options": {}})
+        except OSError as e:
+            raise StoreError(f"cannot create a store at {self.path}: {e.strerror}") from e
+
+    def _read_marker(self, marker: str) -> dict:
         try:
             with builtins.open(marker) as f:
                 meta = json.load(f)
         except (OSError, ValueError) as e:
-            raise StoreError(f"{marker} is unreadable: {e}") from e
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise StoreError(f"{marker} is unreadable: {e}",
+                             hint="restore it: it names the store's format and settings") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or \
+                meta.get("version") not in (1, VERSION):
             raise StoreError(f"{self.path} holds an unknown store format "
-                             f"{meta.get('format')!r} version {meta.get('version')!r}")
-        if not readonly and not os.access(self.path, os.W_OK):
-            # a read-only filesystem or directory: still a store to read
-            self.readonly, readonly = True, True
-            self._why_readonly = "its directory is not writable (read-only filesystem?)"
-        saved = meta.get("options", {})
-        given = _normalise(options)
-        if given and not readonly:
-            saved.update(given)
-            _write_json(marker, dict(meta, options=saved))
-        self.options = {**DEFAULTS, **saved, **given}
-        self._channels: dict[str, Channel] = {}
-        self._lock = threading.RLock()
-        self._tags = TagDB(os.path.join(self.path, "tags.sqlite")) if not readonly or \
-            os.path.exists(os.path.join(self.path, "tags.sqlite")) else None
-        if not readonly:
-            for name in self.channels:  # finish what a killed writer left torn
-                self[name].repair_if_idle()
-            self.enforce_retention()
+                             f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+        return meta
+
+    def _migrate_v1(self, marker: str, meta: dict) -> dict:
+        """Move the channels of a version 1 store into channels/ (each a rename)."""
+        target = os.path.join(self.path, CHANNELS_DIR)
+        os.makedirs(target, exist_ok=True)
+        for name in os.listdir(self.path):
+            src = os.path.join(self.path, name)
+            if _NAME.fullmatch(name) and os.path.isfile(os.path.join(src, SCHEMA_FILE)):
+                os.rename(src, os.path.join(target, name))
+        if not os.path.exists(os.path.join(self.path, TAGS_FILE)):
+            TagDB(os.path.join(self.path, TAGS_FILE), create=True)   # v1 made it on open
+        meta = dict(meta, version=VERSION)
+        _write_json(marker, meta)
+        log.info("store %s: moved its channels into %s/ (store format 2)", self.path,
+                 CHANNELS_DIR)
+        return meta
+
+    def _saved_options(self, saved: Any) -> dict[str, Any]:
+        """The persisted settings; a value that does not check is reported and ignored
+        (and, for retention, pauses it), never acted on."""
+        if not isinstance(saved, dict):
+            self._problem("options", f"{MARKER} holds no readable options")
+            return {}
+        good = {}
+        for key, value in saved.items():
+            try:
+                good.update(check_options({key: value}))
+            except StoreError as e:
+                self._problem(f"option {key}", f"{os.path.join(self.path, MARKER)}: {e}; "
+                              "ignored")
+        return {k: v for k, v in good.items() if v is not None}
+
+    def _finish_interrupted(self) -> None:
+        """Remove what a killed process left half done: a channel being created or dropped
+        (``.NAME.creating-PID``, ``.NAME.dropping-PID``), when that process is gone."""
+        try:
+            names = os.listdir(self._channels_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            m = re.fullmatch(r"\.(.+)\.(creating|dropping)-(\d+)", name)
+            if not m or _alive(int(m.group(3))):
+                continue
+            shutil.rmtree(os.path.join(self._channels_dir, name), ignore_errors=True)
+            log.warning("store %s: removed %s, left by process %s that was %s channel %r",
+                        self.path, name, m.group(3), m.group(2), m.group(1))
+
+    def _problem(self, what: str, message: str) -> None:
+        if self.problems.get(what) != message:
+            self.problems[what] = message
+            warnings.warn(message, StoreWarning, stacklevel=4)
+            log.warning("store %s: %s", self.path, message)
 
     def __repr__(self) -> str:
         return f"<Store {self.path!r} channels={self.channels}>"
@@ -143,17 +281,63 @@ class Store:
         if self.readonly:
             raise StoreError(f"cannot write store {self.path}: {self._why_readonly}")
 
+    # ---- settings ------------------------------------------------------------------------
+
+    def configure(self, *, replace: bool = False, **options: Any) -> dict[str, Any]:
+        """Change store-wide settings and persist them; each change is logged.
+
+        ``replace=True`` makes the given settings the whole of them: any not given returns
+        to its default (what ``speeddata serve`` does with its config file's). A None value
+        returns one setting to its default. Returns the settings in force.
+        """
+        self._check_writable()
+        given = check_options(options)
+        new = {} if replace else dict(self._saved)
+        new.update(given)
+        new = {k: v for k, v in new.items() if v is not None}
+        if new != self._saved or any(k.startswith("option ") for k in self.problems):
+            marker = os.path.join(self.path, MARKER)
+            meta = self._read_marker(marker)
+            _write_json(marker, dict(meta, options=new))
+            for key in sorted(set(new) | set(self._saved)):
+                if new.get(key) != self._saved.get(key):
+                    log.info("store %s: %s changed from %s to %s", self.path, key,
+                             _setting(self._saved.get(key), key), _setting(new.get(key), key))
+            self._saved = new
+            for key in [k for k in self.problems if k.startswith("option ")]:
+                del self.problems[key]
+        self.options = {**DEFAULTS, **self._saved}
+        for ch in self._channels.values():
+            if ch._writer is not None:
+                ch._writer.configure()
+        return dict(self.options)
+
+    @property
+    def retention_paused(self) -> str | None:
+        """Why retention deletes nothing now (the tags cannot be read, a retention setting
+        is damaged), or None."""
+        reasons = [m for k, m in self.problems.items()
+                   if k == "tags" or k.startswith("option ")]
+        return "; ".join(reasons) or None
+
     # ---- channels ------------------------------------------------------------------------
+
+    def _channel_path(self, name: str) -> str:
+        return os.path.join(self._channels_dir, name)
 
     @property
     def channels(self) -> list[str]:
         """Channel names, sorted."""
-        return sorted(n for n in os.listdir(self.path)
-                      if os.path.isfile(os.path.join(self.path, n, SCHEMA_FILE)))
+        try:
+            names = os.listdir(self._channels_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _NAME.fullmatch(n) and
+                      os.path.isfile(os.path.join(self._channels_dir, n, SCHEMA_FILE)))
 
-    def __contains__(self, name: str) -> bool:
-        return os.path.isfile(os.path.join(self.path, name, SCHEMA_FILE)) \
-            if isinstance(name, str) and _NAME.match(name) else False
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(_NAME.fullmatch(name)) and \
+            os.path.isfile(os.path.join(self._channel_path(name), SCHEMA_FILE))
 
     def __getitem__(self, name: str) -> Channel:
         with self._lock:
@@ -161,11 +345,36 @@ class Store:
                 if name not in self:
                     raise ChannelNotFound(f"no channel {name!r} in store {self.path}",
                                           hint=f"channels are: {', '.join(self.channels) or 'none'}")
-                self._channels[name] = Channel(self, name)
+                try:
+                    ch = Channel(self, name, self._channel_path(name))
+                except StoreError as e:
+                    self._problem(f"channel {name}", str(e))
+                    raise
+                try:
+                    check_options(ch.options, f"channel {name!r}: ")
+                    self.problems.pop(f"option {name}", None)
+                except StoreError as e:
+                    ch.config["options"] = {}   # acted on never; retention pauses meanwhile
+                    self._problem(f"option {name}", f"{os.path.join(ch.path, CONFIG_FILE)}: "
+                                  f"{e}; ignored")
+                if not self.readonly:
+                    ch.repair_if_idle()      # repair what you open, nothing more
+                self.problems.pop(f"channel {name}", None)
+                self._channels[name] = ch
             return self._channels[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Channel]:
         return (self[name] for name in self.channels)
+
+    def _readable(self) -> list[Channel]:
+        """The channels that open; the damaged ones are in `problems`."""
+        out = []
+        for name in self.channels:
+            try:
+                out.append(self[name])
+            except (StoreError, ChannelNotFound):
+                continue
+        return out
 
     def create_channel(self, name: str, schema: Any, *, time_field: str | None = "time",
                        time_unit: str | None = None, **options: Any) -> Channel:
@@ -180,14 +389,17 @@ class Store:
         time_field, time_unit
             See `speeddata.schema.load`.
         **options
-            Per-channel overrides of the store options (retention, block and segment sizes).
+            Per-channel settings (retention, block and segment sizes). They are the
+            channel's settings in force, also for an existing channel: one not given
+            follows the store's. Changes are logged.
         """
         self._check_writable()
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise StoreError(f"bad channel name {name!r}",
                              hint="use letters, digits, '_', '.', '-' (not first), up to 128")
         cs = S.load(schema, time_field=time_field, time_unit=time_unit)
-        opts = _normalise(options)
+        opts = {k: v for k, v in check_options(options, f"channel {name!r}: ").items()
+                if v is not None}
         with self._lock:
             if name in self:
                 existing = self[name]
@@ -196,22 +408,40 @@ class Store:
                         f"channel {name!r} exists with other fields or time: "
                         f"{existing.schema.signal_names} vs {cs.signal_names}",
                         hint="drop the channel first, or register under a new name")
+                self._set_channel_options(existing, opts)
                 return existing
-            tmp = os.path.join(self.path, f".{name}.creating-{os.getpid()}")
+            os.makedirs(self._channels_dir, exist_ok=True)
+            tmp = self._channel_path(f".{name}.creating-{os.getpid()}")
             try:
                 os.makedirs(tmp, exist_ok=True)
                 _write_json(os.path.join(tmp, SCHEMA_FILE), cs.avro)
                 _write_json(os.path.join(tmp, CONFIG_FILE), {
                     "name": name, "time_field": cs.time_field, "time_unit": cs.time_unit,
-                    "created": now_ns(), **opts})
-                os.rename(tmp, os.path.join(self.path, name))
+                    "created": now_ns(), "options": opts})
+                os.rename(tmp, self._channel_path(name))
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if name in self:   # another process created it at the same moment
                     return self.create_channel(name, schema, time_field=time_field,
                                                time_unit=time_unit, **options)
                 raise StoreError(f"cannot create channel {name!r}: {e.strerror}") from e
+            log.info("store %s: created channel %r%s", self.path, name,
+                     f" with {_settings(opts)}" if opts else "")
             return self[name]
+
+    def _set_channel_options(self, ch: Channel, opts: dict[str, Any]) -> None:
+        old = ch.options
+        if opts == old:
+            return
+        config = dict(ch.config, options=opts)
+        _write_json(os.path.join(ch.path, CONFIG_FILE), config)
+        ch.config = config
+        for key in sorted(set(opts) | set(old)):
+            if opts.get(key) != old.get(key):
+                log.info("channel %s: %s changed from %s to %s", ch.name, key,
+                         _setting(old.get(key), key), _setting(opts.get(key), key))
+        if ch._writer is not None:
+            ch._writer.configure()
 
     def drop_channel(self, name: str) -> None:
         """Delete a channel and all its data (refused while another process writes it)."""
@@ -222,33 +452,36 @@ class Store:
             if writer_active(ch.path):
                 raise StoreError(f"channel {name!r} is being written by another process",
                                  hint="stop its receiver first")
-            trash = os.path.join(self.path, f".{name}.dropping-{os.getpid()}")
+            trash = self._channel_path(f".{name}.dropping-{os.getpid()}")
             os.rename(ch.path, trash)
             shutil.rmtree(trash)
             self._channels.pop(name, None)
+            log.info("store %s: dropped channel %r and its data", self.path, name)
 
     # ---- tags ----------------------------------------------------------------------------
 
     def tag(self, name: str, start: TimeLike, end: TimeLike,
-            channels: Sequence[str] | None = None, note: str = "") -> Tag:
-        """Keep [start, end) of the given channels (all by default) through retention."""
+            channels: Sequence[str] | None = None, note: str = "", *,
+            replace: bool = False) -> Tag:
+        """Keep [start, end) of the given channels (all by default) through retention.
+
+        A name in use is an error (`TagExists`) unless ``replace=True``.
+        """
         self._check_writable()
         lo, hi = time_range(start, end)
-        if not name or not isinstance(name, str):
+        if not isinstance(name, str) or not name.strip():
             raise StoreError("a tag needs a name")
         if channels is not None:
             channels = tuple(channels)
             for ch in channels:
                 if ch not in self:
                     raise ChannelNotFound(f"no channel {ch!r} in store {self.path}")
-        return self._tags.put(Tag(name, lo, hi, channels, note))
+        return self._tags.put(Tag(name, lo, hi, channels, str(note)), replace=replace)
 
     def tags(self) -> list[Tag]:
-        return self._tags.all() if self._tags else []
+        return self._tags.all()
 
     def get_tag(self, name: str) -> Tag:
-        if not self._tags:
-            raise TagNotFound(f"no tag {name!r}")
         return self._tags.get(name)
 
     def untag(self, name: str) -> None:
@@ -256,17 +489,26 @@ class Store:
         self._check_writable()
         self._tags.remove(name)
 
+    def reset_tags(self) -> str | None:
+        """Start afresh with no tags after the tags database was damaged or lost: the old
+        file is set aside (its path is returned) and retention resumes."""
+        self._check_writable()
+        aside = self._tags.reset()
+        self.problems.pop("tags", None)
+        log.warning("store %s: tags reset; the old database is at %s", self.path, aside)
+        return aside
+
     # ---- what it holds -------------------------------------------------------------------
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per channel: records, bytes on disk, first and last time, segments."""
-        return {name: self[name].stats() for name in self.channels}
+        return {ch.name: ch.stats() for ch in self._readable()}
 
     def holds(self, channel: str | None = None) -> tuple[int, int] | None:
         """(first, last) time held in ns by one channel or, by default, the whole store."""
         if channel is not None:
             return self[channel].holds()
-        spans = [h for h in (self[n].holds() for n in self.channels) if h]
+        spans = [h for h in (ch.holds() for ch in self._readable()) if h]
         return (min(h[0] for h in spans), max(h[1] for h in spans)) if spans else None
 
     def horizon(self, channel: str | None = None) -> float:
@@ -276,17 +518,18 @@ class Store:
 
     def projected_horizon(self) -> float | None:
         """Seconds of data the store will hold once retention applies, at the rate it has
-        been filling (bytes held over time held, summed over channels); None without a
-        quota or age limit, or before any data."""
+        been filling (bytes held over the receive time they span, summed over channels);
+        None without a quota or age limit, or before any data."""
         max_age = self.options.get("max_age")
         quota = self.options.get("max_bytes")
         if quota is None and max_age is None:
             return None
         rate = 0.0
-        for name in self.channels:
-            st = self[name].stats()
-            if st["records"] and st["last_time"] > st["first_time"]:
-                rate += st["bytes"] / ((st["last_time"] - st["first_time"]) / 1e9)
+        for ch in self._readable():
+            st = ch.stats()
+            first, last = st["first_received"], st["last_received"]
+            if st["records"] and last is not None and last > first:
+                rate += st["bytes"] / ((last - first) / 1e9)
         if not rate:
             return None
         limits = [max_age / 1e9] if max_age is not None else []
@@ -296,55 +539,49 @@ class Store:
 
     # ---- retention -----------------------------------------------------------------------
 
-    def _has_retention(self) -> bool:
-        if self.options.get("max_bytes") is not None or self.options.get("max_age") is not None:
-            return True
-        return any(self[n].config.get("max_bytes") is not None
-                   or self[n].config.get("max_age") is not None for n in self.channels)
-
     def enforce_retention(self, now: TimeLike | None = None) -> list[str]:
-        """Delete whole oldest segments beyond ``max_age`` and ``max_bytes`` (per channel,
-        then store-wide). The newest segment of a channel, which its writer may be filling,
-        and segments that overlap a tag are kept. Returns the deleted segment paths."""
-        if self.readonly or not self._has_retention():
+        """Delete whole oldest segments beyond ``max_age`` (by receive time) and
+        ``max_bytes`` (per channel, then store-wide). The newest segment of a channel, which
+        its writer may be filling, and segments that overlap a tag are kept. Returns the
+        deleted segment paths. Deletes nothing while `retention_paused`."""
+        if self.readonly:
+            return []
+        self._tags_problem()
+        paused = self.retention_paused
+        if paused:
+            log.warning("store %s: retention paused: %s", self.path, paused)
             return []
         now = now_ns() if now is None else to_ns(now, what="now")
-        tags = self.tags()
-        deleted: list[str] = []
-        pool = []          # (tmax, channel, segment) closed and untagged, store-wide
-        store_bytes = 0
-        for name in self.channels:
+        held, limits = [], {}
+        for ch in self._readable():
             try:
-                ch = self[name]
-                segs = list(ch._refresh())
-            except (FileNotFoundError, StoreError):
+                with ch._lock:
+                    segs = list(ch._refresh())
+            except FileNotFoundError:
                 continue   # dropped meanwhile
-            max_age, max_bytes = ch.option("max_age"), ch.option("max_bytes")
-            if self.options.get("max_bytes") == max_bytes and "max_bytes" not in ch.config:
-                max_bytes = None     # the store-wide quota is applied below, across channels
-            sizes = {s.stem: s.disk_bytes() for s in segs}
-            total = sum(sizes.values())
-            candidates = [s for s in segs[:-1]
-                          if not any(t.overlaps(name, s.tmin, s.tmax) for t in tags)]
-            for s in candidates:
-                expired = max_age is not None and len(s.index) and s.tmax < now - max_age
-                over = max_bytes is not None and total > max_bytes
-                if expired or over:
-                    if _delete(s):
-                        deleted.append(s.path)
-                    total -= sizes[s.stem]
-                else:
-                    pool.append((s.tmax, parse_stem(s.stem)[1], name, s, sizes[s.stem]))
-            store_bytes += total
-        quota = self.options.get("max_bytes")
-        if quota is not None and store_bytes > quota:
-            for *_, s, size in sorted(pool, key=lambda p: (p[0], p[1])):
-                if store_bytes <= quota:
-                    break
-                if _delete(s):
-                    deleted.append(s.path)
-                store_bytes -= size
+            own = ch.options
+            limits[ch.name] = _retention.Limits(own.get("max_bytes"), ch.option("max_age"))
+            for i, s in enumerate(segs):
+                held.append(_retention.Held(
+                    ch.name, s, parse_stem(s.stem)[1], s.received[1], s.tmin, s.tmax,
+                    s.disk_bytes(), i == len(segs) - 1))
+        if not any(l.max_bytes or l.max_age for l in limits.values()) and \
+                self.options.get("max_bytes") is None:
+            return []
+        doomed = _retention.plan(held, limits, _retention.Limits(self.options.get("max_bytes")),
+                                 self.tags(), now)
+        deleted = []
+        for h in doomed:
+            if _delete(h.key):
+                deleted.append(h.key.path)
         return deleted
+
+    def _tags_problem(self) -> None:
+        problem = self._tags.check()
+        if problem:
+            self._problem("tags", problem)
+        else:
+            self.problems.pop("tags", None)
 
     # ---- export --------------------------------------------------------------------------
 
@@ -359,12 +596,21 @@ class Store:
         ``channel.name``. See `speeddata.hdf5` for the layout.
         """
         from ..hdf5 import export
+        out = os.path.realpath(os.fspath(path))
+        if os.path.commonpath([out, os.path.realpath(self.path)]) == \
+                os.path.realpath(self.path):
+            raise StoreError(f"refusing to write {out}: it is inside the store {self.path}",
+                             hint="export to a path outside the store directory")
         tag = None
-        if isinstance(start, str) and end is None and self._tags is not None:
+        if isinstance(start, str) and end is None:
             try:
                 tag = self.get_tag(start)
             except TagNotFound:
-                tag = None
+                try:
+                    to_ns(start)
+                except TimeRangeError:
+                    raise TagNotFound(f"no tag {start!r}", hint="tags are: " + (", ".join(
+                        t.name for t in self.tags()) or "none")) from None
         if tag is not None:
             lo, hi = tag.start, tag.end
             if channels is None and tag.channels is not None:
@@ -387,6 +633,28 @@ def _delete(seg) -> bool:
         except FileNotFoundError:
             pass
     return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _setting(value: Any, key: str) -> str:
+    if value is None:
+        return "default" + (f" ({DEFAULTS[key]})" if DEFAULTS.get(key) is not None else "")
+    if key in ("max_age", "segment_span"):
+        return f"{value / 1e9:g} s"
+    return repr(value)
+
+
+def _settings(opts: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_setting(v, k)}" for k, v in sorted(opts.items()))
 
 
 def _write_json(path: str, data: Any) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import TagNotFound
+from ..errors import StoreError, TagExists, TagNotFound
 from ..timeutil import format_ns, now_ns
 
 
@@ -32,33 +34,82 @@ class Tag:
 
 
 class TagDB:
-    def __init__(self, path: str):
+    """The tags table of a store. A missing, empty or unreadable database is damage: every
+    call then raises `StoreError` (and retention, which cannot know what it protects,
+    pauses) until it is restored or `reset`."""
+
+    def __init__(self, path: str, *, create: bool = False):
         self.path = path
+        if create:
+            with self._connect() as db:
+                db.execute(_TABLE)
+
+    def check(self) -> str | None:
+        """Why the tags cannot be trusted, or None."""
+        try:
+            if os.path.getsize(self.path) == 0:
+                return f"the tags database {self.path} is empty (0 bytes)"
+        except FileNotFoundError:
+            return f"the tags database {self.path} is missing"
+        try:
+            with self._connect(readonly=True) as db:
+                ok = db.execute("PRAGMA quick_check").fetchone()
+                if not ok or ok[0] != "ok":
+                    return f"the tags database {self.path} is damaged: {ok}"
+                if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                  "name = 'tags'").fetchone():
+                    return f"the tags database {self.path} has no tags table"
+                db.execute("SELECT name, start, end, channels, note, created FROM tags "
+                           "LIMIT 1").fetchall()
+        except sqlite3.Error as e:
+            return f"the tags database {self.path} is damaged: {e}"
+        return None
+
+    def reset(self) -> str | None:
+        """Set a damaged database aside (``tags.sqlite.damaged-<ns>``) and start an empty
+        one; returns where the old one went."""
+        aside = None
+        if os.path.exists(self.path):
+            aside = f"{self.path}.damaged-{now_ns()}"
+            os.replace(self.path, aside)
         with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, start INTEGER "
-                       "NOT NULL, end INTEGER NOT NULL, channels TEXT, note TEXT NOT NULL, "
-                       "created INTEGER NOT NULL)")
+            db.execute(_TABLE)
+        return aside
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, readonly: bool = False) -> Iterator[sqlite3.Connection]:
         # a short-lived connection per call: several processes share the file
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        uri = f"file:{urllib.parse.quote(self.path)}" + ("?mode=ro" if readonly else "")
+        db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
         try:
             yield db
         finally:
             db.close()
 
-    def put(self, tag: Tag) -> Tag:
+    def _checked(self):
+        problem = self.check()
+        if problem:
+            raise StoreError(problem, hint="restore it from a backup, or call "
+                             "store.reset_tags() to start with no tags")
+        return self._connect()
+
+    def put(self, tag: Tag, *, replace: bool = False) -> Tag:
         tag = Tag(tag.name, tag.start, tag.end, tag.channels, tag.note, tag.created or now_ns())
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?)",
-                       (tag.name, tag.start, tag.end,
-                        None if tag.channels is None else json.dumps(list(tag.channels)),
-                        tag.note, tag.created))
+        row = (tag.name, tag.start, tag.end,
+               None if tag.channels is None else json.dumps(list(tag.channels)),
+               tag.note, tag.created)
+        with self._checked() as db:
+            try:
+                db.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO tags "
+                           "VALUES (?, ?, ?, ?, ?, ?)", row)
+            except sqlite3.IntegrityError:
+                old = self.get(tag.name)
+                raise TagExists(f"a tag {tag.name!r} exists already: {old}",
+                                hint="pick another name, or pass replace=True to move it") from None
         return tag
 
     def all(self) -> list[Tag]:
-        with self._connect() as db:
+        with self._checked() as db:
             rows = db.execute("SELECT name, start, end, channels, note, created FROM tags "
                               "ORDER BY start, name").fetchall()
         return [Tag(n, s, e, None if c is None else tuple(json.loads(c)), note, created)
@@ -71,6 +122,10 @@ class TagDB:
         raise TagNotFound(f"no tag {name!r}")
 
     def remove(self, name: str) -> None:
-        with self._connect() as db:
+        with self._checked() as db:
             if db.execute("DELETE FROM tags WHERE name = ?", (name,)).rowcount == 0:
                 raise TagNotFound(f"no tag {name!r}")
+
+
+_TABLE = ("CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, start INTEGER NOT NULL, "
+          "end INTEGER NOT NULL, channels TEXT, note TEXT NOT NULL, created INTEGER NOT NULL)")

@@ -1,9 +1,8 @@
-"""A channel's one writer: the open block, the current segment, rollover, retention calls,
-and the lock that makes it the only one."""
+"""A channel's one writer: the open block, the current segment, rollover, and retention
+calls when this process owns the store's retention."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Iterable
@@ -13,13 +12,15 @@ from typing import TYPE_CHECKING, Any
 from .._ingest import BlockBuilder
 from ..codec import Plan
 from ..errors import StoreError
-from ._segment import SegmentWriter, _store_error, parse_stem, segment_stem
+from ._lock import take_lock
+from ._segment import SegmentWriter, parse_stem, segment_stem, store_error
 
 if TYPE_CHECKING:
     from ._channel import Channel
 
-LOCK_FILE = "writer.lock"
 HEAD_FILE = "HEAD"
+MIN_SEGMENT_BYTES = 4096
+RETENTION_EVERY = 10.0     # s between retention passes of a writing library user
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Writer:
 
     def __init__(self, channel: "Channel"):
         self.channel = channel
-        self.lock_fd = take_lock(channel, wait=2.0)
+        self.lock_fd = take_lock(channel.path, channel.name, wait=2.0)
         try:
             channel.repair()
         except BaseException:
@@ -44,15 +45,7 @@ class Writer:
         schema = channel.schema
         self.builder = BlockBuilder(Plan(schema, wire=True), stamp=schema.stamped)
         self.schema_json = schema.to_json()
-        self.block_bytes = int(channel.option("block_bytes"))
-        self.flush_interval = float(channel.option("flush_interval"))
-        self.segment_bytes = int(channel.option("segment_bytes"))
-        quota = channel.option("max_bytes") or channel.store.options.get("max_bytes")
-        if quota:  # small quotas want small segments, or one segment would exceed them
-            self.segment_bytes = max(4096, min(self.segment_bytes, int(quota) // 4))
-        self.segment_span = int(channel.option("segment_span"))
-        self.level = int(channel.option("compression_level"))
-        self.fsync = bool(channel.option("fsync"))
+        self.configure()
         self.segment: SegmentWriter | None = None
         stems = sorted(n[:-5] for n in os.listdir(channel.path) if n.endswith(".avro"))
         self.last_name_time, self.seq = parse_stem(stems[-1]) if stems else (0, 0)
@@ -62,7 +55,24 @@ class Writer:
         self.dropped_records = 0
         self.last_time = 0
         self.last_error = ""
-        self.next_retention = time.monotonic() + 10
+        self.next_retention = time.monotonic() + RETENTION_EVERY
+
+    def configure(self) -> None:
+        """Take the channel's settings (again, after they changed)."""
+        ch = self.channel
+        self.segment_bytes = int(ch.option("segment_bytes"))
+        self.block_bytes = int(ch.option("block_bytes"))
+        quotas = [q for q in (ch.option("max_bytes"), ch.store.options.get("max_bytes")) if q]
+        if quotas:
+            # disk use stays within the quota plus one segment only when a segment, and the
+            # block that closes it, are small beside the quota
+            self.segment_bytes = max(MIN_SEGMENT_BYTES, min(self.segment_bytes,
+                                                            int(min(quotas)) // 4))
+            self.block_bytes = max(1024, min(self.block_bytes, self.segment_bytes // 4))
+        self.flush_interval = float(ch.option("flush_interval"))
+        self.segment_span = int(ch.option("segment_span"))
+        self.level = int(ch.option("compression_level"))
+        self.fsync = bool(ch.option("fsync"))
 
     def add(self, datagrams: Iterable[bytes], recv_ns: int) -> Appended:
         b = self.builder
@@ -117,16 +127,17 @@ class Writer:
             self._retention()
 
     def _should_roll(self, info: dict) -> bool:
+        """By size, or by the span of receive times (a device's clock never decides)."""
         seg = self.segment
         return seg.size >= self.segment_bytes or (
-            seg.first_time is not None and info["tmax"] - seg.first_time >= self.segment_span)
+            seg.first_recv is not None and info["rmax"] - seg.first_recv >= self.segment_span)
 
     def _roll(self, info: dict) -> None:
         if self.segment is not None:
             self.segment.close()
         self.seq += 1
-        # names sort in write order even when a device clock steps back
-        self.last_name_time = max(info["tmin"], self.last_name_time)
+        # named by receive time; names sort in write order even when the host clock steps back
+        self.last_name_time = max(info["rmin"], self.last_name_time)
         stem = segment_stem(self.last_name_time, self.seq)
         self.segment = SegmentWriter(os.path.join(self.channel.path, stem + ".avro"),
                                      self.schema_json, level=self.level, fsync=self.fsync)
@@ -136,16 +147,20 @@ class Writer:
                 f.write(stem)
             os.replace(head + ".tmp", head)
         except OSError as e:
-            raise _store_error(e, head) from e
+            raise store_error(e, head) from e
         self._retention()
 
     def _retention(self) -> None:
-        self.next_retention = time.monotonic() + 10
-        self.channel.store.enforce_retention()
+        """Retention, when this process is the store's owner of it (a library user writing
+        through speeddata.store.open; under speeddata serve the supervisor owns it)."""
+        self.next_retention = time.monotonic() + RETENTION_EVERY
+        if self.channel.store.owns_retention:
+            self.channel.store.enforce_retention()
 
     def counters(self) -> dict[str, Any]:
         return {"datagrams": self.builder.datagrams, "accepted_records": self.builder.records,
-                "rejects": self.builder.rejects, "blocks_written": self.blocks_written,
+                "rejects": self.builder.rejects, "clock_skew": self.builder.clock_skew,
+                "blocks_written": self.blocks_written,
                 "bytes_written": self.bytes_written, "dropped_records": self.dropped_records,
                 "last_error": self.last_error}
 
@@ -156,46 +171,3 @@ class Writer:
             if self.segment is not None:
                 self.segment.close()
             os.close(self.lock_fd)
-
-
-def take_lock(channel: "Channel", wait: float = 0.0) -> int:
-    """The channel's writer lock; waits up to ``wait`` s, since another process opening the
-    store holds it for a moment to repair the channel."""
-    path = os.path.join(channel.path, LOCK_FILE)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise StoreError(f"cannot write channel {channel.name!r} in {channel.store.path}: "
-                         f"{e.strerror}") from e
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() < deadline:
-                time.sleep(0.01)
-                continue
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StoreError(f"channel {channel.name!r} is being written by another process "
-                             f"(pid {holder})", hint="one process writes a channel at a time") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
-
-
-def writer_active(channel_path: str) -> bool:
-    """True when some process holds the channel's writer lock."""
-    try:
-        fd = os.open(os.path.join(channel_path, LOCK_FILE), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)

@@ -1,0 +1,130 @@
+"""The read side of one segment: its index, checked against the file, with the arrays that
+range search needs."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from ..errors import FormatError, StoreWarning
+from . import _format as F
+from ._segment import idx_path_of, mtime_ns, scan_index
+
+I64_MAX = np.iinfo(np.int64).max
+I64_MIN = np.iinfo(np.int64).min
+
+
+class SegmentView:
+    """Cached view of one segment's index.
+
+    An index that does not agree with its segment (random bytes, a count of 2^40, entries
+    missing from a closed segment) is not trusted: the segment is scanned instead, in
+    memory, with a warning naming the file. Nothing here writes.
+    """
+
+    __slots__ = ("stem", "path", "idx_path", "plan", "index", "runmax", "sufmin", "idx_bytes",
+                 "closed", "file_bytes", "_head")
+
+    def __init__(self, directory: str, stem: str, plan, *, closed: bool):
+        self.stem = stem
+        self.path = os.path.join(directory, stem + ".avro")
+        self.idx_path = idx_path_of(self.path)
+        self.plan = plan
+        self.idx_bytes = -1
+        self.file_bytes = -1
+        self.closed = closed
+        self._head: tuple[str, bytes] | None = None
+        self.load()
+
+    def load(self) -> None:
+        self.idx_bytes = _size(self.idx_path)
+        self.file_bytes = _size(self.path)
+        index = F.load_index(self.idx_path)
+        if self.file_bytes < 0:      # deleted by retention meanwhile
+            index = index[:0]
+        why = F.check_index(index, self.file_bytes, closed=self.closed)
+        if why is None and self.closed and not len(index) and self.file_bytes > 0:
+            try:
+                if F.read_header(self.path)[3] != self.file_bytes:
+                    why = "it is empty but the segment holds blocks"
+            except (FormatError, OSError) as e:
+                why = f"the segment's header is unreadable: {e}"
+        if why is not None:
+            index = self._scan(why)
+        self.index = index
+        # Out-of-order data makes block time ranges overlap; the running max of tmax and the
+        # suffix min of tmin are monotonic, so binary search still finds every candidate.
+        self.runmax = np.maximum.accumulate(index["tmax"]) if len(index) else \
+            np.empty(0, np.int64)
+        self.sufmin = np.minimum.accumulate(index["tmin"][::-1])[::-1] \
+            if len(index) else np.empty(0, np.int64)
+
+    def _scan(self, why: str) -> np.ndarray:
+        try:
+            index, damage = scan_index(self.path, self.plan)
+        except (FormatError, OSError) as e:
+            warnings.warn(f"{self.path}: unreadable, its records are skipped ({why}; {e})",
+                          StoreWarning, stacklevel=5)
+            return np.empty(0, dtype=F.INDEX_DTYPE)
+        lost = "".join(f"; bytes {d.offset}..{d.end if d.end is not None else 'end'} "
+                       f"unreadable ({d.reason})" for d in damage)
+        warnings.warn(f"{self.idx_path}: index not trusted ({why}); read by scanning the "
+                      f"segment{lost}", StoreWarning, stacklevel=5)
+        return index
+
+    def refresh(self, closed: bool) -> bool:
+        """Reload when the index grew or the segment was closed; True when it did."""
+        if _size(self.idx_path) != self.idx_bytes or closed != self.closed or \
+                (closed and _size(self.path) != self.file_bytes):
+            self.closed = closed
+            self.load()
+            return True
+        return False
+
+    def disk_bytes(self) -> int:
+        """Bytes of the segment and its index (0 once retention deleted them)."""
+        return max(0, _size(self.path)) + max(0, _size(self.idx_path))
+
+    def head(self) -> tuple[str, bytes]:
+        """(codec, sync marker) from the segment's header, read once: headers never change."""
+        if self._head is None:
+            _, codec, sync, _ = F.read_header(self.path)
+            self._head = codec, sync
+        return self._head
+
+    @property
+    def records(self) -> int:
+        return int(self.index["count"].sum())
+
+    @property
+    def tmin(self) -> int:
+        return int(self.sufmin[0]) if len(self.index) else I64_MAX
+
+    @property
+    def tmax(self) -> int:
+        return int(self.runmax[-1]) if len(self.index) else I64_MIN
+
+    @property
+    def received(self) -> tuple[int, int]:
+        """(first, last) receive time of its records: what retention judges age by. An
+        empty segment counts as received when its file last changed."""
+        if len(self.index):
+            return int(self.index["rmin"].min()), int(self.index["rmax"].max())
+        t = mtime_ns(self.path)
+        return t, t
+
+    def blocks(self, lo: int, last: int) -> np.ndarray:
+        """Index entries of blocks that may hold records with lo <= time <= last."""
+        a = np.searchsorted(self.runmax, lo, "left")
+        b = np.searchsorted(self.sufmin, last, "right")
+        cand = self.index[a:b]
+        return cand[(cand["tmax"] >= lo) & (cand["tmin"] <= last)]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return -1
