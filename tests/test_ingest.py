@@ -450,3 +450,54 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path, child_processes)
             os.kill(worker, signal.SIGKILL)
     with speeddata.store.open(tmp_path / "data") as store:      # and it flushed on the way
         assert store["example"].read().counter.tolist() == list(range(500))
+
+
+def test_a_channel_that_cannot_start_leaves_the_others_running(tmp_path, child_processes):
+    """`speeddata serve` with one channel's port taken: the other channel stores everything,
+    and the failed one is reported with its reason and retried."""
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        taken, free = free_udp_port(), free_udp_port()
+        blocker.bind(("127.0.0.1", taken))
+        config = tmp_path / "speeddata.yaml"
+        config.write_text(f"channels:\n"
+                          f"  - {{name: blocked, port: {taken}, schema: {EXAMPLE_AVSC}}}\n"
+                          f"  - {{name: healthy, port: {free}, schema: {EXAMPLE_AVSC}}}\n")
+        p = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "serve", "--config",
+                              str(config), "--data", str(tmp_path / "data"), "--interval",
+                              "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        child_processes.append(p)
+        first = p.stdout.readline()
+        assert "blocked on udp" in first and "(FAILED)" in first
+        reason = p.stdout.readline()
+        assert f"UDP port {taken} is already taken by pid {os.getpid()}" in reason
+        send(port=free, rate=10_000, count=3_000)
+        deadline = time.monotonic() + 30
+        for line in p.stdout:          # the status lines go on naming the failure
+            if "blocked" in line and "FAILED" in line and "already taken" in line:
+                break
+            assert time.monotonic() < deadline
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        with speeddata.store.open(tmp_path / "data", readonly=True) as store:
+            assert store["healthy"].read().counter.tolist() == list(range(3_000))
+    finally:
+        blocker.close()
+
+
+def test_settings_that_would_kill_a_worker_are_refused_at_load():
+    base = {"name": "a", "port": 26000, "schema": str(EXAMPLE_AVSC)}
+    cases = [({"receive_buffer": "2G"}, r"channels\[0\]\.receive_buffer: '2G' is outside"),
+             ({"multicast": {"group": "239.1.1.1", "port": 27000,
+                             "decimated": {"group": "239.1.1.2"}}},
+              r"channels\[0\]\.multicast\.decimated\.port: missing"),
+             ({"multicast": {"group": "not-an-ip", "port": 27000}},
+              r"channels\[0\]\.multicast\.group: 'not-an-ip' is not an IPv4 address"),
+             ({"multicast": {"group": "10.0.0.1", "port": 27000}},
+              r"multicast\.group: 10\.0\.0\.1 is not a multicast group"),
+             ({"multicast": {"group": "239.1.1.1", "port": 27000, "ttl": 300}},
+              r"multicast\.ttl: 300 is not a TTL")]
+    for extra, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            parse({"channels": [dict(base, **extra)]})

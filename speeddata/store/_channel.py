@@ -46,19 +46,7 @@ class Channel:
         self.store = store
         self.name = name
         self.path = path
-        self.config: dict[str, Any] = _read_json(os.path.join(path, CONFIG_FILE), name, dict)
-        if not isinstance(self.config.get("options"), dict):
-            # channels of store format 1 kept their settings beside name and time
-            self.config["options"] = {k: v for k, v in self.config.items()
-                                      if k not in ("name", "time_field", "time_unit",
-                                                   "created", "options")}
-        avro = _read_json(os.path.join(path, SCHEMA_FILE), name, dict)
-        try:
-            self.schema = S.load(avro, time_field=self.config.get("time_field"),
-                                 time_unit=self.config.get("time_unit"))
-        except S.SchemaError as e:
-            raise StoreError(f"channel {name!r}: {os.path.join(path, SCHEMA_FILE)} is "
-                             f"damaged: {e}") from e
+        self.config, self.schema, self.rebuilt = _definition(path, name, store.readonly)
         self._plan = Plan(self.schema)
         self._writer: Writer | None = None
         self._segments: list[SegmentView] = []
@@ -389,11 +377,89 @@ class Channel:
 
 
 def _index_sound(path: str) -> bool:
-    idx = path[:-5] + ".idx"
+    """The index agrees with the segment, and the header reads and ends where the first
+    block starts, with that block's sync marker (two small reads, not the whole file)."""
     try:
-        return F.check_index(F.load_index(idx), os.path.getsize(path), closed=True) is None
-    except OSError:
+        index = F.load_index(path[:-5] + ".idx")
+        if F.check_index(index, os.path.getsize(path), closed=True) is not None:
+            return False
+        if not len(index):
+            return True
+        first, end = int(index[0]["offset"]), int(index[0]["offset"] + index[0]["length"])
+        with open(path, "rb") as f:
+            head = f.read(first)
+            f.seek(end - F.SYNC_SIZE)
+            block_sync = f.read(F.SYNC_SIZE)
+        _, _, sync, length = F.parse_header(head)
+        return length == first and sync == block_sync
+    except (OSError, FormatError):
         return False
+
+
+TIME_FIELD_KEY = "speeddata.time_field"     # kept in the stored schema too, so that a
+TIME_UNIT_KEY = "speeddata.time_unit"       # channel's definition survives a lost channel.json
+
+
+def stored_avro(cs: S.ChannelSchema) -> dict:
+    """The schema as a channel keeps it: with its time field and unit, so that the schema
+    file (and every segment header, which holds it) alone defines the channel."""
+    return dict(cs.avro, **{TIME_FIELD_KEY: cs.time_field, TIME_UNIT_KEY: cs.time_unit})
+
+
+def _definition(path: str, name: str, readonly: bool):
+    """(config, schema, what was rebuilt) of a channel directory. A damaged channel.json is
+    rebuilt from the schema; a damaged schema.avsc from the newest segment's header. What
+    is rebuilt is written back (unless read-only) and named, so the store can say so."""
+    rebuilt = []
+    schema_path, config_path = os.path.join(path, SCHEMA_FILE), os.path.join(path, CONFIG_FILE)
+    try:
+        avro = _read_json(schema_path, name, dict)
+    except StoreError as e:
+        avro = _schema_from_segments(path)
+        if avro is None:
+            raise
+        rebuilt.append(f"{schema_path} ({e.args[0]}): rebuilt from a segment header")
+    try:
+        config = _read_json(config_path, name, dict)
+    except StoreError as e:
+        if TIME_FIELD_KEY not in avro:
+            raise StoreError(f"{e.args[0]}; its schema does not name the time field either",
+                             hint="restore channel.json from a backup") from None
+        config = {"name": name, "time_field": avro[TIME_FIELD_KEY],
+                  "time_unit": avro[TIME_UNIT_KEY], "options": {}}
+        rebuilt.append(f"{config_path} ({e.args[0]}): rebuilt from the schema; the channel's "
+                       "own settings are lost")
+    if not isinstance(config.get("options"), dict):
+        # channels of store format 1 kept their settings beside name and time
+        config["options"] = {k: v for k, v in config.items()
+                             if k not in ("name", "time_field", "time_unit", "created",
+                                          "options")}
+    try:
+        schema = S.load(avro, time_field=config.get("time_field"),
+                        time_unit=config.get("time_unit"))
+    except S.SchemaError as e:
+        raise StoreError(f"channel {name!r}: {schema_path} is damaged: {e}") from e
+    if rebuilt and not readonly:
+        _write_json(schema_path, avro)
+        _write_json(config_path, config)
+    return config, schema, rebuilt
+
+
+def _schema_from_segments(path: str) -> dict | None:
+    for stem in sorted((n[:-5] for n in os.listdir(path) if n.endswith(".avro")),
+                       reverse=True):
+        try:
+            return F.read_header(os.path.join(path, stem + ".avro"))[0]
+        except (FormatError, OSError):
+            continue
+    return None
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
 
 
 def _read_json(path: str, channel: str, kind: type):

@@ -287,6 +287,8 @@ def repair(path: str, plan, schema_json: str) -> Repair:
         codec, pos = F.CODEC, len(head)
         result.header_rebuilt = True
         _warn(f"{path}: rebuilt its damaged header from the channel's schema ({err})")
+    # bytes the index vouched for: losing any of them is damage, not a write cut short
+    indexed_end = int((old["offset"] + old["length"]).max()) if len(old) else 0
     if F.check_index(old, len(data), closed=False) is not None or \
             (len(old) and int(old[0]["offset"]) != pos):
         old = old[:0]
@@ -298,7 +300,6 @@ def repair(path: str, plan, schema_json: str) -> Repair:
         entries.append(e)
         pos = end
     rescanned = pos < len(data) or len(entries) != len(old)
-    indexed_end = int(old[-1]["offset"] + old[-1]["length"]) if len(old) else 0
     found = []
     for item in walk(data, pos, sync, codec, plan):
         if isinstance(item, Block):

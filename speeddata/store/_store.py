@@ -32,7 +32,7 @@ from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, 
                       TimeRangeError)
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
 from . import _retention
-from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel
+from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel, stored_avro
 from ._lock import writer_active
 from ._segment import parse_stem
 from ._tags import Tag, TagDB
@@ -195,8 +195,14 @@ class Store:
             with builtins.open(marker) as f:
                 meta = json.load(f)
         except (OSError, ValueError) as e:
-            raise StoreError(f"{marker} is unreadable: {e}",
-                             hint="restore it: it names the store's format and settings") from e
+            if not os.path.isdir(os.path.join(self.path, CHANNELS_DIR)):
+                raise StoreError(f"{marker} is unreadable: {e}",
+                                 hint="restore it: it names the store's format and settings") from e
+            # its channels/ says format 2; its settings are unknown, so retention pauses
+            # until they are given again (configure)
+            self._problem("options", f"{marker} is unreadable ({e}): store settings "
+                          "unknown until configured again")
+            return {"format": FORMAT, "version": VERSION, "options": {}}
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or \
                 meta.get("version") not in (1, VERSION):
             raise StoreError(f"{self.path} holds an unknown store format "
@@ -223,14 +229,14 @@ class Store:
         """The persisted settings; a value that does not check is reported and ignored
         (and, for retention, pauses it), never acted on."""
         if not isinstance(saved, dict):
-            self._problem("options", f"{MARKER} holds no readable options")
+            self._problem("store option *", f"{MARKER} holds no readable options")
             return {}
         good = {}
         for key, value in saved.items():
             try:
                 good.update(check_options({key: value}))
             except StoreError as e:
-                self._problem(f"option {key}", f"{os.path.join(self.path, MARKER)}: {e}; "
+                self._problem(f"store option {key}", f"{os.path.join(self.path, MARKER)}: {e}; "
                               "ignored")
         return {k: v for k, v in good.items() if v is not None}
 
@@ -295,16 +301,17 @@ class Store:
         new = {} if replace else dict(self._saved)
         new.update(given)
         new = {k: v for k, v in new.items() if v is not None}
-        if new != self._saved or any(k.startswith("option ") for k in self.problems):
+        stale = [k for k in self.problems if k == "options" or k.startswith("store option ")]
+        if new != self._saved or stale:
             marker = os.path.join(self.path, MARKER)
-            meta = self._read_marker(marker)
+            meta = {"format": FORMAT, "version": VERSION}
             _write_json(marker, dict(meta, options=new))
             for key in sorted(set(new) | set(self._saved)):
                 if new.get(key) != self._saved.get(key):
                     log.info("store %s: %s changed from %s to %s", self.path, key,
                              _setting(self._saved.get(key), key), _setting(new.get(key), key))
             self._saved = new
-            for key in [k for k in self.problems if k.startswith("option ")]:
+            for key in stale:
                 del self.problems[key]
         self.options = {**DEFAULTS, **self._saved}
         for ch in self._channels.values():
@@ -317,7 +324,7 @@ class Store:
         """Why retention deletes nothing now (the tags cannot be read, a retention setting
         is damaged), or None."""
         reasons = [m for k, m in self.problems.items()
-                   if k == "tags" or k.startswith("option ")]
+                   if k in ("tags", "options") or "option " in k]
         return "; ".join(reasons) or None
 
     # ---- channels ------------------------------------------------------------------------
@@ -350,12 +357,16 @@ class Store:
                 except StoreError as e:
                     self._problem(f"channel {name}", str(e))
                     raise
+                for what in ch.rebuilt:
+                    # its own settings are unknown: keep everything until it is configured
+                    self._problem(f"channel option {name}", f"channel {name!r}: {what}")
                 try:
                     check_options(ch.options, f"channel {name!r}: ")
-                    self.problems.pop(f"option {name}", None)
+                    if not ch.rebuilt:
+                        self.problems.pop(f"channel option {name}", None)
                 except StoreError as e:
                     ch.config["options"] = {}   # acted on never; retention pauses meanwhile
-                    self._problem(f"option {name}", f"{os.path.join(ch.path, CONFIG_FILE)}: "
+                    self._problem(f"channel option {name}", f"{os.path.join(ch.path, CONFIG_FILE)}: "
                                   f"{e}; ignored")
                 if not self.readonly:
                     ch.repair_if_idle()      # repair what you open, nothing more
@@ -414,7 +425,7 @@ class Store:
             tmp = self._channel_path(f".{name}.creating-{os.getpid()}")
             try:
                 os.makedirs(tmp, exist_ok=True)
-                _write_json(os.path.join(tmp, SCHEMA_FILE), cs.avro)
+                _write_json(os.path.join(tmp, SCHEMA_FILE), stored_avro(cs))
                 _write_json(os.path.join(tmp, CONFIG_FILE), {
                     "name": name, "time_field": cs.time_field, "time_unit": cs.time_unit,
                     "created": now_ns(), "options": opts})
@@ -431,6 +442,7 @@ class Store:
 
     def _set_channel_options(self, ch: Channel, opts: dict[str, Any]) -> None:
         old = ch.options
+        self.problems.pop(f"channel option {ch.name}", None)   # its settings are known again
         if opts == old:
             return
         config = dict(ch.config, options=opts)
