@@ -67,7 +67,8 @@ def test_append_datagrams(benchmark, tmp_path, example_schema, sizes):
     benchmark.pedantic(append, setup=setup, rounds=5 if n > 10**5 else 1)
     _rate(benchmark, n)
     sizes_on_disk = [sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
-                     for d in (tmp_path / p / "example" for p in os.listdir(tmp_path))]
+                     for d in (tmp_path / p / "channels" / "example"
+                               for p in os.listdir(tmp_path))]
     benchmark.extra_info["disk_bytes_per_record"] = round(min(sizes_on_disk) / n, 2)
 
 
@@ -117,7 +118,8 @@ def segmented(request, tmp_path_factory, sizes):
                                         {f"s{j}": k * 1.0 for j in range(4)})
             starts = np.concatenate([[0], ends[:-1]])
             view = memoryview(body)
-            ch.append_datagrams([view[a:b] for a, b in zip(starts.tolist(), ends.tolist())])
+            ch.append_datagrams([view[a:b] for a, b in zip(starts.tolist(), ends.tolist())],
+                                receive_time=T0 + second * 10**9)   # received as it goes
             ch.flush()
         assert len(ch.segments()) >= count
     return path, count
