@@ -1,4 +1,5 @@
-"""Data the benchmarks share: the example sender's signals, encoded with the columnar encoder."""
+"""Data the benchmarks share: the example sender's signals (`speeddata.send`), encoded with
+the columnar encoder."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speeddata import send
 from speeddata.codec import Plan, encode_columns
 
 EXAMPLE_AVSC = Path(__file__).resolve().parents[1] / "speeddata" / "schemas" / "example.avsc"
@@ -13,13 +15,8 @@ T0 = 1_700_000_000_000_000_000
 
 
 def example_columns(n: int, start_ns: int = T0, step_ns: int = 10_000, first: int = 0):
-    k = np.arange(first, first + n)
-    words = np.array(["alpha", "bravo", "charlie", "delta"], dtype=object)
-    data = {"message": words[(k // 1000) % 4], "counter": (k % (1 << 31)).astype(np.int32),
-            "sine_wave": np.sin(2 * np.pi * k / 20), "ramp": (k % 40) / 40.0,
-            "square_wave": np.where(k % 20 < 10, 1.0, -1.0),
-            "noise": np.random.default_rng(first).normal(size=n)}
-    return start_ns + k * step_ns, data
+    """The example sender's signals for samples first..first+n, step_ns apart."""
+    return send.example_columns(first, n, start_ns, step_ns)
 
 
 def example_body(schema, n: int, **kw) -> tuple[bytes, np.ndarray]:

@@ -3,6 +3,7 @@
 The names users type: ``speeddata.store.open()``, ``read_hdf5``, ``read_avro`` and the errors.
 """
 from . import errors, schema, store
+from ._version import __version__
 from .dataset import DataSet
 from .hdf5 import read_hdf5
 from .store._avro import read_avro
@@ -10,7 +11,6 @@ from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, F
                      SchemaError, SpeedDataError, StoreError, TagExists, TagNotFound,
                      TimeRangeError)
 
-__version__ = "0.1.0"
 __all__ = ["DataSet", "read_avro", "read_hdf5", "store", "ChannelExists", "ChannelNotFound",
            "ConfigError", "DecodeError", "FormatError", "SchemaError", "SpeedDataError",
            "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "errors", "schema"]

@@ -3,6 +3,8 @@ from typing import Any
 import numpy as np
 
 REASONS: tuple[str, ...]
+REASON_CODES: dict[str, int]
+OP_KINDS: dict[str, int]
 REASON_TEXT: dict[str, str]
 
 class Plan:
@@ -18,3 +20,6 @@ class Plan:
 
 def encode_columns(plan: Plan, time: np.ndarray, columns: list[Any],
                    masks: list[np.ndarray | None] | None = ...) -> tuple[bytes, np.ndarray]: ...
+
+def read_varint(data: bytes | memoryview, pos: int = ...) -> tuple[int, int]: ...
+def write_varint(value: int) -> bytes: ...

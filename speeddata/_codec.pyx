@@ -28,6 +28,11 @@ cdef enum:
     K_FIXED = 9
     K_UNION = 10
 
+# The op kinds as Python sees them (speeddata.schema defines the same; a test compares).
+OP_KINDS = {"NULL": K_NULL, "BOOLEAN": K_BOOLEAN, "INT": K_INT, "LONG": K_LONG,
+            "FLOAT": K_FLOAT, "DOUBLE": K_DOUBLE, "BYTES": K_BYTES, "STRING": K_STRING,
+            "ENUM": K_ENUM, "FIXED": K_FIXED, "UNION": K_UNION}
+
 # Indexed by the R_* codes of _codec.pxd (a test checks that they agree).
 REASONS = ("ok", "empty", "truncated", "bad_varint", "negative_length", "bad_union_index",
            "bad_enum_index", "bad_boolean", "bad_utf8", "too_many_records", "no_memory",

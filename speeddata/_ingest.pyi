@@ -1,28 +1,8 @@
 
 import numpy as np
 
-from ._codec import Plan
-
-class BlockBuilder:
-    tmin: int
-    tmax: int
-    rmin: int
-    rmax: int
-    datagrams: int
-    records: int
-    nbytes: int
-    pending: int
-    rejects: dict[str, int]
-    def __init__(self, plan: Plan, stamp: bool = ...) -> None: ...
-    def add_datagrams(self, datagrams: list[bytes], recv_ns: int, start: int = ...,
-                      max_bytes: int = ...) -> tuple[int, int]: ...
-    def take(self) -> tuple[bytes, np.ndarray, dict] | None: ...
-
-RING_LAYOUT: dict[str, int]
-
-class LiveRing:
-    def __init__(self, mem: object) -> None: ...
-    def push_bytes(self, chunk: bytes, count: int, t: int) -> None: ...
+from ._block import BlockBuilder
+from ._ring import LiveRing
 
 class Receiver:
     datagrams: int

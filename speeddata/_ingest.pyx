@@ -1,190 +1,19 @@
 # cython: language_level=3
-"""The ingest hot path: datagrams in, block bodies out.
+"""The ingest hot path: UDP datagrams in, without the GIL.
 
-`BlockBuilder` validates each datagram against the channel's wire plan (one or more records
-back to back), stamps the receive time where the device sends none, and appends whole
-records to the open block; bad datagrams are counted by reason and never touch the block.
-`Receiver` drains a UDP socket with recvmmsg without the GIL and feeds a BlockBuilder;
-`send_datagrams` is the matching sendmmsg load generator.
+`Receiver` drains a UDP socket with recvmmsg and feeds the store's block builder
+(`_block.pyx`), publishing every accepted datagram to the channel's live ring (`_ring.pyx`)
+and, optionally, re-serving it by multicast. `send_datagrams` is the matching sendmmsg
+load generator.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-import numpy as np
-
-from ._codec cimport Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
+from ._block cimport BlockBuilder
+from ._codec cimport R_COUNT
 from ._codec import REASONS
-
-cdef enum:
-    # No datagram can hold more records than bytes; 64 KiB bounds the UDP payload.
-    MAX_RECORDS = 65536
-
-# A record whose own time is further than this from its receive time is counted as clock
-# skew (kept all the same: the device clock is wrong, not the data).
-CLOCK_SKEW_NS = 3600 * 1000000000
-
-
-cdef class BlockBuilder:
-    """Accumulates validated records into one block body (the uncompressed Avro records).
-
-    Parameters
-    ----------
-    plan : Plan
-        The channel's wire plan (``Plan(schema, wire=True)``).
-    stamp : bool
-        Prepend the receive time to every record (channels whose devices send no time).
-    skew_ns : int
-        Count records whose time is further than this from their receive time
-        (``clock_skew``).
-    """
-
-    def __cinit__(self, Plan plan not None, bint stamp=False, int64_t skew_ns=CLOCK_SKEW_NS):
-        self.plan = plan
-        self.stamp = stamp
-        self.skew_ns = skew_ns
-        self.clock_skew = 0
-        self.cap = 1 << 20
-        self.tcap = 1 << 14
-        self.buf = <uint8_t*>malloc(self.cap)
-        self.times = <int64_t*>malloc(self.tcap * sizeof(int64_t))
-        self.dg_times = <int64_t*>malloc(MAX_RECORDS * sizeof(int64_t))
-        self.dg_ends = <Py_ssize_t*>malloc(MAX_RECORDS * sizeof(Py_ssize_t))
-        if not (self.buf and self.times and self.dg_times and self.dg_ends):
-            raise MemoryError()
-        self.reset()
-        for i in range(R_COUNT):
-            self.reject_counts[i] = 0
-        self.datagrams = 0
-        self.records = 0
-
-    def __dealloc__(self):
-        free(self.buf)
-        free(self.times)
-        free(self.dg_times)
-        free(self.dg_ends)
-
-    cdef void reset(self) noexcept nogil:
-        self.size = 0
-        self.count = 0
-        self.tmin = INT64_MAX
-        self.tmax = INT64_MIN
-        self.rmin = INT64_MAX
-        self.rmax = INT64_MIN
-        self.in_order = True
-
-    cdef bint reserve(self, Py_ssize_t nbytes, Py_ssize_t nrec) noexcept nogil:
-        cdef Py_ssize_t cap = self.cap, tcap = self.tcap
-        cdef void* p
-        while self.size + nbytes > cap:
-            cap *= 2
-        while self.count + nrec > tcap:
-            tcap *= 2
-        if cap != self.cap:
-            p = realloc(self.buf, cap)
-            if p == NULL:
-                return False
-            self.buf = <uint8_t*>p
-            self.cap = cap
-        if tcap != self.tcap:
-            p = realloc(self.times, tcap * sizeof(int64_t))
-            if p == NULL:
-                return False
-            self.times = <int64_t*>p
-            self.tcap = tcap
-        return True
-
-    cdef int add(self, const uint8_t* data, Py_ssize_t n, int64_t recv_ns) noexcept nogil:
-        """Add one datagram; return its record count, or -reason when it is rejected."""
-        cdef int reason = R_OK
-        cdef Py_ssize_t where = 0, k, prev = 0, got
-        cdef int64_t t
-        got = self.plan.parse(data, n, MAX_RECORDS, self.dg_times, self.dg_ends, NULL, 0,
-                              &reason, &where)
-        if got < 0:
-            self.reject_counts[reason] += 1
-            return -reason
-        if not self.reserve(n + (10 * got if self.stamp else 0), got):
-            self.reject_counts[R_NO_MEMORY] += 1
-            return -R_NO_MEMORY
-        if self.stamp:
-            for k in range(got):
-                self.size += put_varint(self.buf + self.size, recv_ns)
-                memcpy(self.buf + self.size, data + prev, self.dg_ends[k] - prev)
-                self.size += self.dg_ends[k] - prev
-                prev = self.dg_ends[k]
-                self.dg_times[k] = recv_ns
-        else:
-            memcpy(self.buf + self.size, data, n)
-            self.size += n
-        for k in range(got):
-            t = self.dg_times[k]
-            if self.count and t < self.times[self.count - 1]:
-                self.in_order = False
-            self.times[self.count] = t
-            self.count += 1
-            if t < self.tmin:
-                self.tmin = t
-            if t > self.tmax:
-                self.tmax = t
-            if t > recv_ns + self.skew_ns or t < recv_ns - self.skew_ns:
-                self.clock_skew += 1
-        if recv_ns < self.rmin:
-            self.rmin = recv_ns
-        if recv_ns > self.rmax:
-            self.rmax = recv_ns
-        self.datagrams += 1
-        self.records += got
-        return <int>got
-
-    def add_datagrams(self, list datagrams, int64_t recv_ns, Py_ssize_t start=0,
-                      Py_ssize_t max_bytes=-1):
-        """Add datagrams[start:] (bytes-like objects), stopping once the block holds
-        ``max_bytes`` (if > 0); return (records added, index of the next datagram)."""
-        cdef Py_ssize_t added = 0, i
-        cdef int got
-        cdef const uint8_t[::1] view
-        for i in range(start, len(datagrams)):
-            if max_bytes > 0 and self.size >= max_bytes:
-                return added, i
-            d = datagrams[i]
-            if PyBytes_CheckExact(d):
-                got = self.add(<const uint8_t*>PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d), recv_ns)
-            else:
-                view = memoryview(d).cast("B")
-                got = self.add(&view[0] if view.shape[0] else NULL, view.shape[0], recv_ns)
-            if got > 0:
-                added += got
-        return added, len(datagrams)
-
-    @property
-    def nbytes(self):
-        return self.size
-
-    @property
-    def pending(self):
-        return self.count
-
-    @property
-    def rejects(self):
-        """Rejected datagrams by reason, since this builder was made."""
-        return {REASONS[i]: self.reject_counts[i] for i in range(1, R_COUNT)
-                if self.reject_counts[i]}
-
-    def take(self):
-        """The open block as (body bytes, times int64 array, BlockInfo dict) and start anew;
-        None when empty."""
-        if self.count == 0:
-            return None
-        body = PyBytes_FromStringAndSize(<char*>self.buf, self.size)
-        times = np.empty(self.count, dtype=np.int64)
-        cdef int64_t[::1] tv = times
-        memcpy(&tv[0], self.times, self.count * sizeof(int64_t))
-        info = {"count": self.count, "tmin": self.tmin, "tmax": self.tmax,
-                "rmin": self.rmin, "rmax": self.rmax, "in_order": bool(self.in_order)}
-        self.reset()
-        return body, times, info
+from ._ring cimport LiveRing
 
 
 # ---- system interfaces ------------------------------------------------------------------
@@ -248,98 +77,20 @@ cdef extern from "<errno.h>" nogil:
     int errno
     int EAGAIN, EWOULDBLOCK, EINTR
 
-cdef extern from *:
-    """
-    static inline void sd_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
-    """
-    void sd_release() nogil
-
 cdef inline int64_t now_ns(int clk) noexcept nogil:
     cdef timespec ts
     clock_gettime(clk, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-# ---- the live ring ----------------------------------------------------------------------
-
-# Layout of a channel's live ring: a file in /dev/shm, shared by the ingest worker that
-# writes it and the serving process that reads it (speeddata/live.py, via RING_LAYOUT).
-DEF RING_HEADER = 64
-DEF RING_COUNTERS = 64          # uint64 counters after the header
-DEF ENTRY_SIZE = 32
-cdef enum:               # u64 slots of the header (0 holds the magic, see live.py)
-    H_ENTRIES = 1        # entry capacity
-    H_DATA = 2           # data capacity in bytes
-    H_WRITE_ENTRY = 3    # entries written, ever
-    H_WRITE_RECORDS = 4  # records written, ever
-    H_DATA_HEAD = 5      # bytes written, ever (padding included)
-
-# The layout for Python readers (speeddata.live), from the one definition above.
-RING_LAYOUT = {"header_bytes": RING_HEADER, "counter_slots": RING_COUNTERS,
-               "entry_bytes": ENTRY_SIZE, "entries": H_ENTRIES, "data": H_DATA,
-               "write_entry": H_WRITE_ENTRY, "write_records": H_WRITE_RECORDS,
-               "data_head": H_DATA_HEAD}
-
-ctypedef struct RingEntry:
-    uint64_t offset       # absolute byte position (modulo the data capacity in the ring)
-    uint32_t length
-    uint32_t count        # records in this entry (one datagram's worth)
-    uint64_t first_record # records written before this entry
-    int64_t time          # time of the entry's first record
-
-
-
-cdef class LiveRing:
-    """Writer side of a channel's live ring, over a writable buffer (an mmap)."""
-    cdef object _mem
-    cdef uint64_t* header
-    cdef RingEntry* entries
-    cdef uint8_t* data
-    cdef uint64_t nentries, ndata
-
-    def __cinit__(self, mem):
-        cdef uint8_t[::1] view = mem
-        self._mem = mem
-        self.header = <uint64_t*>&view[0]
-        self.nentries = self.header[H_ENTRIES]
-        self.ndata = self.header[H_DATA]
-        self.entries = <RingEntry*>(&view[0] + RING_HEADER + RING_COUNTERS * 8)
-        self.data = <uint8_t*>self.entries + self.nentries * ENTRY_SIZE
-
-    cdef void push(self, const uint8_t* chunk, Py_ssize_t n, uint32_t count,
-                   int64_t t) noexcept nogil:
-        cdef uint64_t pos = self.header[H_DATA_HEAD], off
-        cdef RingEntry* e
-        if <uint64_t>n > self.ndata // 4:
-            return
-        off = pos % self.ndata
-        if off + n > self.ndata:       # never wrap a chunk: skip to the start
-            pos += self.ndata - off
-            off = 0
-        memcpy(self.data + off, chunk, n)
-        e = &self.entries[self.header[H_WRITE_ENTRY] % self.nentries]
-        e.offset = pos
-        e.length = <uint32_t>n
-        e.count = count
-        e.first_record = self.header[H_WRITE_RECORDS]
-        e.time = t
-        sd_release()    # readers must see the entry and its bytes before the new totals
-        self.header[H_DATA_HEAD] = pos + n
-        self.header[H_WRITE_RECORDS] += count
-        self.header[H_WRITE_ENTRY] += 1
-
-    def push_bytes(self, bytes chunk, uint32_t count, int64_t t):
-        """Publish one chunk of stored-form records (tests and tools)."""
-        self.push(<const uint8_t*>PyBytes_AS_STRING(chunk), len(chunk), count, t)
-
-
 # ---- receiving --------------------------------------------------------------------------
 
-DEF BATCH = 64
-DEF SLOT = 65536             # bytes per receive slot: more than any UDP payload
-DEF SAMPLES = 4              # bad datagrams kept per reason, for diagnosis
-DEF SAMPLE_BYTES = 32
-DEF CTRL = 64
+cdef enum:
+    BATCH = 64
+    SLOT = 65536             # bytes per receive slot: more than any UDP payload
+    SAMPLES = 4              # bad datagrams kept per reason, for diagnosis
+    SAMPLE_BYTES = 32
+    CTRL = 64
 
 
 cdef class Receiver:

@@ -80,7 +80,40 @@ def cmd_serve(args, cfg: config_mod.ServeConfig, senders=()) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def cmd_serve_config(args) -> int:
+    cfg = config_mod.load(args.config) if args.config else default_config("./data")
+    return cmd_serve(args, cfg)
+
+
+def cmd_demo(args) -> int:
+    return cmd_serve(args, default_config(args.data, args.port),
+                     senders=[("example", args.port, args.rate),
+                              ("temperature", args.port + 1, 1.0)])
+
+
+def cmd_send(args) -> int:
+    report = send_mod.send(args.host, args.port, args.kind, rate=args.rate, count=args.count,
+                           duration=args.duration,
+                           records_per_datagram=args.records_per_datagram,
+                           stop=_stop_on_signals().is_set)
+    print(report)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from . import store
+    with store.open(args.data, readonly=True) as st:
+        for name, s_ in st.stats().items():
+            span = (f"{format_ns(s_['first_time'])} .. {format_ns(s_['last_time'])}"
+                    if s_["records"] else "empty")
+            print(f"{name}: {s_['records']} records, {s_['bytes'] / 1e6:.2f} MB in "
+                  f"{s_['segments']} segments, {span}")
+        for what, problem in st.problems.items():
+            print(f"problem ({what}): {problem}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speeddata", description="Ephemeral high-rate telemetry "
                                 "capture: UDP/Avro in, time-indexed store, live views, HDF5.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -89,6 +122,7 @@ def main(argv=None) -> int:
                    "embedded default channels example (26000) and temperature (26001)")
     s.add_argument("--data", help="store directory (overrides the config's data:)")
     s.add_argument("--interval", type=float, default=5.0, help="status print interval, s")
+    s.set_defaults(func=cmd_serve_config)
     d = sub.add_parser("demo", help="run the embedded default with example senders")
     d.add_argument("--data", default="./data")
     d.add_argument("--port", type=int, default=26000,
@@ -96,6 +130,7 @@ def main(argv=None) -> int:
     d.add_argument("--rate", type=float, default=100.0, help="example records/s")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--interval", type=float, default=2.0)
+    d.set_defaults(func=cmd_demo)
     x = sub.add_parser("send", help="send example or temperature records (load generator)")
     x.add_argument("kind", nargs="?", default="example", choices=sorted(send_mod.GENERATORS))
     x.add_argument("--host", default="127.0.0.1")
@@ -104,38 +139,21 @@ def main(argv=None) -> int:
     x.add_argument("--count", type=int, help="records to send")
     x.add_argument("--duration", type=float, help="seconds to send")
     x.add_argument("--records-per-datagram", type=int, default=1)
+    x.set_defaults(func=cmd_send)
     t = sub.add_parser("stats", help="what a store holds")
     t.add_argument("--data", default="./data")
-    args = p.parse_args(argv)
+    t.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        if args.command == "serve":
-            cfg = config_mod.load(args.config) if args.config else default_config("./data")
-            return cmd_serve(args, cfg)
-        if args.command == "demo":
-            return cmd_serve(args, default_config(args.data, args.port),
-                             senders=[("example", args.port, args.rate),
-                                      ("temperature", args.port + 1, 1.0)])
-        if args.command == "send":
-            report = send_mod.send(args.host, args.port, args.kind, rate=args.rate,
-                                   count=args.count, duration=args.duration,
-                                   records_per_datagram=args.records_per_datagram,
-                                   stop=_stop_on_signals().is_set)
-            print(report)
-            return 0
-        if args.command == "stats":
-            from . import store
-            with store.open(args.data, readonly=True) as st:
-                for name, s_ in st.stats().items():
-                    span = (f"{format_ns(s_['first_time'])} .. {format_ns(s_['last_time'])}"
-                            if s_["records"] else "empty")
-                    print(f"{name}: {s_['records']} records, {s_['bytes'] / 1e6:.2f} MB in "
-                          f"{s_['segments']} segments, {span}")
-            return 0
+        return args.func(args)
     except SpeedDataError as e:
         print(f"speeddata: error: {e}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

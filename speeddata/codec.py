@@ -15,63 +15,11 @@ import numpy as np
 
 from ._codec import REASONS, Plan
 from ._codec import encode_columns as _encode_columns
+from .columns import Columns
 from .schema import ChannelSchema, load
 
 __all__ = ["Columns", "Plan", "REASONS", "allocate", "decode", "encode", "encode_columns",
            "encoder"]
-
-
-class Columns:
-    """Records of one channel as columns: ``time`` (int64 ns) and one numpy array per signal.
-
-    Nullable signals are ``numpy.ma.MaskedArray`` (masked where null; the data under the
-    mask is 0, empty or None). Strings, bytes and enum symbols are object arrays.
-    Signals are reached as ``cols["a.b"]``, ``cols.signal`` or by iterating ``cols.signals``.
-    """
-
-    def __init__(self, time: np.ndarray, data: dict[str, np.ndarray], channel: str = ""):
-        self.time = time
-        self.data = data
-        self.channel = channel
-
-    @property
-    def signals(self) -> list[str]:
-        return list(self.data)
-
-    def __len__(self) -> int:
-        return len(self.time)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name == "time":
-            return self.time
-        return self.data[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name == "time" or name in self.data
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        data = self.__dict__.get("data", {})
-        if name in data:
-            return data[name]
-        raise AttributeError(f"no signal {name!r} in channel {self.__dict__.get('channel')!r}")
-
-    def __repr__(self) -> str:
-        return f"<Columns {self.channel!r}: {len(self)} records, signals {self.signals}>"
-
-    def take(self, index: np.ndarray | slice) -> "Columns":
-        """Rows selected by a slice, boolean mask or index array."""
-        return Columns(self.time[index], {k: v[index] for k, v in self.data.items()},
-                       self.channel)
-
-    def to_pandas(self):
-        """A pandas DataFrame indexed by time (pandas is optional)."""
-        try:
-            import pandas as pd
-        except ImportError as e:
-            raise ImportError("to_pandas() needs pandas: pip install pandas") from e
-        frame = {k: (v.filled(np.nan) if v.dtype.kind == "f" else v.astype(object).filled(None))
-                 if np.ma.isMaskedArray(v) else v for k, v in self.data.items()}
-        return pd.DataFrame(frame, index=pd.to_datetime(self.time, unit="ns", utc=True))
 
 
 def allocate(schema: ChannelSchema, n: int, signals: Sequence[str] | None = None):

@@ -35,8 +35,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, SpeedDataError
-from .live import Decimation
-from .timeutil import duration_ns
+from .decimation import Decimation
 
 PORT_RANGE = range(26000, 27001)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.I)
@@ -243,13 +242,17 @@ def _port(value: int, key: str, any_port: bool = False) -> int:
 
 
 def _retention(d: dict, where: str) -> dict:
+    """Retention settings as the store takes them: sizes in bytes, durations as written
+    (seconds or ISO 8601), checked by the store's own rules."""
+    from .store import check_options
     _check_keys(d, {"max_bytes", "max_age"}, where)
-    out = {}
+    out: dict[str, Any] = {}
     if d.get("max_bytes") is not None:
         out["max_bytes"] = parse_size(d["max_bytes"], f"{where}max_bytes")
     if d.get("max_age") is not None:
-        try:
-            out["max_age"] = duration_ns(d["max_age"], what=f"{where}max_age") / 1e9
-        except SpeedDataError as e:
-            raise ConfigError(str(e)) from e
+        out["max_age"] = d["max_age"]
+    try:
+        check_options(out, where)
+    except SpeedDataError as e:
+        raise ConfigError(str(e)) from None
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .codec import Columns
+from .columns import Columns
 
 
 class DataSet:

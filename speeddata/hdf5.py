@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 import h5py
 import numpy as np
 
-from .codec import Columns
+from ._version import __version__
+from .columns import Columns
 from .dataset import DataSet
 from .errors import SchemaError, StoreError
 
@@ -72,7 +73,6 @@ def export(store, path: str, lo: int, hi: int, channels, signals, *,
            compression: str | None = None, progress: Callable[[str, int], None] | None = None,
            tag=None) -> str:
     """Write channels' records in [lo, hi) to ``path``, block by block (bounded memory)."""
-    from . import __version__
     wanted = {ch.name: _signals_for(ch, signals) for ch in channels}
     if signals is not None:
         found = {s for ch in channels for s in wanted[ch.name]} | \

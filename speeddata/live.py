@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from ._ingest import RING_LAYOUT
-from .codec import REASONS, Columns, Plan, decode
+from ._ring import ENTRY_FIELDS, RING_LAYOUT
+from .codec import REASONS, Plan, decode
+from .columns import Columns
+from .decimation import Decimation, decimate
 from .errors import SpeedDataError
 from .schema import ChannelSchema
 
 _HEADER = RING_LAYOUT["header_bytes"]
 _NCOUNTERS = RING_LAYOUT["counter_slots"]
 MAGIC = 0x5344_4C49_5645_0001            # "SDLIVE" v1
-ENTRY = np.dtype([("offset", "<u8"), ("length", "<u4"), ("count", "<u4"),
-                  ("first_record", "<u8"), ("time", "<i8")])   # RingEntry in _ingest.pyx
-assert ENTRY.itemsize == RING_LAYOUT["entry_bytes"]
+ENTRY = np.dtype({"names": [f[0] for f in ENTRY_FIELDS],
+                  "formats": [f[1] for f in ENTRY_FIELDS],
+                  "offsets": [f[2] for f in ENTRY_FIELDS],
+                  "itemsize": RING_LAYOUT["entry_bytes"]})      # RingEntry in _ring.pxd
 H_MAGIC = 0
 H_ENTRIES, H_DATA, H_WRITE_ENTRY, H_WRITE_RECORDS, H_DATA_HEAD = (
     RING_LAYOUT[k] for k in ("entries", "data", "write_entry", "write_records", "data_head"))
@@ -109,77 +111,6 @@ class Ring:
             self._mmap.close()
         except BufferError:   # a caller still holds a view; the mapping goes with it
             pass
-
-
-@dataclass(frozen=True)
-class Decimation:
-    """How a subscriber thins a channel's records.
-
-    kind : ``none`` (every record), ``every`` (every Nth: the prototype's downsample),
-        ``mean``, ``rms`` or ``minmax`` (the envelope: no spike disappears) per bucket.
-    factor : records per bucket (or N for ``every``).
-    bucket_ns : time buckets instead of record counts (``mean``/``rms``/``minmax``).
-    """
-
-    kind: str = "none"
-    factor: int = 1
-    bucket_ns: int = 0
-
-    KINDS = ("none", "every", "mean", "rms", "minmax")
-
-    def __post_init__(self):
-        if self.kind not in self.KINDS:
-            raise SpeedDataError(f"unknown decimation {self.kind!r}",
-                                 hint=f"use one of {', '.join(self.KINDS)}")
-        if self.factor < 1 or self.bucket_ns < 0:
-            raise SpeedDataError(f"decimation factor must be >= 1, not {self.factor}")
-
-    @classmethod
-    def parse(cls, text: str | int | None) -> "Decimation":
-        """``10`` (every 10th), ``mean:10``, ``minmax:100``, ``rms:0.01s`` (time buckets)."""
-        if text in (None, "", 1, "1", "none"):
-            return cls()
-        if isinstance(text, int):
-            return cls("every", text)
-        kind, _, arg = str(text).partition(":")
-        if kind.isdigit():
-            return cls("every", int(kind))
-        if arg.endswith("s"):
-            return cls(kind, 1, int(float(arg[:-1]) * 1e9))
-        return cls(kind, int(arg or 1))
-
-
-def decimate(cols: Columns, d: Decimation, first_record: int = 0) -> tuple[Columns, int]:
-    """Thin ``cols`` (records numbered from ``first_record``). Returns the result and how
-    many trailing records form an unfinished bucket (to be decimated with later records)."""
-    n = len(cols)
-    if d.kind == "none" or n == 0:
-        return cols, 0
-    index = np.arange(first_record, first_record + n)
-    if d.kind == "every":
-        return cols.take(index % d.factor == 0), 0
-    ids = cols.time // d.bucket_ns if d.bucket_ns else index // d.factor
-    starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
-    complete = len(starts) - 1          # the last bucket may still grow
-    if complete <= 0:
-        return cols.take(slice(0, 0)), n
-    starts, held = starts[:complete + 1], n - starts[complete]
-    edges, counts = starts[:-1], np.diff(starts)
-    data = {}
-    for name, v in cols.data.items():
-        v = v[:starts[-1]]
-        if v.dtype.kind not in "biuf" or np.ma.isMaskedArray(v):
-            data[name] = v[edges]        # no arithmetic on strings or nulls: first value
-            continue
-        x = v.astype(np.float64)
-        if d.kind == "mean":
-            data[name] = np.add.reduceat(x, edges) / counts
-        elif d.kind == "rms":
-            data[name] = np.sqrt(np.add.reduceat(x * x, edges) / counts)
-        else:
-            data[name] = np.stack([np.minimum.reduceat(x, edges),
-                                   np.maximum.reduceat(x, edges)], axis=1)
-    return Columns(cols.time[edges], data, cols.channel), held
 
 
 class Subscriber:

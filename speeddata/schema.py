@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import SchemaError
 
-# Op kinds shared with _codec.pyx (keep in step with the enum there).
+# Op kinds, the same numbers as the K_* of _codec.pyx (tests/test_layout.py checks).
 NULL, BOOLEAN, INT, LONG, FLOAT, DOUBLE, BYTES, STRING, ENUM, FIXED, UNION = range(11)
 _PRIMITIVES = {"null": NULL, "boolean": BOOLEAN, "int": INT, "long": LONG, "float": FLOAT,
                "double": DOUBLE, "bytes": BYTES, "string": STRING}

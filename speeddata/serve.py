@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from . import store as store_mod
 from .config import ChannelConfig
 from .errors import ChannelExists, ChannelNotFound, ConfigError
-from .live import Decimation, Ring, Subscriber, create_ring
+from .decimation import Decimation
+from .live import Ring, Subscriber, create_ring
 from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, status_path
 
 log = logging.getLogger("speeddata.serve")

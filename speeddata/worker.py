@@ -17,15 +17,18 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 import numpy as np
 
 from . import store as store_mod
-from ._ingest import LiveRing, Receiver
+from ._ingest import Receiver
+from ._ring import LiveRing
 from .errors import SpeedDataError, StoreError
 from .codec import Plan, encode_columns
-from .live import COUNTERS, Decimation, Ring, Subscriber
+from .decimation import Decimation
+from .live import COUNTERS, Ring, Subscriber
 
 log = logging.getLogger("speeddata.worker")
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
@@ -102,16 +105,13 @@ def _name_process(channel: str) -> None:
         pass
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Receive one channel until SIGTERM/SIGINT (exit 0, flushed) or until its supervisor
+    goes; a channel that cannot start exits with EXIT_PORT_TAKEN or EXIT_BAD_SETUP."""
     _name_process(args.channel)
-    stop = False
-
-    def on_signal(signum, frame):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         sock, granted = open_socket(args.bind, args.port, args.rcvbuf)
     except OSError as e:
@@ -125,76 +125,110 @@ def run(args) -> int:
         log.warning("channel %s: receive buffer capped at %d bytes (asked %d); raise it with: "
                     "sysctl -w net.core.rmem_max=%d", args.channel, granted, args.rcvbuf,
                     args.rcvbuf)
-    forward = None
     try:
-        store = store_mod.open(args.data, retention=False)   # the supervisor owns retention
-        channel = store[args.channel]
-        writer = channel.writer()
-        ring = Ring(args.ring, writable=True)
-        forward = multicast_sender(args.mc_group, args.mc_port, args.mc_interface, args.mc_ttl) \
-            if args.mc_group else None
-        receiver = Receiver(sock.fileno(), writer.builder, LiveRing(ring.memory),
-                            forward.fileno() if forward else -1)
-        decimated = _DecimatedSender(args, ring, channel) if args.mc_dec_group else None
+        worker = _Worker(args, sock, granted)
     except (SpeedDataError, OSError, ValueError, OverflowError) as e:
         sock.close()
-        if forward:
-            forward.close()
         return _fail(args, EXIT_BAD_SETUP, str(e))
-    base = ring.counter_values()
-    ring.set_counters(pid=os.getpid(), rcvbuf=granted, restarts=args.restarts)
     log.info("channel %s: receiving on %s:%d (pid %d)", args.channel, args.bind, args.port,
              os.getpid())
-    disk_error = ""
-    blocks_at_error = 0
-    next_counters = 0.0
-    rate_from = (time.monotonic(), 0, 0)    # (when, datagrams, records) for current rates
-    status: dict = {}
     parent = os.getppid()
     try:
-        while not stop:
+        while not stop.is_set():
             if os.getppid() != parent:   # the supervisor is gone: flush and go too
                 log.warning("channel %s: supervisor gone; stopping", args.channel)
                 break
-            receiver.poll(0.02, writer.block_bytes)
-            try:
-                writer.maybe_flush()
-                if disk_error and writer.blocks_written > blocks_at_error:
-                    log.warning("channel %s: writing again", args.channel)
-                    disk_error = ""
-            except (StoreError, OSError) as e:
-                if str(e) != disk_error:
-                    log.error("channel %s: %s; still receiving and counting", args.channel, e)
-                disk_error = str(e)
-                blocks_at_error = writer.blocks_written
-            if decimated:
-                decimated.pump()
-            now = time.monotonic()
-            if now - rate_from[0] >= 1.0:
-                dt = now - rate_from[0]
-                ring.set_counters(datagrams_per_s=(receiver.datagrams - rate_from[1]) / dt,
-                                  records_per_s=(writer.builder.records - rate_from[2]) / dt)
-                rate_from = (now, receiver.datagrams, writer.builder.records)
-            if now >= next_counters:
-                next_counters = now + 0.05
-                # the error text first: whoever sees the disk_error counter finds it there
-                status = _publish_status(args, receiver, disk_error, status)
-                _publish_counters(ring, receiver, writer, bool(disk_error), base)
+            worker.step()
     finally:
-        try:
-            writer.flush()
-        except StoreError as e:
-            log.error("channel %s: last block lost: %s", args.channel, e)
-        _publish_counters(ring, receiver, writer, bool(disk_error), base)
-        try:
-            store.close()
-        except StoreError as e:
-            log.error("channel %s: %s", args.channel, e)
-        sock.close()
-        if forward:
-            forward.close()
+        worker.close()
     log.info("channel %s: stopped", args.channel)
     return 0
+
+
+class _Worker:
+    """One channel's receive loop: socket, store writer, live ring, multicast re-serve."""
+
+    def __init__(self, args: argparse.Namespace, sock: socket.socket, granted: int):
+        self.args = args
+        self.sock = sock
+        self.forward: socket.socket | None = None
+        self.store = store_mod.open(args.data, retention=False)   # the supervisor owns it
+        try:
+            channel = self.store[args.channel]
+            self.writer = channel.writer()
+            self.ring = Ring(args.ring, writable=True)
+            if args.mc_group:
+                self.forward = multicast_sender(args.mc_group, args.mc_port,
+                                                args.mc_interface, args.mc_ttl)
+            self.receiver = Receiver(sock.fileno(), self.writer.builder,
+                                     LiveRing(self.ring.memory),
+                                     self.forward.fileno() if self.forward else -1)
+            self.decimated = _DecimatedSender(args, self.ring, channel) \
+                if args.mc_dec_group else None
+        except BaseException:
+            self.store.close()
+            if self.forward:
+                self.forward.close()
+            raise
+        self.base = self.ring.counter_values()
+        self.ring.set_counters(pid=os.getpid(), rcvbuf=granted, restarts=args.restarts)
+        self.disk_error = ""
+        self.blocks_at_error = 0
+        self.next_counters = 0.0
+        self.rate_from = (time.monotonic(), 0, 0)   # (when, datagrams, records): current rates
+        self.status: dict = {}
+
+    def step(self) -> None:
+        """Receive for up to 20 ms, write what is due, publish counters now and then."""
+        self.receiver.poll(0.02, self.writer.block_bytes)
+        self._write()
+        if self.decimated:
+            self.decimated.pump()
+        now = time.monotonic()
+        if now - self.rate_from[0] >= 1.0:
+            dt = now - self.rate_from[0]
+            records = self.writer.builder.records
+            self.ring.set_counters(
+                datagrams_per_s=(self.receiver.datagrams - self.rate_from[1]) / dt,
+                records_per_s=(records - self.rate_from[2]) / dt)
+            self.rate_from = (now, self.receiver.datagrams, records)
+        if now >= self.next_counters:
+            self.next_counters = now + 0.05
+            # the error text first: whoever sees the disk_error counter finds it there
+            self.status = _publish_status(self.args, self.receiver, self.disk_error,
+                                          self.status)
+            self._publish()
+
+    def _write(self) -> None:
+        """Flush what is due; a full or failing disk stops writing, never receiving."""
+        try:
+            self.writer.maybe_flush()
+            if self.disk_error and self.writer.blocks_written > self.blocks_at_error:
+                log.warning("channel %s: writing again", self.args.channel)
+                self.disk_error = ""
+        except (StoreError, OSError) as e:
+            if str(e) != self.disk_error:
+                log.error("channel %s: %s; still receiving and counting", self.args.channel, e)
+            self.disk_error = str(e)
+            self.blocks_at_error = self.writer.blocks_written
+
+    def _publish(self) -> None:
+        _publish_counters(self.ring, self.receiver, self.writer, bool(self.disk_error),
+                          self.base, self.decimated.errors if self.decimated else 0)
+
+    def close(self) -> None:
+        try:
+            self.writer.flush()
+        except StoreError as e:
+            log.error("channel %s: last block lost: %s", self.args.channel, e)
+        self._publish()
+        try:
+            self.store.close()
+        except StoreError as e:
+            log.error("channel %s: %s", self.args.channel, e)
+        self.sock.close()
+        if self.forward:
+            self.forward.close()
 
 
 def status_path(ring_path: str) -> str:
@@ -241,14 +275,15 @@ CUMULATIVE = ["datagrams", "records", "clock_skew", "bytes", "kernel_drops", "ov
              [name for name in COUNTERS if name.startswith("reject_")]
 
 
-def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool, base: dict) -> None:
+def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool, base: dict,
+                      more_forward_errors: int = 0) -> None:
     b = writer.builder
     mine = dict(datagrams=rx.datagrams, records=b.records, clock_skew=b.clock_skew,
                 bytes=rx.bytes,
                 kernel_drops=rx.kernel_drops, oversize=rx.oversize,
                 blocks_written=writer.blocks_written, bytes_written=writer.bytes_written,
                 dropped_records=writer.dropped_records, forwarded=rx.forwarded,
-                forward_errors=rx.forward_errors,
+                forward_errors=rx.forward_errors + more_forward_errors,
                 **{f"reject_{k}": v for k, v in b.rejects.items()})
     ring.set_counters(**{k: base[k] + mine.get(k, 0) for k in CUMULATIVE},
                       disk_error=int(disk_error), updated_ns=time.time_ns(),
@@ -264,6 +299,7 @@ class _DecimatedSender:
         self.plan = Plan(channel.schema, wire=True)
         self.sock = multicast_sender(args.mc_dec_group, args.mc_dec_port, args.mc_interface,
                                      args.mc_ttl)
+        self.errors = 0
 
     def pump(self) -> None:
         cols, _ = self.sub.poll()
@@ -282,7 +318,7 @@ class _DecimatedSender:
             try:
                 self.sock.send(body[start:end])
             except OSError:
-                pass
+                self.errors += 1       # counted with the full-rate stream's forward_errors
             start = end
 
 

@@ -1,5 +1,6 @@
 import os
 import subprocess
+import tempfile
 
 import pytest
 from hypothesis import settings
@@ -8,6 +9,69 @@ from hypothesis import settings
 settings.register_profile("default", max_examples=150)
 settings.register_profile("thorough", max_examples=3000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid``, and theirs (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _ours(directory: str) -> set[str]:
+    try:
+        return {n for n in os.listdir(directory) if n.startswith("speeddata-")}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def leaves_nothing_behind():
+    """Fail a test that leaves a child process, a live ring in /dev/shm or a SpeedData
+    temp dir behind (its own fixtures clean up first: this runs last)."""
+    before = (_children(os.getpid()), _ours(SHM), _ours(tempfile.gettempdir()))
+    yield
+    after = (_children(os.getpid()), _ours(SHM), _ours(tempfile.gettempdir()))
+    left = [f"{what}: {sorted(map(str, now - then))}" for what, then, now in
+            zip(("child processes", f"rings in {SHM}", "temp dirs"), before, after)
+            if now - then]
+    if left:
+        for pid in after[0] - before[0]:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        pytest.fail("left behind: " + "; ".join(left))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Errors swallowed inside Cython (printed as 'Exception ignored') fail the test."""
+    report = yield
+    if report.when == "call" and report.passed:
+        text = "".join(content for _, content in report.sections)
+        if "Exception ignored" in text:
+            report.outcome = "failed"
+            report.longrepr = "the test's output shows an error that was swallowed " \
+                              "('Exception ignored')"
+    return report
 
 
 @pytest.fixture

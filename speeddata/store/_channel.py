@@ -17,7 +17,8 @@ import numpy as np
 import zstandard
 
 from .. import schema as S
-from ..codec import Columns, Plan, allocate, encoder, finish
+from ..codec import Plan, allocate, encoder, finish
+from ..columns import Columns
 from ..errors import DecodeError, FormatError, StoreError, StoreWarning
 from ..timeutil import TimeLike, now_ns, time_range, to_ns
 from . import _format as F
@@ -236,76 +237,40 @@ class Channel:
                 yield out
 
     def _decode(self, selected, lo: int, last: int, signals) -> Columns:
+        """Decode the selected blocks into one set of columns: records with lo <= time <=
+        last, sorted by time; damaged blocks are skipped with a warning naming them."""
         total = sum(int(b["count"].sum()) for _, b in selected)
         time_col, columns, masks = allocate(self.schema, total, signals)
-        tasks, lost, maps, row, mem = [], [], [], 0, None
-        try:
-            for seg, blocks in selected:
-                count = int(blocks["count"].sum())
-                try:
-                    # mapped, not read: blocks decompress straight from the page cache.
-                    # Only repair shrinks a segment, and only past its last indexed block.
-                    with open(seg.path, "rb") as f:
-                        maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-                    head = seg.head()
-                except FileNotFoundError:   # deleted by retention meanwhile
-                    lost.append((row, count))
-                    row += count
-                    continue
-                except (OSError, ValueError, FormatError) as e:   # damaged: say so
-                    warnings.warn(f"{seg.path}: skipping {count} records in "
-                                  f"{len(blocks)} blocks from byte {int(blocks[0]['offset'])}: "
-                                  f"{e}", StoreWarning, stacklevel=3)
-                    lost.append((row, count))
-                    row += count
-                    continue
-                mem = memoryview(maps[-1])
-                for b in blocks:
-                    tasks.append(_Task(seg.path, head, mem, int(b["offset"]),
-                                       int(b["length"]), int(b["count"]), row))
-                    row += int(b["count"])
+        tasks, lost = _tasks(selected)
 
-            def run(t: _Task) -> str | None:
-                try:
-                    if t.offset + t.length > len(t.mem):
-                        raise FormatError(f"the file ends at byte {len(t.mem)}")
-                    _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
-                                                  t.head[1])
-                    body = _decompressor(t.head[0])(payload)
-                    self._plan.decode_into(body, t.count, t.row, time_col, columns, masks)
-                    return None
-                except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
-                    return f"{t.path}: skipping corrupt block at byte {t.offset} " \
-                           f"({t.count} records): {err}"
+        def run(t: _Task) -> str | None:
+            try:
+                if t.offset + t.length > len(t.mem):
+                    raise FormatError(f"the file ends at byte {len(t.mem)}")
+                _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
+                                              t.head[1])
+                body = _decompressor(t.head[0])(payload)
+                self._plan.decode_into(body, t.count, t.row, time_col, columns, masks)
+                return None
+            except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
+                return f"{t.path}: skipping corrupt block at byte {t.offset} " \
+                       f"({t.count} records): {err}"
 
-            # Blocks decode independently (zstd and the codec's parse run without the GIL),
-            # so large reads spread over the cores.
-            if total >= _PARALLEL_RECORDS and len(tasks) > 1:
-                problems = list(_pool().map(run, tasks))
-            else:
-                problems = [run(t) for t in tasks]
-            for task, problem in zip(tasks, problems):
-                if problem:
-                    warnings.warn(problem, StoreWarning, stacklevel=3)
-                    lost.append((task.row, task.count))
-        finally:
-            # unmapped when the last view goes (a pool thread may still hold its task for a
-            # moment, so no explicit close, which would fail while a view exists)
-            tasks = mem = maps = None
+        # Blocks decode independently (zstd and the codec's parse run without the GIL),
+        # so large reads spread over the cores.
+        if total >= _PARALLEL_RECORDS and len(tasks) > 1:
+            problems = list(_pool().map(run, tasks))
+        else:
+            problems = [run(t) for t in tasks]
+        for task, problem in zip(tasks, problems):
+            if problem:
+                warnings.warn(problem, StoreWarning, stacklevel=3)
+                lost.append((task.row, task.count))
+        # the mappings go with the last view of them (a pool thread may still hold its
+        # task for a moment, so no explicit close, which would fail while a view exists)
+        del tasks
         cols = finish(self.schema, time_col, columns, masks, self.name)
-        keep = None
-        if lost:
-            keep = np.ones(total, dtype=bool)
-            for at, count in lost:
-                keep[at:at + count] = False
-        if any(b["tmin"] < lo or b["tmax"] > last for _, bl in selected for b in bl):
-            inside = (cols.time >= lo) & (cols.time <= last)
-            keep = inside if keep is None else keep & inside
-        if keep is not None:
-            cols = cols.take(keep)
-        if not _blocks_in_order([b for _, bl in selected for b in bl]):
-            cols = cols.take(np.argsort(cols.time, kind="stable"))
-        return cols
+        return _trim(cols, selected, lost, lo, last)
 
     # ---- what it holds -------------------------------------------------------------------
 
@@ -515,6 +480,52 @@ class _Task(NamedTuple):
     length: int
     count: int
     row: int
+
+
+def _tasks(selected) -> tuple[list[_Task], list[tuple[int, int]]]:
+    """One task per block, over the mapped segments (blocks decompress straight from the
+    page cache; only repair shrinks a segment, and only past its last indexed block), and
+    the (row, count) of records lost to segments gone or damaged."""
+    tasks, lost, row = [], [], 0
+    for seg, blocks in selected:
+        count = int(blocks["count"].sum())
+        try:
+            with open(seg.path, "rb") as f:
+                mem = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            head = seg.head()
+        except FileNotFoundError:   # deleted by retention meanwhile
+            lost.append((row, count))
+            row += count
+            continue
+        except (OSError, ValueError, FormatError) as e:   # damaged: say so
+            warnings.warn(f"{seg.path}: skipping {count} records in {len(blocks)} blocks "
+                          f"from byte {int(blocks[0]['offset'])}: {e}", StoreWarning,
+                          stacklevel=4)
+            lost.append((row, count))
+            row += count
+            continue
+        for b in blocks:
+            tasks.append(_Task(seg.path, head, mem, int(b["offset"]), int(b["length"]),
+                               int(b["count"]), row))
+            row += int(b["count"])
+    return tasks, lost
+
+
+def _trim(cols: Columns, selected, lost: list[tuple[int, int]], lo: int, last: int) -> Columns:
+    """Drop lost rows and rows outside [lo, last]; sort when blocks overlap in time."""
+    keep = None
+    if lost:
+        keep = np.ones(len(cols), dtype=bool)
+        for at, count in lost:
+            keep[at:at + count] = False
+    if any(b["tmin"] < lo or b["tmax"] > last for _, bl in selected for b in bl):
+        inside = (cols.time >= lo) & (cols.time <= last)
+        keep = inside if keep is None else keep & inside
+    if keep is not None:
+        cols = cols.take(keep)
+    if not _blocks_in_order([b for _, bl in selected for b in bl]):
+        cols = cols.take(np.argsort(cols.time, kind="stable"))
+    return cols
 
 
 def _blocks_in_order(entries) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._ingest import BlockBuilder
+from .._block import BlockBuilder
 from ..codec import Plan
 from ..errors import StoreError
 from ._lock import take_lock
@@ -49,7 +49,6 @@ class Writer:
         self.segment: SegmentWriter | None = None
         stems = sorted(n[:-5] for n in os.listdir(channel.path) if n.endswith(".avro"))
         self.last_name_time, self.seq = parse_stem(stems[-1]) if stems else (0, 0)
-        self.block_started: float | None = None
         self.blocks_written = 0
         self.bytes_written = 0
         self.dropped_records = 0
@@ -84,8 +83,6 @@ class Writer:
             while True:  # a long list fills several blocks
                 got, i = b.add_datagrams(datagrams, recv_ns, i, self.block_bytes)
                 added += got
-                if b.pending and self.block_started is None:
-                    self.block_started = time.monotonic()
                 self.maybe_flush()
                 if i >= len(datagrams):
                     break
@@ -93,25 +90,17 @@ class Writer:
                     if v != before_rej.get(k, 0)}
         return Appended(added, b.datagrams - before_dg + sum(rejected.values()), rejected)
 
-    def maybe_flush(self, now: float | None = None) -> None:
-        """Flush when the open block is full or its oldest record is flush_interval old
-        (records that a receiver added straight to the builder are dated when first seen
-        here, which the receive loop does every few ms)."""
-        now = now or time.monotonic()
-        if self.builder.nbytes >= self.block_bytes:
+    def maybe_flush(self) -> None:
+        """Flush when the open block is full or its oldest record is flush_interval old."""
+        b = self.builder
+        if b.nbytes >= self.block_bytes or (b.pending and b.age >= self.flush_interval):
             self.flush()
-        elif self.block_started is not None:
-            if now - self.block_started >= self.flush_interval:
-                self.flush()
-        elif self.builder.pending:
-            self.block_started = now
 
     def flush(self) -> None:
         taken = self.builder.take()
-        self.block_started = None
         if taken is None:
             return
-        body, _times, info = taken
+        body, info = taken
         try:
             if self.segment is None or self._should_roll(info):
                 self._roll(info)

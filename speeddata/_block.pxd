@@ -1,6 +1,11 @@
+# The block builder, shared with the ingest receiver (_ingest.pyx).
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from ._codec cimport Plan, R_COUNT
+
+cdef enum:
+    # No datagram can hold more records than bytes; 64 KiB bounds the UDP payload.
+    MAX_RECORDS = 65536
 
 
 cdef class BlockBuilder:
@@ -17,6 +22,7 @@ cdef class BlockBuilder:
     cdef uint64_t reject_counts[R_COUNT]
     cdef readonly uint64_t datagrams, records, clock_skew
     cdef readonly int64_t skew_ns
+    cdef int64_t started_ns
 
     cdef void reset(self) noexcept nogil
     cdef bint reserve(self, Py_ssize_t nbytes, Py_ssize_t nrec) noexcept nogil

@@ -1,0 +1,31 @@
+from typing import TypedDict
+
+from ._codec import Plan
+
+CLOCK_SKEW_NS: int
+
+class BlockInfo(TypedDict):
+    count: int
+    tmin: int
+    tmax: int
+    rmin: int
+    rmax: int
+    in_order: bool
+
+class BlockBuilder:
+    tmin: int
+    tmax: int
+    rmin: int
+    rmax: int
+    datagrams: int
+    records: int
+    clock_skew: int
+    skew_ns: int
+    nbytes: int
+    pending: int
+    age: float
+    rejects: dict[str, int]
+    def __init__(self, plan: Plan, stamp: bool = ..., skew_ns: int = ...) -> None: ...
+    def add_datagrams(self, datagrams: list[bytes], recv_ns: int, start: int = ...,
+                      max_bytes: int = ...) -> tuple[int, int]: ...
+    def take(self) -> tuple[bytes, BlockInfo] | None: ...

@@ -1,0 +1,6 @@
+RING_LAYOUT: dict[str, int]
+ENTRY_FIELDS: list[tuple[str, str, int]]
+
+class LiveRing:
+    def __init__(self, mem: object) -> None: ...
+    def push_bytes(self, chunk: bytes, count: int, t: int) -> None: ...

@@ -1,0 +1,120 @@
+"""The package reads top to bottom: no import cycles, constants defined once or checked."""
+
+import ast
+from pathlib import Path
+
+import speeddata
+from speeddata import _codec
+from speeddata import schema as S
+
+PACKAGE = Path(speeddata.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at any level, type checking aside)."""
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    files.update({_module_name(p): p for p in PACKAGE.rglob("*.pyx")
+                  if p.with_suffix(".pyi").exists()})
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        if path.suffix == ".pyx":
+            graph[name] = set()
+            continue
+        is_pkg = path.name == "__init__.py"
+        base = name.split(".") if is_pkg else name.split(".")[:-1]
+        edges = graph.setdefault(name, set())
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and _is_type_checking(node) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    target = ".".join(base[:len(base) - node.level + 1] +
+                                      ([node.module] if node.module else []))
+                elif node.module and node.module.startswith("speeddata"):
+                    target = node.module
+                else:
+                    continue
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    edges.add(sub if sub in files else target)
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name.startswith("speeddata"))
+    return {k: {e for e in v if e in files and e != k} for k, v in graph.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(n):
+        state[n] = "open"
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == "open":
+                found.append(stack[stack.index(m):] + [m])
+            elif m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    return found
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "speeddata.store._channel" in graph and graph["speeddata.store._store"]
+    # a package's __init__ re-exports its modules; the modules never import it back
+    for name, edges in graph.items():
+        for pkg in ("speeddata", "speeddata.store"):
+            if name.startswith(pkg + ".") and name != pkg:
+                assert pkg not in edges, f"{name} imports its package {pkg}"
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_loading_a_config_loads_no_extension_of_the_ingest_path():
+    graph = import_graph()
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(graph.get(n, ()))
+        return seen
+
+    assert not {"speeddata._ingest", "speeddata.live", "speeddata.worker"} & \
+        reach("speeddata.config")
+    assert "speeddata._ingest" not in reach("speeddata.store")
+
+
+def test_reject_reasons_and_their_codes_agree():
+    assert _codec.REASONS[0] == "ok"
+    for reason, code in _codec.REASON_CODES.items():
+        assert _codec.REASONS[code] == reason
+    assert set(_codec.REASON_CODES) == set(_codec.REASONS)
+
+
+def test_op_kinds_agree_between_schema_and_codec():
+    assert _codec.OP_KINDS == {"NULL": S.NULL, "BOOLEAN": S.BOOLEAN, "INT": S.INT,
+                               "LONG": S.LONG, "FLOAT": S.FLOAT, "DOUBLE": S.DOUBLE,
+                               "BYTES": S.BYTES, "STRING": S.STRING, "ENUM": S.ENUM,
+                               "FIXED": S.FIXED, "UNION": S.UNION}
