@@ -103,16 +103,16 @@ def full(count: int, per: int = 1, rate: float = 0) -> dict:
                 stats = sup.store["example"].stats()
                 stable = stable + 1 if c["datagrams"] == last else 0
                 last = c["datagrams"]
-                if stable >= 5 and stats["records"] == c["records"]:
+                if stable >= 5 and stats.stored_records == c["records"]:
                     break
             cpu = cpu_seconds(pid) - cpu0     # idle polling in the wait costs ~nothing
         finally:
             sup.stop()
     offered = f"{rate * per / 1e6:.1f}M rec/s" if rate else "max rate"
     return {"case": f"full ingest, {per} rec/dgram, {offered}", "sent": sent, "seconds": seconds,
-            "received": c["datagrams"], "records": stats["records"],
+            "received": c["datagrams"], "records": stats.stored_records,
             "drops": c["kernel_drops"], "cpu": cpu,
-            "disk_per_record": stats["bytes"] / max(1, stats["records"])}
+            "disk_per_record": stats.bytes / max(1, stats.stored_records)}
 
 
 def latency(seconds: float = 3.0, rate: float = 10_000) -> dict:

@@ -2,6 +2,8 @@ from typing import Any
 
 import numpy as np
 
+from .schema import ChannelSchema
+
 REASONS: tuple[str, ...]
 REASON_CODES: dict[str, int]
 OP_KINDS: dict[str, int]
@@ -11,8 +13,8 @@ class Plan:
     ncols: int
     time_op: int
     time_scale: int
-    schema: Any
-    def __init__(self, schema: Any, wire: bool = ...) -> None: ...
+    schema: ChannelSchema
+    def __init__(self, schema: ChannelSchema, wire: bool = ...) -> None: ...
     def check(self, data: bytes, max_records: int = ...) -> np.ndarray: ...
     def validate(self, data: bytes) -> int: ...
     def decode_into(self, data: bytes, count: int, row0: int, times: np.ndarray,

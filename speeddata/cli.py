@@ -35,17 +35,14 @@ def default_config(data: str, port: int = 26000) -> config_mod.ServeConfig:
 def _print_status(sup, started: float) -> None:
     lines = [f"[{time.monotonic() - started:6.1f} s]"]
     for name in sup.channels:
-        c = sup.counters(name)
-        st = sup.store[name].stats()
-        rejects = sum(v for k, v in c.items() if k.startswith("reject_"))
-        last = format_ns(st["last_time"]) if st["last_time"] else "-"
-        if c["status"] == "failed":
-            lines.append(f"  {name:<12} FAILED: {c['failure']}")
+        st = sup.stats(name)
+        last = format_ns(st.last_time) if st.last_time is not None else "-"
+        if st.status == "failed":
+            lines.append(f"  {name:<12} FAILED: {st.failure}")
             continue
-        lines.append(f"  {name:<12} {c['records_per_s']:>7}/s  datagrams {c['datagrams']:>9}"
-                     f"  stored {st['records']:>9}"
-                     f"  rejected {rejects}  drops {c['kernel_drops']}  {st['bytes'] / 1e6:7.2f} MB"
-                     f"  newest {last}")
+        lines.append(f"  {name:<12} {st.records_per_s:>7.0f}/s  datagrams {st.datagrams:>9}"
+                     f"  stored {st.stored_records:>9}  rejected {sum(st.rejects.values())}"
+                     f"  drops {st.kernel_drops}  {st.bytes / 1e6:7.2f} MB  newest {last}")
     print("\n".join(lines), flush=True)
 
 
@@ -104,10 +101,10 @@ def cmd_stats(args) -> int:
     from . import store
     with store.open(args.data, readonly=True) as st:
         for name, s_ in st.stats().items():
-            span = (f"{format_ns(s_['first_time'])} .. {format_ns(s_['last_time'])}"
-                    if s_["records"] else "empty")
-            print(f"{name}: {s_['records']} records, {s_['bytes'] / 1e6:.2f} MB in "
-                  f"{s_['segments']} segments, {span}")
+            span = (f"{format_ns(s_.first_time)} .. {format_ns(s_.last_time)}"
+                    if s_.first_time is not None and s_.last_time is not None else "empty")
+            print(f"{name}: {s_.stored_records} records, {s_.bytes / 1e6:.2f} MB in "
+                  f"{s_.segments} segments, {span}")
         for what, problem in st.problems.items():
             print(f"problem ({what}): {problem}")
     return 0

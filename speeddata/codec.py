@@ -27,7 +27,8 @@ def allocate(schema: ChannelSchema, n: int, signals: Sequence[str] | None = None
     wanted = set(schema.signal_names if signals is None else signals)
     for name in wanted:
         schema.signal(name)  # raises SchemaError naming the unknown signal
-    columns, masks = [], []
+    columns: list[np.ndarray | None] = []
+    masks: list[np.ndarray | None] = []
     for s in schema.signals:
         if s.name not in wanted:
             columns.append(None)

@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -54,10 +55,10 @@ def _h5_dtype(sig):
 def _h5_values(sig, values: np.ndarray) -> np.ndarray:
     mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
     if mask is not None:
-        fill = {"f": np.nan}.get(values.dtype.kind, 0)
+        fill: Any = {"f": np.nan}.get(values.dtype.kind, 0)
         if values.dtype == object:
             fill = "" if sig.type in ("string", "enum") else b""
-        values = values.filled(fill)
+        values = np.ma.filled(values, fill)
     if sig.type == "bytes":
         out = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):   # one by one: numpy would stack equal lengths

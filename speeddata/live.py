@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class Ring:
         values = self.counters.tolist()
         return {name: values[i] for i, name in enumerate(COUNTERS)}
 
-    def set_counters(self, **values: int) -> None:
+    def set_counters(self, **values: float) -> None:
         for name, value in values.items():
             self.counters[COUNTERS.index(name)] = max(0, int(value))
 
@@ -121,7 +122,7 @@ class Subscriber:
     """
 
     def __init__(self, ring: Ring, schema: ChannelSchema, decimation: Decimation | None = None,
-                 signals=None, *, from_oldest: bool = False):
+                 signals: Sequence[str] | None = None, *, from_oldest: bool = False):
         self.ring = ring
         self.plan = Plan(schema)
         self.schema = schema

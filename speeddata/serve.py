@@ -16,12 +16,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import store as store_mod
 from .config import ChannelConfig
 from .errors import ChannelExists, ChannelNotFound, ConfigError
 from .decimation import Decimation
 from .live import Ring, Subscriber, create_ring
+from .stats import ChannelStats
 from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, status_path
 
 log = logging.getLogger("speeddata.serve")
@@ -34,6 +36,7 @@ RETENTION_EVERY = 2.0     # s between retention passes over the store
 class _Worker:
     config: ChannelConfig
     ring_path: str
+    ring: Ring = field(repr=False)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started: float = 0.0
@@ -41,7 +44,6 @@ class _Worker:
     last_exit: int | None = None
     failures: int = 0          # setup failures in a row (port taken, bad setting...)
     failure: str = ""          # why it cannot start, from its status file
-    ring: Ring | None = field(default=None, repr=False)
 
 
 class Supervisor:
@@ -94,8 +96,7 @@ class Supervisor:
             self.store.create_channel(cfg.name, cfg.schema, time_field=cfg.time_field,
                                       time_unit=cfg.time_unit, **cfg.options)
             ring_path = create_ring(os.path.join(self._ring_dir, f"{cfg.name}.ring"))
-            w = _Worker(cfg, ring_path)
-            w.ring = Ring(ring_path)
+            w = _Worker(cfg, ring_path, Ring(ring_path))
             self._workers[cfg.name] = w
             if start:
                 self._spawn(w)
@@ -107,8 +108,7 @@ class Supervisor:
         if w is None:
             raise ChannelNotFound(f"no running channel {name!r}")
         self._terminate([w])
-        if w.ring:
-            w.ring.close()
+        w.ring.close()
         for path in (w.ring_path, status_path(w.ring_path)):
             if os.path.exists(path):
                 os.remove(path)
@@ -124,23 +124,24 @@ class Supervisor:
     def subscribe(self, name: str, decimation: Decimation | str | None = None, signals=None,
                   **kw) -> Subscriber:
         """Follow a channel's live records (see `speeddata.live.Subscriber`)."""
+        ring = self.ring(name)          # ChannelNotFound for a channel not running
         if not isinstance(decimation, Decimation):
             decimation = Decimation.parse(decimation if decimation is not None
                                           else self.channels[name].decimation)
-        return Subscriber(self.ring(name), self.store[name].schema, decimation, signals, **kw)
+        return Subscriber(ring, self.store[name].schema, decimation, signals, **kw)
 
-    def counters(self, name: str) -> dict:
+    def counters(self, name: str) -> dict[str, Any]:
         """The worker's counters (datagrams, records, rejects, drops, rates...), restarts, the
         first bad datagrams per reason (sender, length, first bytes) and the current error."""
         with self._lock:
             if name not in self._workers:
                 raise ChannelNotFound(f"no running channel {name!r}")
             w = self._workers[name]
-            values = w.ring.counter_values()
+            values: dict[str, Any] = dict(w.ring.counter_values())
+            pid = w.proc.pid if w.proc else 0
             running = bool(w.proc and w.proc.poll() is None)
-            ready = running and values["pid"] == w.proc.pid   # it published: it receives
-            values.update(restarts=w.restarts, running=running,
-                          pid=w.proc.pid if w.proc else 0, port=w.config.port,
+            ready = running and values["pid"] == pid   # it published: it receives
+            values.update(restarts=w.restarts, running=running, pid=pid, port=w.config.port,
                           last_exit=w.last_exit)
         values.update(bad_datagrams={}, error="", failure="")
         try:
@@ -151,6 +152,11 @@ class Supervisor:
         values["failure"] = w.failure if not ready else ""
         values["status"] = "running" if ready else ("failed" if w.failure else "starting")
         return values
+
+    def stats(self, name: str) -> ChannelStats:
+        """The channel's counters from its worker and what the store holds of it."""
+        return ChannelStats.from_counters(name, self.counters(name)).holding(
+            self.store[name].stats())
 
     def pids(self) -> dict[str, int]:
         with self._lock:
@@ -209,7 +215,7 @@ class Supervisor:
                     w.last_exit = w.proc.returncode
                     if w.proc.returncode in (EXIT_PORT_TAKEN, EXIT_BAD_SETUP):
                         w.failure = self._failure_reason(w)
-                        delay = FAILURE_DELAYS[min(w.failures, len(FAILURE_DELAYS) - 1)]
+                        delay: float = FAILURE_DELAYS[min(w.failures, len(FAILURE_DELAYS) - 1)]
                         w.failures += 1
                         log.error("channel %s: cannot start: %s; trying again in %d s",
                                   w.config.name, w.failure, delay)
@@ -241,7 +247,7 @@ class Supervisor:
                 reason = json.load(f).get("failure", "")
         except (OSError, ValueError):
             reason = ""
-        return reason or f"worker exited with {w.proc.returncode}"
+        return reason or f"worker exited with {w.last_exit}"
 
     def wait_ready(self, timeout: float = 10.0) -> dict[str, str]:
         """Wait until every worker is receiving or has failed to start; returns the failed

@@ -82,6 +82,8 @@ def _parse_time_text(text: str, what: str) -> int:
         pass
     # fromisoformat stops at microseconds; numpy reads nanoseconds (naive: UTC)
     m = re.fullmatch(r"(.+?)(Z|[+-]\d\d:?\d\d)?", text)
+    if m is None:    # only an empty text, which to_ns refuses first
+        raise TimeRangeError(f"{what}: cannot read {text!r} as a time")
     body, zone = m.group(1), m.group(2)
     try:
         ns = int(np.datetime64(body, "ns").astype(np.int64))

@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -256,8 +257,9 @@ def _write_status(ring_path: str, status: dict) -> None:
 def _publish_status(args, rx: Receiver, error: str, known: dict) -> dict:
     """Log the first bad datagrams of each reason with their sender, and leave them with the
     current error (full disk...) in a file beside the ring for the supervisor to show."""
-    status = {"bad_datagrams": {k: [list(x) for x in v] for k, v in rx.samples.items()},
-              "error": error}
+    status: dict[str, Any] = {
+        "bad_datagrams": {k: [list(x) for x in v] for k, v in rx.samples.items()},
+        "error": error}
     if status == known:
         return known
     for reason, items in status["bad_datagrams"].items():

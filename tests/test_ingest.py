@@ -57,6 +57,9 @@ def test_exact_counts_single_and_multi_record_datagrams(supervisor):
         c = sup.counters(name)
         assert c["datagrams"] == n_dg and c["kernel_drops"] == 0
         assert np.allclose(cols.sine_wave, np.sin(2 * np.pi * np.arange(20_000) / 20))
+        st = sup.stats(name)       # one shape: the worker's counters and what is held
+        assert (st.records, st.stored_records, st.datagrams) == (20_000, 20_000, n_dg)
+        assert st.rejects == {} and st.status == "running" and st.segments >= 1
     # the current rate: about 1000 records/s while a sender runs at that rate
     send(port=a.port, rate=1_000, duration=2.5, first=20_000)
     # (a generous bound: the machine may be busy; benchmarks time it)
@@ -96,6 +99,7 @@ def test_every_reject_reason_is_counted_and_nothing_bad_is_stored(supervisor):
                  what="all datagrams")
     for reason in bad:
         assert c[f"reject_{reason}"] >= 1, reason
+    assert set(sup.stats("r").rejects) == set(bad)
     assert sum(v for k, v in c.items() if k.startswith("reject_")) \
         == len(bad) + 1
     samples = wait_for(lambda: sup.counters("r")["bad_datagrams"], what="samples")

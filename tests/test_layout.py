@@ -118,3 +118,13 @@ def test_op_kinds_agree_between_schema_and_codec():
                                "LONG": S.LONG, "FLOAT": S.FLOAT, "DOUBLE": S.DOUBLE,
                                "BYTES": S.BYTES, "STRING": S.STRING, "ENUM": S.ENUM,
                                "FIXED": S.FIXED, "UNION": S.UNION}
+
+
+def test_mypy_passes_on_the_package():
+    import subprocess
+    import sys
+    root = PACKAGE.parent
+    out = subprocess.run([sys.executable, "-m", "mypy", "--config-file",
+                          str(root / "pyproject.toml"), str(PACKAGE)], capture_output=True,
+                         text=True, cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -4,6 +4,7 @@ import shutil
 import tempfile
 
 import fastavro
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -111,7 +112,7 @@ class StoreModel(RuleBasedStateMachine):
         for name in CHANNELS:
             ch = self.store[name]
             ch.flush()
-            assert ch.stats()["records"] == len(self.model[name])
+            assert ch.stats().stored_records == len(self.model[name])
 
 
 def _fastavro_records(path):
@@ -122,4 +123,4 @@ def _fastavro_records(path):
 StoreModel.TestCase.settings = settings(
     max_examples=200, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-TestStoreModel = StoreModel.TestCase
+TestStoreModel = pytest.mark.slow(StoreModel.TestCase)

@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 
 import speeddata
 from speeddata.store._segment import needs_repair
@@ -33,6 +34,7 @@ while True:
 """ % (SCHEMA,)
 
 
+@pytest.mark.slow
 def test_kill_9_writer_many_times_loses_nothing_flushed(tmp_path, child_processes):
     rng = random.Random(11)
     flushed = 0

@@ -89,7 +89,7 @@ def test_3_records_far_ahead_are_kept_counted_and_decide_nothing(tmp_path):
         # received over 60 s, 100 records/s: with a 10 s span that is 6+ segments
         received_in_steps(ch, times, per=100, step=SEC)
         st = ch.stats()
-        assert st["clock_skew"] == 3 and st["records"] == 6000
+        assert st.clock_skew == 3 and st.stored_records == 6000 and st.records == 6000
         segs = ch.segments()
         assert len(segs) >= 5, "rolls by receive time, whatever the device clock says"
         for path in segs:     # named by receive time, never by the future
@@ -103,7 +103,7 @@ def test_3_records_far_ahead_are_kept_counted_and_decide_nothing(tmp_path):
         assert got.tolist() == [i for i in range(5000) if i not in (100, 2500, 4000)]
         # the horizon comes from the 59 s of receive time, not from ten years of device time
         store.configure(max_bytes=10 << 20)
-        assert store.projected_horizon() == pytest.approx((10 << 20) / (ch.stats()["bytes"] / 59))
+        assert store.projected_horizon() == pytest.approx((10 << 20) / (ch.stats().bytes / 59))
         # under max_age they go with their neighbours (received at the same time)
         store.configure(max_age=30)
         store.enforce_retention(now=NOW + 75 * SEC)
@@ -242,12 +242,17 @@ def test_9_one_damaged_channel_or_tags_database_leaves_the_rest_open(tmp_path):
             assert set(store.stats()) == {"a", "b", "d"}
 
 
-@pytest.mark.parametrize("damage", ["random", "huge_count", "short"])
-def test_10_12_an_index_that_disagrees_with_its_segment_is_not_trusted(tmp_path, damage):
-    with speeddata.store.open(tmp_path, block_bytes=1024, segment_bytes=8192) as store:
+def closed_segment(path) -> str:
+    """A store of 3000 records in several segments; the path of the first (closed) one."""
+    with speeddata.store.open(path, block_bytes=1024, segment_bytes=8192) as store:
         ch = store.create_channel("k", SCHEMA)
         ch.append(records(range(3000), T0 + np.arange(3000)))
-        closed = ch.segments()[0]
+        return ch.segments()[0]
+
+
+@pytest.mark.parametrize("damage", ["random", "huge_count", "short"])
+def test_10_12_an_index_that_disagrees_with_its_segment_is_not_trusted(tmp_path, damage):
+    closed = closed_segment(tmp_path)
     idx = closed[:-5] + ".idx"
     with open(idx, "rb") as f:
         raw = bytearray(f.read())
@@ -273,10 +278,7 @@ def test_10_12_an_index_that_disagrees_with_its_segment_is_not_trusted(tmp_path,
 
 @pytest.mark.parametrize("damage", ["zero", "header", "middle"])
 def test_12_a_damaged_closed_segment_is_named_never_silent(tmp_path, damage):
-    with speeddata.store.open(tmp_path, block_bytes=1024, segment_bytes=8192) as store:
-        ch = store.create_channel("k", SCHEMA)
-        ch.append(records(range(3000), T0 + np.arange(3000)))
-        closed = ch.segments()[0]
+    closed = closed_segment(tmp_path)
     if damage == "zero":
         open(closed, "wb").close()
     elif damage == "header":

@@ -40,14 +40,14 @@ def read_avro(path: str | os.PathLike, *, channel: str | None = None,
         else:
             warnings.warn(f"{path}: skipping unreadable bytes from {item.offset} "
                           f"({item.reason})", StoreWarning, stacklevel=2)
-    total = sum(b.count for b in blocks)
+    total = sum(b.records for b in blocks)
     time, columns, masks = allocate(cs, total)
     decompress = F.Decompressor(codec)
     row = 0
     for b in blocks:
         _, payload, _ = F.parse_block(data, b.offset, sync)
-        plan.decode_into(decompress(payload), b.count, row, time, columns, masks)
-        row += b.count
+        plan.decode_into(decompress(payload), b.records, row, time, columns, masks)
+        row += b.records
     parent = os.path.dirname(os.path.abspath(path))
     if channel is None:
         channel = os.path.basename(parent) if os.path.exists(

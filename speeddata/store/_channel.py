@@ -20,6 +20,7 @@ from .. import schema as S
 from ..codec import Plan, allocate, encoder, finish
 from ..columns import Columns
 from ..errors import DecodeError, FormatError, StoreError, StoreWarning
+from ..stats import ChannelStats
 from ..timeutil import TimeLike, now_ns, time_range, to_ns
 from . import _format as F
 from ._lock import take_lock
@@ -54,7 +55,7 @@ class Channel:
         self._seg_tmin = self._seg_tmax = np.empty(0, np.int64)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._dir_mtime: int | None = None
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} signals={self.schema.signal_names}>"
@@ -76,10 +77,11 @@ class Channel:
     # ---- writing -------------------------------------------------------------------------
 
     def writer(self) -> Writer:
-        with self._lock:
+        with self.lock:
             if self._writer is None:
                 self.store._check_writable()
-                self._writer = Writer(self)
+                self._writer = Writer(self, retention=self.store.enforce_retention
+                                      if self.store.owns_retention else None)
             return self._writer
 
     def append(self, records: Iterable[Mapping[str, Any]], *,
@@ -109,13 +111,13 @@ class Channel:
 
     def flush(self) -> None:
         """Write the open block now (appends flush by size and age on their own)."""
-        with self._lock:
+        with self.lock:
             if self._writer is not None:
                 self._writer.flush()
 
     def close(self) -> None:
         """Flush and give up the writer lock."""
-        with self._lock:
+        with self.lock:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
@@ -164,6 +166,7 @@ class Channel:
         segs = self._refresh()
         if not segs:
             return []
+        assert self._bounds is not None      # _refresh computes them
         runmax, sufmin = self._bounds
         a = int(np.searchsorted(runmax, lo, "left"))
         b = int(np.searchsorted(sufmin, last, "right"))
@@ -179,7 +182,7 @@ class Channel:
         lo, hi = time_range(start, end)
         last = hi - 1      # inclusive, so that an open end reaches 2**63 - 1
         self.flush()
-        with self._lock:
+        with self.lock:
             return self._select(lo, last), lo, last
 
     def read(self, start: TimeLike | None = None, end: TimeLike | None = None,
@@ -250,11 +253,11 @@ class Channel:
                 _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
                                               t.head[1])
                 body = _decompressor(t.head[0])(payload)
-                self._plan.decode_into(body, t.count, t.row, time_col, columns, masks)
+                self._plan.decode_into(body, t.records, t.row, time_col, columns, masks)
                 return None
             except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
                 return f"{t.path}: skipping corrupt block at byte {t.offset} " \
-                       f"({t.count} records): {err}"
+                       f"({t.records} records): {err}"
 
         # Blocks decode independently (zstd and the codec's parse run without the GIL),
         # so large reads spread over the cores.
@@ -265,7 +268,7 @@ class Channel:
         for task, problem in zip(tasks, problems):
             if problem:
                 warnings.warn(problem, StoreWarning, stacklevel=3)
-                lost.append((task.row, task.count))
+                lost.append((task.row, task.records))
         # the mappings go with the last view of them (a pool thread may still hold its
         # task for a moment, so no explicit close, which would fail while a view exists)
         del tasks
@@ -276,12 +279,16 @@ class Channel:
 
     def segments(self) -> list[str]:
         """Paths of the channel's segment files, oldest first."""
-        with self._lock:
-            return [s.path for s in self._refresh()]
+        return [s.path for s in self.views()]
+
+    def views(self) -> list[SegmentView]:
+        """The segments' checked index views, oldest first (for retention and tools)."""
+        with self.lock:
+            return list(self._refresh())
 
     def holds(self) -> tuple[int, int] | None:
         """(first, last) record time held, in ns; None when empty."""
-        with self._lock:
+        with self.lock:
             segs = [s for s in self._refresh() if len(s.index)]
         if not segs:
             return None
@@ -290,28 +297,27 @@ class Channel:
     def received(self) -> tuple[int, int] | None:
         """(first, last) receive time of the records held, in ns; None when empty. Unlike
         `holds`, this never trusts a device's clock: it is what retention goes by."""
-        with self._lock:
+        with self.lock:
             spans = [s.received for s in self._refresh() if len(s.index)]
         if not spans:
             return None
         return min(a for a, _ in spans), max(b for _, b in spans)
 
-    def stats(self) -> dict[str, Any]:
-        """Records, bytes on disk, time held (device and receive clocks) and segments;
-        writer counters when this process writes the channel."""
+    def stats(self) -> ChannelStats:
+        """What the channel holds (records, bytes on disk, segments, time held by both
+        clocks) and, when this process writes it, its ingest counters."""
         self.flush()
-        with self._lock:
+        with self.lock:
             segs = self._refresh()
             records = sum(s.records for s in segs)
         held, received = self.holds(), self.received()
-        out = {"channel": self.name, "records": records,
-               "bytes": sum(s.disk_bytes() for s in segs), "segments": len(segs),
-               "first_time": held[0] if held else None,
-               "last_time": held[1] if held else None,
-               "first_received": received[0] if received else None,
-               "last_received": received[1] if received else None}
-        if self._writer is not None:
-            out.update(self._writer.counters())
+        out = self._writer.counters(self.name) if self._writer is not None \
+            else ChannelStats(self.name)
+        out.stored_records = records
+        out.bytes = sum(s.disk_bytes() for s in segs)
+        out.segments = len(segs)
+        out.first_time, out.last_time = held if held else (None, None)
+        out.first_received, out.last_received = received if received else (None, None)
         return out
 
     def repair_if_idle(self) -> list[Repair]:
@@ -478,7 +484,7 @@ class _Task(NamedTuple):
     mem: memoryview             # the mapped segment
     offset: int                 # the block's file offset and length
     length: int
-    count: int
+    records: int
     row: int
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Held:
     """One segment as retention sees it."""
     channel: str
-    key: object          # what the caller deletes (a path, a view)
+    key: Any             # what the caller deletes (a path, a view)
     seq: int             # write order within the channel
     received: int        # receive time of its newest record, ns
     tmin: int            # device-time range, for tags

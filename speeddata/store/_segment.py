@@ -7,9 +7,9 @@ import errno
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import zstandard
@@ -63,7 +63,7 @@ class SegmentWriter:
         self._write(self.fd, head, 0)
         self.size = len(head)
 
-    def write(self, body: bytes, info: dict) -> int:
+    def write(self, body: bytes, info: Mapping[str, Any]) -> int:
         """Compress and append one block; return the bytes it took on disk."""
         data = F.block(info["count"], self._zstd.compress(body), self.sync)
         self._write(self.fd, data, self.size)
@@ -117,7 +117,7 @@ class Block(NamedTuple):
     """A whole block found by `walk`: where it lies, its records' times."""
     offset: int
     end: int
-    count: int
+    records: int
     times: np.ndarray
 
 
@@ -160,7 +160,7 @@ def scanned_entries(blocks: list[Block], recv_ns: int) -> np.ndarray:
     for i, b in enumerate(blocks):
         t = b.times
         in_order = bool(np.all(t[1:] >= t[:-1]))
-        out[i] = (b.offset, b.end - b.offset, b.count, t.min(), t.max(), recv_ns, recv_ns,
+        out[i] = (b.offset, b.end - b.offset, b.records, t.min(), t.max(), recv_ns, recv_ns,
                   F.FLAG_SCANNED | (F.FLAG_IN_ORDER if in_order else 0))
     return out
 
@@ -277,10 +277,10 @@ def repair(path: str, plan, schema_json: str) -> Repair:
     try:
         _, codec, sync, pos = F.parse_header(data)
     except FormatError as err:
-        found = salvage_header(data, schema_json, old)
-        if found is None:
+        salvaged = salvage_header(data, schema_json, old)
+        if salvaged is None:
             return _header_lost(result, data, err, len(F.header(schema_json, sync=b"0" * 16)))
-        head, sync = found
+        head, sync = salvaged
         with open(path, "r+b") as f:
             f.write(head)
         data = head + data[len(head):]
@@ -300,7 +300,7 @@ def repair(path: str, plan, schema_json: str) -> Repair:
         entries.append(e)
         pos = end
     rescanned = pos < len(data) or len(entries) != len(old)
-    found = []
+    found: list[Block] = []
     for item in walk(data, pos, sync, codec, plan):
         if isinstance(item, Block):
             found.append(item)

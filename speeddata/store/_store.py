@@ -30,6 +30,7 @@ import zstandard
 from .. import schema as S
 from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, TagNotFound,
                       TimeRangeError)
+from ..stats import ChannelStats
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
 from . import _retention
 from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel, stored_avro
@@ -512,8 +513,9 @@ class Store:
 
     # ---- what it holds -------------------------------------------------------------------
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Per channel: records, bytes on disk, first and last time, segments."""
+    def stats(self) -> dict[str, ChannelStats]:
+        """Per channel: what it holds (records, bytes, segments, time held) and, for the
+        channels this process writes, their ingest counters."""
         return {ch.name: ch.stats() for ch in self._readable()}
 
     def holds(self, channel: str | None = None) -> tuple[int, int] | None:
@@ -539,9 +541,9 @@ class Store:
         rate = 0.0
         for ch in self._readable():
             st = ch.stats()
-            first, last = st["first_received"], st["last_received"]
-            if st["records"] and last is not None and last > first:
-                rate += st["bytes"] / ((last - first) / 1e9)
+            first, last = st.first_received, st.last_received
+            if st.stored_records and first is not None and last is not None and last > first:
+                rate += st.bytes / ((last - first) / 1e9)
         if not rate:
             return None
         limits = [max_age / 1e9] if max_age is not None else []
@@ -567,8 +569,7 @@ class Store:
         held, limits = [], {}
         for ch in self._readable():
             try:
-                with ch._lock:
-                    segs = list(ch._refresh())
+                segs = ch.views()
             except FileNotFoundError:
                 continue   # dropped meanwhile
             own = ch.options

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._block import BlockBuilder
 from ..codec import Plan
 from ..errors import StoreError
+from ..stats import ChannelStats
 from ._lock import take_lock
 from ._segment import SegmentWriter, parse_stem, segment_stem, store_error
 
 if TYPE_CHECKING:
+    from .._block import BlockInfo
     from ._channel import Channel
 
 HEAD_FILE = "HEAD"
@@ -34,8 +36,9 @@ class Appended:
 class Writer:
     """The one writer of a channel: open block, current segment, rollover and retention."""
 
-    def __init__(self, channel: "Channel"):
+    def __init__(self, channel: "Channel", retention: Callable[[], Any] | None = None):
         self.channel = channel
+        self.retention = retention   # this process owns the store's retention: run it
         self.lock_fd = take_lock(channel.path, channel.name, wait=2.0)
         try:
             channel.repair()
@@ -53,7 +56,7 @@ class Writer:
         self.bytes_written = 0
         self.dropped_records = 0
         self.last_time = 0
-        self.last_error = ""
+        self.error = ""
         self.next_retention = time.monotonic() + RETENTION_EVERY
 
     def configure(self) -> None:
@@ -79,7 +82,7 @@ class Writer:
         if not isinstance(datagrams, list):
             datagrams = list(datagrams)
         added = i = 0
-        with self.channel._lock:
+        with self.channel.lock:
             while True:  # a long list fills several blocks
                 got, i = b.add_datagrams(datagrams, recv_ns, i, self.block_bytes)
                 added += got
@@ -104,24 +107,26 @@ class Writer:
         try:
             if self.segment is None or self._should_roll(info):
                 self._roll(info)
+            assert self.segment is not None
             self.bytes_written += self.segment.write(body, info)
             self.blocks_written += 1
             self.last_time = max(self.last_time, info["tmax"])
-            self.last_error = ""
+            self.error = ""
         except StoreError as e:
             self.dropped_records += info["count"]
-            self.last_error = str(e)
+            self.error = str(e)
             raise
         if time.monotonic() >= self.next_retention:
             self._retention()
 
-    def _should_roll(self, info: dict) -> bool:
+    def _should_roll(self, info: BlockInfo) -> bool:
         """By size, or by the span of receive times (a device's clock never decides)."""
         seg = self.segment
+        assert seg is not None
         return seg.size >= self.segment_bytes or (
             seg.first_recv is not None and info["rmax"] - seg.first_recv >= self.segment_span)
 
-    def _roll(self, info: dict) -> None:
+    def _roll(self, info: BlockInfo) -> None:
         if self.segment is not None:
             self.segment.close()
         self.seq += 1
@@ -143,15 +148,16 @@ class Writer:
         """Retention, when this process is the store's owner of it (a library user writing
         through speeddata.store.open; under speeddata serve the supervisor owns it)."""
         self.next_retention = time.monotonic() + RETENTION_EVERY
-        if self.channel.store.owns_retention:
-            self.channel.store.enforce_retention()
+        if self.retention is not None:
+            self.retention()
 
-    def counters(self) -> dict[str, Any]:
-        return {"datagrams": self.builder.datagrams, "accepted_records": self.builder.records,
-                "rejects": self.builder.rejects, "clock_skew": self.builder.clock_skew,
-                "blocks_written": self.blocks_written,
-                "bytes_written": self.bytes_written, "dropped_records": self.dropped_records,
-                "last_error": self.last_error}
+    def counters(self, channel: str) -> ChannelStats:
+        b = self.builder
+        return ChannelStats(channel, datagrams=b.datagrams, records=b.records,
+                            rejects=b.rejects, clock_skew=b.clock_skew,
+                            blocks_written=self.blocks_written,
+                            bytes_written=self.bytes_written,
+                            dropped_records=self.dropped_records, error=self.error)
 
     def close(self) -> None:
         try:
