@@ -371,3 +371,11 @@ def test_fuzz_damaged_segments_never_crash_the_reader_or_repair(tmp_path):
         good = {r["counter"]: r for r in (example_record(i) for i in range(400))}
         for c, t, s in zip(cols.counter.tolist(), cols.time.tolist(), cols.sine_wave.tolist()):
             assert c in good and good[c]["time"] == t and good[c]["sine_wave"] == s
+
+
+def test_a_mistyped_tag_name_is_named_as_a_tag(store, tmp_path):
+    fill(store.create_channel("example", EXAMPLE_AVSC), 10)
+    store.tag("run-42", T0, T0 + 10**9)
+    with pytest.raises(TagNotFound, match="no tag 'run-4'.*run-42"):
+        store.export_hdf5(tmp_path / "x.h5", "run-4")
+    assert not (tmp_path / "x.h5").exists()

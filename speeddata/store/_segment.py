@@ -300,6 +300,20 @@ def repair(path: str, plan, schema_json: str) -> Repair:
         entries.append(e)
         pos = end
     rescanned = pos < len(data) or len(entries) != len(old)
+    found = _rescan(result, data, pos, sync, codec, plan, indexed_end)
+    if rescanned or not os.path.exists(idx_path):
+        new = scanned_entries(found, mtime_ns(path))
+        F.write_index(idx_path, np.concatenate([np.array(entries, dtype=F.INDEX_DTYPE), new]))
+        result.reindexed = True
+    return result
+
+
+def _rescan(result: Repair, data: bytes, pos: int, sync: bytes, codec: str, plan,
+            indexed_end: int) -> list[Block]:
+    """The whole blocks from ``pos`` on; junk between them is skipped and a torn tail cut,
+    each named (a warning where the index vouched for the bytes, a log line for the tail
+    of a write that a crash cut short)."""
+    path = result.path
     found: list[Block] = []
     for item in walk(data, pos, sync, codec, plan):
         if isinstance(item, Block):
@@ -310,18 +324,14 @@ def repair(path: str, plan, schema_json: str) -> Repair:
                 f.truncate(item.offset)
             message = (f"{path}: cut {len(data) - item.offset} unreadable bytes at its end, "
                        f"from byte {item.offset} ({item.reason})")
-            if item.offset < indexed_end:   # blocks the index vouched for: damage
+            if item.offset < indexed_end:
                 _warn(message)
-            else:                           # past the index: a write a crash cut short
+            else:
                 log.warning(message)
         else:
             result.skipped.append((item.offset, item.end - item.offset))
             _warn(f"{path}: skipping corrupt bytes {item.offset}..{item.end} ({item.reason})")
-    if rescanned or not os.path.exists(idx_path):
-        new = scanned_entries(found, mtime_ns(path))
-        F.write_index(idx_path, np.concatenate([np.array(entries, dtype=F.INDEX_DTYPE), new]))
-        result.reindexed = True
-    return result
+    return found
 
 
 def _header_lost(result: Repair, data: bytes, err: Exception, header_bytes: int) -> Repair:
