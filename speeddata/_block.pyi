@@ -1,4 +1,4 @@
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from ._codec import Plan
 
@@ -26,6 +26,7 @@ class BlockBuilder:
     age: float
     rejects: dict[str, int]
     def __init__(self, plan: Plan, stamp: bool = ..., skew_ns: int = ...) -> None: ...
-    def add_datagrams(self, datagrams: list[bytes], recv_ns: int, start: int = ...,
+    def add_datagrams(self, datagrams: list[bytes | memoryview] | list[Any], recv_ns: int,
+                      start: int = ...,
                       max_bytes: int = ...) -> tuple[int, int]: ...
     def take(self) -> tuple[bytes, BlockInfo] | None: ...

@@ -84,11 +84,12 @@ def export(store, path: str, lo: int, hi: int, channels, signals, *,
                               f"{', '.join(ch.name for ch in channels)}")
     tmp = f"{path}.partial-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs.update({"start": lo, "end": min(hi, _I64_MAX), "speeddata_version": __version__,
-                            "tag": tag.name if tag else "", "note": tag.note if tag else ""})
-            for ch in channels:
-                _export_channel(f, ch, lo, hi, wanted[ch.name], compression, progress)
+        try:
+            _write(tmp, lo, hi, channels, wanted, compression, progress, tag, contiguous=True)
+        except _Short:
+            # a block went unreadable between counting and reading (damage, retention):
+            # write again with datasets that grow as they are filled
+            _write(tmp, lo, hi, channels, wanted, compression, progress, tag, contiguous=False)
         os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
@@ -99,13 +100,28 @@ def export(store, path: str, lo: int, hi: int, channels, signals, *,
     return path
 
 
-def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress) -> None:
+class _Short(Exception):
+    """Fewer records came than were counted."""
+
+
+def _write(tmp: str, lo: int, hi: int, channels, wanted, compression, progress, tag, *,
+           contiguous: bool) -> None:
+    with h5py.File(tmp, "w", track_order=True) as f:
+        f.attrs.update({"start": lo, "end": min(hi, _I64_MAX), "speeddata_version": __version__,
+                        "tag": tag.name if tag else "", "note": tag.note if tag else ""})
+        for ch in channels:
+            _export_channel(f, ch, lo, hi, wanted[ch.name], compression, progress, contiguous)
+
+
+def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress,
+                    contiguous: bool) -> None:
     g = f.create_group(ch.name, track_order=True)
     cs = ch.schema
     g.attrs.update({"avro_schema": cs.to_json(), "time_field": cs.time_field,
                     "time_unit": cs.time_unit})
-    total, exact = ch.count(lo, hi)
-    if exact and not compression:
+    end = hi if hi <= _I64_MAX else None
+    total = ch.count(lo, end) if contiguous and not compression else 0
+    if contiguous and not compression:
         # the size is known: plain contiguous datasets, as fast to write as h5py gets
         shape, opts = (total,), {}
     else:
@@ -125,10 +141,12 @@ def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress) -> N
             valid[name] = g.require_group(VALID).create_dataset(name, shape, dtype=bool,
                                                                 **opts)
     n = 0
-    for cols in _prefetch(ch.iter_read(lo, hi, names)):
+    for cols in _prefetch(ch.iter_read(lo, end, names)):
         m = len(cols)
         if not m:
             continue
+        if contiguous and not compression and n + m > total:
+            raise _Short()        # more came than counted (a writer appended meanwhile)
         columns = [(d, cols.time if key == "time" else _h5_values(cs.signal(key), cols[key]))
                    for key, d in sets.items()]
         columns += [(d, ~np.ma.getmaskarray(cols[key])) for key, d in valid.items()]
@@ -140,6 +158,8 @@ def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress) -> N
         n += m
         if progress:
             progress(ch.name, n)
+    if contiguous and not compression and n != total:
+        raise _Short()
     g.attrs["records"] = n
 
 

@@ -76,7 +76,7 @@ class Writer:
         self.level = int(ch.option("compression_level"))
         self.fsync = bool(ch.option("fsync"))
 
-    def add(self, datagrams: Iterable[bytes], recv_ns: int) -> Appended:
+    def add(self, datagrams: Iterable[bytes | memoryview], recv_ns: int) -> Appended:
         b = self.builder
         before_dg, before_rej = b.datagrams, dict(b.rejects)
         if not isinstance(datagrams, list):

@@ -1,0 +1,123 @@
+"""Store reads beyond `read`: columnar append, exact counts, raw blocks, overviews."""
+
+import fastavro
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import speeddata
+from speeddata import DecodeError
+from speeddata.codec import Plan, decode
+from speeddata.send import example_columns
+from speeddata.store import _format as F
+
+from helpers import EXAMPLE_AVSC, T0
+
+NULLABLE = {"type": "record", "name": "n", "fields": [
+    {"name": "time", "type": "long"}, {"name": "v", "type": ["null", "double"]},
+    {"name": "s", "type": ["null", "string"]}, {"name": "k", "type": "int"}]}
+
+
+@pytest.fixture
+def store(tmp_path):
+    with speeddata.store.open(tmp_path / "s", block_bytes=4096) as s:
+        yield s
+
+
+def test_append_columns_round_trips_through_read_and_fastavro(store):
+    ch = store.create_channel("example", EXAMPLE_AVSC)
+    t, data = example_columns(0, 5000, T0, 1_000_000)
+    result = ch.append_columns(t, data)
+    assert result.records == 5000 and result.rejected == {}
+    cols = ch.read()
+    assert cols.time.tolist() == t.tolist()
+    for name, values in data.items():
+        assert cols[name].tolist() == list(values), name
+    ch.flush()
+    rows = []
+    for path in ch.segments():
+        with open(path, "rb") as f:
+            rows.extend(fastavro.reader(f))
+    assert [r["counter"] for r in rows] == data["counter"].tolist()
+    assert [r["message"] for r in rows] == list(data["message"])
+    # Columns in, and datetime64 times
+    again = store.create_channel("again", EXAMPLE_AVSC)
+    again.append_columns(cols.take(slice(0, 10)))
+    again.append_columns(cols.time[10:20].astype("datetime64[ns]"),
+                         {k: v[10:20] for k, v in cols.data.items()})
+    assert again.read().counter.tolist() == list(range(20))
+
+
+def test_append_columns_nullable_strings_and_bad_columns(store):
+    ch = store.create_channel("n", NULLABLE)
+    v = np.ma.MaskedArray([1.5, 0.0, 2.5], mask=[False, True, False])
+    s = np.ma.MaskedArray(np.array(["a", "", "b"], dtype=object), mask=[False, True, False])
+    ch.append_columns(T0 + np.arange(3), {"v": v, "s": s, "k": np.arange(3)})
+    cols = ch.read()
+    assert cols.v.tolist() == [1.5, None, 2.5] and cols.s.tolist() == ["a", None, "b"]
+    with pytest.raises(DecodeError, match="no column for signal 'k'"):
+        ch.append_columns(T0 + np.arange(3), {"v": v, "s": s})
+    with pytest.raises(DecodeError, match="times must be int64 ns"):
+        ch.append_columns(np.array([1.5]), {"v": v[:1], "s": s[:1], "k": [1]})
+    stamped = store.create_channel("p", {"type": "record", "name": "p",
+                                         "fields": [{"name": "x", "type": "double"}]})
+    stamped.append_columns(None, {"x": np.array([1.0, 2.0])}, receive_time=T0 + 5)
+    assert stamped.read().time.tolist() == [T0 + 5] * 2
+
+
+def test_strings_and_nullable_strings_in_both_reading_modes(store):
+    ch = store.create_channel("n", NULLABLE)
+    rng = np.random.default_rng(2)
+    n = 3000
+    words = np.array(["idle", "run", "fault", "héllo"], dtype=object)
+    s = np.ma.MaskedArray(words[rng.integers(0, 4, n)], mask=rng.random(n) < 0.3)
+    ch.append_columns(T0 + np.arange(n), {"v": rng.normal(size=n), "s": s,
+                                          "k": np.arange(n)})
+    whole = ch.read()
+    chunks = list(ch.iter_read(chunk_records=400))
+    assert len(chunks) > 3
+    joined = [x for c in chunks for x in c.s.tolist()]
+    expect = [None if m else w for w, m in zip(s.data, s.mask)]
+    assert whole.s.tolist() == expect and joined == expect
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_count_is_exact_on_random_ranges_even_out_of_order(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("count")
+    times = np.array(data.draw(st.lists(st.integers(0, 5000), min_size=1, max_size=800)))
+    with speeddata.store.open(path, block_bytes=256) as store:
+        ch = store.create_channel("n", NULLABLE)
+        ch.append_columns(times, {"v": np.zeros(len(times)), "s": ["x"] * len(times),
+                                  "k": np.arange(len(times))})
+        for _ in range(5):
+            lo = data.draw(st.integers(-10, 5010))
+            hi = data.draw(st.integers(lo, 5020))
+            n = int(((times >= lo) & (times < hi)).sum())
+            assert ch.count(lo, hi) == n == len(ch.read(lo, hi))
+            assert ch.count(lo, hi, estimate=True) >= n
+        assert ch.count() == len(times)
+
+
+def test_time_may_be_named_among_signals(store):
+    ch = store.create_channel("n", NULLABLE)
+    ch.append_columns(T0 + np.arange(3), {"v": np.ones(3), "s": ["a"] * 3, "k": np.arange(3)})
+    cols = ch.read(signals=["time", "k"])
+    assert cols.signals == ["k"] and cols.time.tolist() == (T0 + np.arange(3)).tolist()
+    assert ch.read(signals=["time"]).signals == []
+
+
+def test_iter_blocks_gives_the_stored_blocks(store):
+    ch = store.create_channel("example", EXAMPLE_AVSC)
+    t, data = example_columns(0, 4000, T0, 1_000_000)
+    ch.append_columns(t, data)
+    blocks = list(ch.iter_blocks(T0 + 1_000_000_000, T0 + 2_000_000_000))
+    assert len(blocks) > 1 and all(b.codec == "zstandard" for b in blocks)
+    plan = Plan(ch.schema)
+    got = np.concatenate([decode(plan, F.Decompressor(b.codec)(b.payload), b.records).counter
+                          for b in blocks])
+    assert set(range(1000, 2000)) <= set(got.tolist())
+    assert blocks[0].tmin <= T0 + 1_000_000_000 and blocks[-1].tmax >= T0 + 1_999_000_000
+    assert sum(b.records for b in ch.iter_blocks()) == 4000
