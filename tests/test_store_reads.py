@@ -1,5 +1,7 @@
 """Store reads beyond `read`: columnar append, exact counts, raw blocks, overviews."""
 
+import os
+
 import fastavro
 import numpy as np
 import pytest
@@ -121,3 +123,118 @@ def test_iter_blocks_gives_the_stored_blocks(store):
     assert set(range(1000, 2000)) <= set(got.tolist())
     assert blocks[0].tmin <= T0 + 1_000_000_000 and blocks[-1].tmax >= T0 + 1_999_000_000
     assert sum(b.records for b in ch.iter_blocks()) == 4000
+
+
+def reference_overview(cols, name, lo, hi, buckets):
+    """What numpy says from the full read, by the overview's own definitions."""
+    edges = np.array([lo + (hi - lo) * k // buckets for k in range(buckets + 1)])
+    b = np.searchsorted(edges, cols.time, "right") - 1
+    v = cols[name]
+    x = np.ma.getdata(v).astype(float)
+    ok = ~np.ma.getmaskarray(v) & ~np.isnan(x)
+    out = {k: [] for k in ("count", "min", "max", "mean", "first", "last", "min_time",
+                           "max_time", "records")}
+    for k in range(buckets):
+        sel = (b == k) & ok
+        out["records"].append(int((b == k).sum()))
+        xs, ts = x[sel], cols.time[sel]
+        out["count"].append(len(xs))
+        if not len(xs):
+            for key in ("min", "max", "mean", "first", "last"):
+                out[key].append(np.nan)
+            out["min_time"].append(0)
+            out["max_time"].append(0)
+            continue
+        out["min"].append(xs.min())
+        out["max"].append(xs.max())
+        out["mean"].append(xs.sum() / len(xs))
+        out["first"].append(xs[ts == ts.min()].min())
+        out["last"].append(xs[ts == ts.max()].max())
+        out["min_time"].append(ts[xs == xs.min()].min())
+        out["max_time"].append(ts[xs == xs.max()].min())
+    return out
+
+
+OV_SCHEMA = {"type": "record", "name": "o", "fields": [
+    {"name": "time", "type": "long"}, {"name": "a", "type": "double"},
+    {"name": "b", "type": ["null", "float"]}, {"name": "c", "type": "int"},
+    {"name": "s", "type": "string"}]}
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_overview_equals_numpy_on_the_full_read(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("ov")
+    n = data.draw(st.integers(1, 1500))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    times = np.sort(rng.integers(0, 100_000, n))
+    if data.draw(st.booleans()):                     # out-of-order stretches
+        k = data.draw(st.integers(0, n - 1))
+        times[k:k + 50] = times[k:k + 50][::-1]
+    a = rng.normal(size=n)
+    a[rng.random(n) < 0.02] = np.nan
+    b = np.ma.MaskedArray(rng.normal(size=n).astype(np.float32), mask=rng.random(n) < 0.3)
+    c = rng.integers(-5, 5, n).astype(np.int32)       # many ties
+    with speeddata.store.open(path, block_bytes=data.draw(st.sampled_from([128, 512, 4096]))) \
+            as store:
+        ch = store.create_channel("o", OV_SCHEMA)
+        ch.append_columns(times, {"a": a, "b": b, "c": c, "s": ["x"] * n})
+        full = ch.read()
+        buckets = data.draw(st.integers(1, 40))
+        lo = data.draw(st.integers(-1000, 50_000))
+        hi = data.draw(st.integers(lo + 1, 110_000))
+        ov = ch.overview(lo, hi, buckets=buckets)
+        part = full.take((full.time >= lo) & (full.time < hi))
+        assert len(ov) == buckets and ov.time[0] == lo
+        for name in ("a", "b", "c"):
+            ref = reference_overview(part, name, lo, hi, buckets)
+            got = ov[name]
+            assert ov.count.tolist() == ref["records"]
+            assert got.count.tolist() == ref["count"]
+            for key in ("min", "max", "first", "last"):
+                np.testing.assert_array_equal(getattr(got, key), ref[key], err_msg=key)
+            np.testing.assert_allclose(got.mean, ref["mean"], rtol=1e-9, atol=1e-12)
+            has = np.array(ref["count"]) > 0
+            assert np.array_equal(got.min_time[has], np.array(ref["min_time"])[has])
+            assert np.array_equal(got.max_time[has], np.array(ref["max_time"])[has])
+
+
+def test_overview_reads_summaries_and_decodes_only_edges(store):
+    ch = store.create_channel("o", OV_SCHEMA)
+    n = 200_000
+    t = T0 + np.arange(n) * 1_000_000                 # 200 s at 1 kHz
+    ch.append_columns(t, {"a": np.sin(np.arange(n) / 100), "b": np.ones(n, np.float32),
+                          "c": np.zeros(n, np.int32), "s": ["x"] * n})
+    ov = ch.overview(T0, T0 + 200 * 10**9, buckets=10)
+    assert ov.count.tolist() == [20_000] * 10
+    assert ov.decoded_blocks <= 2 * 10 and ov.summarised_blocks > 10 * ov.decoded_blocks
+    full = ch.read()
+    assert ov["a"].max[0] == full.a[:20_000].max()
+    with pytest.raises(speeddata.SchemaError, match="'s' is string"):
+        ch.overview(T0, T0 + 10, signals=["s"])
+
+
+def test_overview_of_a_store_written_before_summaries(tmp_path):
+    path = tmp_path / "old"
+    with speeddata.store.open(path, block_bytes=2048, segment_bytes=16_384) as store:
+        ch = store.create_channel("o", OV_SCHEMA)
+        n = 5000
+        ch.append_columns(T0 + np.arange(n) * 1000, {"a": np.arange(n, dtype=float),
+                                                     "b": np.zeros(n, np.float32),
+                                                     "c": np.arange(n, dtype=np.int32),
+                                                     "s": ["x"] * n})
+        first = ch.overview(T0, T0 + n * 1000, buckets=7)
+        paths = ch.segments()
+    for p in paths:                                   # as an older SpeedData left it
+        os.remove(p[:-5] + ".sum")
+    with speeddata.store.open(path, readonly=True) as store:   # cannot build: decodes
+        again = store["o"].overview(T0, T0 + n * 1000, buckets=7)
+        assert again.decoded_blocks > first.decoded_blocks     # right, if slower
+        for key in ("min", "max", "mean", "first", "last"):
+            np.testing.assert_array_equal(getattr(again["a"], key), getattr(first["a"], key))
+    with speeddata.store.open(path) as store:         # built on first use, for good
+        third = store["o"].overview(T0, T0 + n * 1000, buckets=7)
+        assert third.decoded_blocks == first.decoded_blocks
+        np.testing.assert_array_equal(third["c"].max, first["c"].max)
+    assert all(os.path.exists(p[:-5] + ".sum") for p in paths)

@@ -351,7 +351,8 @@ def test_17_a_small_quota_bounds_the_disk_whatever_the_block_size(tmp_path):
                        for i in range(100)])
             ch.flush()
             peak = max(peak, sum(os.path.getsize(os.path.join(ch.path, f))
-                                 for f in os.listdir(ch.path) if f.endswith((".avro", ".idx"))))
+                                 for f in os.listdir(ch.path)
+                                 if f.endswith((".avro", ".idx", ".sum"))))
         segment = ch.writer().segment_bytes
     assert peak <= quota + 1.5 * segment, (peak, segment)
 
@@ -561,7 +562,7 @@ def test_device_clocks_jumping_300_years_never_decide_retention(tmp_path_factory
             assert received[i] < now - max_age * SEC or quota is not None
         if quota is not None:
             used = sum(os.path.getsize(os.path.join(ch.path, f)) for f in os.listdir(ch.path)
-                       if f.endswith((".avro", ".idx")))
+                       if f.endswith((".avro", ".idx", ".sum")))
             assert used <= quota + 2048 + 1024 + _tagged_bytes(ch, t0)
 
 

@@ -19,11 +19,13 @@ import zstandard
 from .. import schema as S
 from ..codec import Plan, allocate, encode_columns, encoder, finish
 from ..columns import Columns
-from ..errors import DecodeError, FormatError, StoreError, StoreWarning
+from ..errors import DecodeError, FormatError, StoreError, StoreWarning, TimeRangeError
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, now_ns, time_range, to_ns
 from . import _format as F
-from ._lock import take_lock
+from . import _overview as O
+from ._overview import Overview
+from ._lock import take_lock, writer_active
 from ._segment import Repair, needs_repair, repair
 from ._view import I64_MAX, I64_MIN, SegmentView
 from ._writer import HEAD_FILE, Appended, Writer
@@ -51,6 +53,7 @@ class Channel:
         self.config, self.schema, self.rebuilt = _definition(path, name, store.readonly)
         self._plan = Plan(self.schema)
         self._wire: Plan | None = None
+        self._summarised = False
         self._writer: Writer | None = None
         self._segments: list[SegmentView] = []
         self._seg_tmin = self._seg_tmax = np.empty(0, np.int64)
@@ -216,6 +219,104 @@ class Channel:
             elif not within.all():
                 edges.append((seg, blocks[~within]))
         return inside + (len(self._decode(edges, lo, last, [])) if edges else 0)
+
+    def overview(self, start: TimeLike | None = None, end: TimeLike | None = None,
+                 buckets: int = 1200, signals: Sequence[str] | None = None) -> Overview:
+        """Per bucket of equal time width over [start, end): the record count and, for each
+        numeric signal, count, min, max, mean, first and last, with the times of the min,
+        max, first and last (what a chart needs to draw a line exact at pixel resolution).
+
+        Computed from the summary each block carries, decoding only the blocks that
+        straddle a bucket edge: a day costs about what a minute costs. An open end is
+        bounded by the time held.
+        """
+        if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
+            raise TimeRangeError(f"buckets must be a positive integer, not {buckets!r}")
+        lo, hi = time_range(start, end)
+        if not self._summarised and not self.store.readonly:
+            self._summarised = True     # an older store's segments: summarised once, here
+            self.build_summaries()
+        held = self.holds()
+        if held is None:
+            lo, hi = (lo if start is not None else 0), (hi if end is not None else 1)
+        else:
+            lo = lo if start is not None else held[0]
+            hi = hi if end is not None else held[1] + 1
+        hi = max(hi, lo + 1)
+        all_numeric = O.numeric_signals(self.schema)
+        names = [s.name for s in all_numeric] if signals is None else \
+            [s for s in _data_signals(signals) or []]
+        for name in names:
+            sig = self.schema.signal(name)          # SchemaError for an unknown name
+            if sig.type not in O.NUMERIC:
+                raise S.SchemaError(f"signal {name!r} is {sig.type}: an overview takes "
+                                    "numeric signals", hint="read it instead")
+        column = {s.name: k for k, s in enumerate(all_numeric)}
+        dtype = O.summary_dtype(self.schema)
+        edges = O.bucket_edges(lo, hi, buckets)
+        last = hi - 1
+        self.flush()
+        with self.lock:
+            selected = self._select(lo, last)
+        rows, row_bucket, counts, straddling = [], [], np.zeros(buckets, np.int64), []
+        for seg, blocks in selected:
+            sums = seg.summaries(dtype) if all_numeric else np.empty(0, dtype)
+            at = np.searchsorted(sums["offset"], blocks["offset"]) if len(sums) else \
+                np.zeros(len(blocks), np.int64)
+            at = np.minimum(at, max(0, len(sums) - 1))
+            has = (sums["offset"][at] == blocks["offset"]) if len(sums) else \
+                np.zeros(len(blocks), bool)
+            b0 = np.searchsorted(edges, blocks["tmin"], "right") - 1
+            b1 = np.searchsorted(edges, blocks["tmax"], "right") - 1
+            whole = (blocks["tmin"] >= lo) & (blocks["tmax"] <= last) & (b0 == b1) & \
+                (has | (not all_numeric))
+            if whole.any():
+                counts += np.bincount(b0[whole], weights=blocks["count"][whole],
+                                      minlength=buckets).astype(np.int64)
+                if all_numeric:
+                    rows.append(sums[at[whole]])
+                    row_bucket.append(b0[whole])
+            if not whole.all():
+                straddling.append((seg, blocks[~whole]))
+        cols = self._decode(straddling, lo, last, names)
+        raw_bucket = np.searchsorted(edges, cols.time, "right") - 1
+        counts += np.bincount(raw_bucket, minlength=buckets).astype(np.int64)
+        summary = np.concatenate(rows) if rows else np.empty(0, dtype)
+        summary_bucket = np.concatenate(row_bucket) if row_bucket else np.empty(0, np.int64)
+        stats = {}
+        for name in names:
+            part = O.from_summaries(summary, column[name], summary_bucket, buckets)
+            keep, x, t = O._valid(cols, name)
+            stats[name] = O.combine(part, O.reduce_sorted(keep, x, t, raw_bucket, buckets))
+        return O.finish(self.name, edges, counts, stats,
+                        sum(len(b) for _, b in straddling), len(summary))
+
+    def build_summaries(self, progress=None) -> int:
+        """Summaries for the closed segments that lack them (written by an older version,
+        or lost): each block decoded once. Returns the blocks summarised."""
+        numeric = [s.name for s in O.numeric_signals(self.schema)]
+        if not numeric or self.store.readonly:
+            return 0
+        dtype = O.summary_dtype(self.schema)
+        views = self.views()
+        if self._writer is not None or writer_active(self.path):
+            views = views[:-1]             # its writer appends summaries as it goes
+        done = 0
+        for i, seg in enumerate(views):
+            sums = seg.summaries(dtype)
+            if len(sums) >= len(seg.index) and set(sums["offset"]) >= set(seg.index["offset"]):
+                continue
+            rows = []
+            for b in seg.index:
+                cols = self._decode([(seg, np.array([b]))], I64_MIN, I64_MAX, numeric)
+                rows.append(O.summarize(cols, self.schema, int(b["offset"])))
+            O.write_summaries(seg.sum_path, rows, dtype)
+            done += len(rows)
+            if progress:
+                progress(i + 1, len(views))
+            log.info("channel %s: summarised %d blocks of %s (%d/%d segments)", self.name,
+                     len(rows), os.path.basename(seg.path), i + 1, len(views))
+        return done
 
     def append_columns(self, time: Any, data: Mapping[str, Any] | None = None, *,
                        receive_time: TimeLike | None = None) -> Appended:

@@ -55,6 +55,8 @@ class SegmentWriter:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             self.idx_fd = os.open(self.idx_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                   | os.O_APPEND, 0o644)
+            self.sum_fd = os.open(path[: -len(".avro")] + ".sum", os.O_WRONLY | os.O_CREAT
+                                  | os.O_APPEND, 0o644)
         except OSError as e:
             raise store_error(e, path) from e
         self.size = 0
@@ -63,8 +65,10 @@ class SegmentWriter:
         self._write(self.fd, head, 0)
         self.size = len(head)
 
-    def write(self, body: bytes, info: Mapping[str, Any]) -> int:
-        """Compress and append one block; return the bytes it took on disk."""
+    def write(self, body: bytes, info: Mapping[str, Any],
+              summary: np.ndarray | None = None) -> int:
+        """Compress and append one block, its index entry and (when given) its summary row;
+        return the bytes it took on disk."""
         data = F.block(info["count"], self._zstd.compress(body), self.sync)
         self._write(self.fd, data, self.size)
         if self.fsync:
@@ -79,9 +83,19 @@ class SegmentWriter:
             raise
         if self.first_recv is None:
             self.first_recv = info["rmin"]
+        written = len(data) + F.INDEX_DTYPE.itemsize
+        if summary is not None:
+            # matched to its block by offset, so a row lost to a full disk costs only a
+            # decode of that block when an overview needs it
+            summary["offset"] = self.size
+            try:
+                os.write(self.sum_fd, summary.tobytes())
+                written += summary.nbytes
+            except OSError:
+                pass
         self.size += len(data)
         self.blocks += 1
-        return len(data) + F.INDEX_DTYPE.itemsize
+        return written
 
     def _write(self, fd: int, data: bytes, undo_to: int) -> None:
         view = memoryview(data)
@@ -96,7 +110,7 @@ class SegmentWriter:
             raise store_error(e, self.path) from e
 
     def close(self) -> None:
-        for fd in (self.fd, self.idx_fd):
+        for fd in (self.fd, self.idx_fd, self.sum_fd):
             try:
                 os.close(fd)
             except OSError:

@@ -639,7 +639,7 @@ class Store:
 
 def _delete(seg) -> bool:
     gone = False
-    for p in (seg.path, seg.idx_path):
+    for p in (seg.path, seg.idx_path, seg.path[: -len(".avro")] + ".sum"):
         try:
             os.remove(p)
             gone = True

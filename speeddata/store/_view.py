@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import FormatError, StoreWarning
 from . import _format as F
+from ._overview import load_summaries
 from ._segment import idx_path_of, mtime_ns, scan_index
 
 I64_MAX = np.iinfo(np.int64).max
@@ -25,7 +26,7 @@ class SegmentView:
     """
 
     __slots__ = ("stem", "path", "idx_path", "plan", "index", "runmax", "sufmin", "idx_bytes",
-                 "closed", "file_bytes", "_head")
+                 "closed", "file_bytes", "_head", "_sums")
 
     def __init__(self, directory: str, stem: str, plan, *, closed: bool):
         self.stem = stem
@@ -36,6 +37,7 @@ class SegmentView:
         self.file_bytes = -1
         self.closed = closed
         self._head: tuple[str, bytes] | None = None
+        self._sums: tuple[int, np.ndarray] | None = None
         self.load()
 
     def load(self) -> None:
@@ -84,8 +86,21 @@ class SegmentView:
         return False
 
     def disk_bytes(self) -> int:
-        """Bytes of the segment and its index (0 once retention deleted them)."""
-        return max(0, _size(self.path)) + max(0, _size(self.idx_path))
+        """Bytes of the segment, its index and summaries (0 once retention deleted them)."""
+        return max(0, _size(self.path)) + max(0, _size(self.idx_path)) + \
+            max(0, _size(self.sum_path))
+
+    @property
+    def sum_path(self) -> str:
+        return self.path[: -len(".avro")] + ".sum"
+
+    def summaries(self, dtype: np.dtype) -> np.ndarray:
+        """Summary rows (see `_overview`), as far as the file holds them; reloaded when it
+        grew."""
+        size = _size(self.sum_path)
+        if self._sums is None or self._sums[0] != size:
+            self._sums = (size, load_summaries(self.sum_path, dtype))
+        return self._sums[1]
 
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""

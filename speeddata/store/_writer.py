@@ -9,11 +9,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._block import BlockBuilder
-from ..codec import Plan
+from ..codec import Plan, decode
 from ..errors import StoreError
 from ..stats import ChannelStats
 from ._lock import take_lock
+from ._overview import numeric_signals, summarize
 from ._segment import SegmentWriter, parse_stem, segment_stem, store_error
 
 if TYPE_CHECKING:
@@ -47,6 +50,8 @@ class Writer:
             raise
         schema = channel.schema
         self.builder = BlockBuilder(Plan(schema, wire=True), stamp=schema.stamped)
+        self._stored_plan = Plan(schema)
+        self._numeric = [s.name for s in numeric_signals(schema)]
         self.schema_json = schema.to_json()
         self.configure()
         self.segment: SegmentWriter | None = None
@@ -108,7 +113,7 @@ class Writer:
             if self.segment is None or self._should_roll(info):
                 self._roll(info)
             assert self.segment is not None
-            self.bytes_written += self.segment.write(body, info)
+            self.bytes_written += self.segment.write(body, info, self._summary(body, info))
             self.blocks_written += 1
             self.last_time = max(self.last_time, info["tmax"])
             self.error = ""
@@ -118,6 +123,13 @@ class Writer:
             raise
         if time.monotonic() >= self.next_retention:
             self._retention()
+
+    def _summary(self, body: bytes, info: BlockInfo) -> np.ndarray | None:
+        """The block's summary row (for overviews), from its records as stored."""
+        if not self._numeric:
+            return None
+        cols = decode(self._stored_plan, body, info["count"], self._numeric)
+        return summarize(cols, self.channel.schema, 0)
 
     def _should_roll(self, info: BlockInfo) -> bool:
         """By size, or by the span of receive times (a device's clock never decides)."""
