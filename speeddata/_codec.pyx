@@ -475,7 +475,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     ``time`` is int64 ns (unused by the wire plan of a stamped channel); enum columns hold
     symbol indexes; ``masks[k]``, where given, is true where signal k is null.
     """
-    cdef Py_ssize_t n = len(time), row, length, pos = 0, k
+    cdef Py_ssize_t n = len(time), row, length, pos = 0, k, cap
     cdef int i, kind, c
     cdef Op* op
     cdef const char* s
@@ -518,15 +518,18 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                 keep.append(m)
                 nulls[c] = <uint8_t*><uintptr_t>m.__array_interface__["data"][0]
         buf = bytearray(max(64, n * 16))
+        cap = len(buf)            # kept here: len() on every value costs more than encoding
+        out = <char*>buf
         for row in range(n):
             i = 0
             while i < plan.nops:
                 op = &plan.ops[i]
                 kind = op.kind
                 c = op.col
-                if len(buf) - pos < 32:
-                    buf.extend(bytes(len(buf)))
-                out = <char*>buf
+                if cap - pos < 32:
+                    buf.extend(bytes(cap))
+                    cap = len(buf)
+                    out = <char*>buf
                 if i == plan.time_op or kind == K_LONG or kind == K_INT or kind == K_ENUM \
                         or kind == K_UNION:
                     if i == plan.time_op:
@@ -573,8 +576,9 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                         if kind == K_FIXED and length != op.arg:
                             raise ValueError(f"fixed value of {length} bytes where the "
                                              f"schema says {op.arg}")
-                    if len(buf) - pos < length + 10:
-                        buf.extend(bytes(length + len(buf)))
+                    if cap - pos < length + 10:
+                        buf.extend(bytes(length + cap))
+                        cap = len(buf)
                         out = <char*>buf
                     if kind != K_FIXED:
                         pos += put_varint(<uint8_t*>out + pos, length)

@@ -721,29 +721,46 @@ def _tasks(selected) -> tuple[list[_Task], list[tuple[int, int]]]:
 
 
 def _trim(cols: Columns, selected, lost: list[tuple[int, int]], lo: int, last: int) -> Columns:
-    """Drop lost rows and rows outside [lo, last]; sort when blocks overlap in time."""
+    """Sort by time where blocks overlap (only there), then drop lost rows and rows
+    outside [lo, last]."""
     keep = None
     if lost:
         keep = np.ones(len(cols), dtype=bool)
         for at, count in lost:
             keep[at:at + count] = False
-    if any(b["tmin"] < lo or b["tmax"] > last for _, bl in selected for b in bl):
+    entries = [bl for _, bl in selected]
+    order = _sort_order(np.concatenate(entries), cols.time) if entries else None
+    if order is not None:
+        cols = cols.take(order)
+        keep = keep[order] if keep is not None else None
+    if any(((bl["tmin"] < lo) | (bl["tmax"] > last)).any() for bl in entries):
         inside = (cols.time >= lo) & (cols.time <= last)
         keep = inside if keep is None else keep & inside
     if keep is not None:
         cols = cols.take(keep)
-    if not _blocks_in_order([b for _, bl in selected for b in bl]):
-        cols = cols.take(np.argsort(cols.time, kind="stable"))
     return cols
 
 
-def _blocks_in_order(entries) -> bool:
-    prev = I64_MIN
-    for e in entries:
-        if not int(e["flags"]) & F.FLAG_IN_ORDER or int(e["tmin"]) < prev:
-            return False
-        prev = int(e["tmax"])
-    return True
+def _sort_order(entries: np.ndarray, time: np.ndarray) -> np.ndarray | None:
+    """The row order that sorts by time (stable), or None when the rows are in order.
+    Only runs of blocks whose time ranges overlap, or blocks out of order inside, are
+    sorted: one stray block costs the sort of its neighbourhood, not of the whole read."""
+    in_order = (entries["flags"] & F.FLAG_IN_ORDER).astype(bool)
+    tmin, tmax = entries["tmin"], entries["tmax"]
+    runmax = np.maximum.accumulate(tmax)
+    sufmin = np.minimum.accumulate(tmin[::-1])[::-1]
+    cut = np.concatenate([[True], runmax[:-1] <= sufmin[1:], [True]])   # group boundaries
+    bounds = np.flatnonzero(cut)
+    rows = np.concatenate([[0], np.cumsum(entries["count"].astype(np.int64))])
+    order = None
+    for g0, g1 in zip(bounds[:-1], bounds[1:]):
+        if g1 - g0 == 1 and in_order[g0]:
+            continue
+        r0, r1 = int(rows[g0]), int(rows[g1])
+        if order is None:
+            order = np.arange(len(time))
+        order[r0:r1] = r0 + np.argsort(time[r0:r1], kind="stable")
+    return order
 
 
 def _regroup(pairs):
