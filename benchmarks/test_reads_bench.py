@@ -114,3 +114,26 @@ def test_one_second_range_all_signals(benchmark, example_store):
         mid = T0 + (n // 2) * 100_000
         cols = benchmark(ch.read, mid, mid + 10**9)
     assert len(cols) == min(10_000, n - n // 2)
+
+
+@pytest.fixture(scope="module")
+def reordered_store(tmp_path_factory, full_size):
+    """The example channel with one stretch of 500 records sent out of order."""
+    n = 1_000_000 if full_size else 20_000
+    path = tmp_path_factory.mktemp("reordered")
+    t, data = example_columns(n, step_ns=100_000)
+    t = t.copy()
+    t[n // 2:n // 2 + 500] = t[n // 2:n // 2 + 500][::-1]
+    with speeddata.store.open(path) as store:
+        store.create_channel("example", speeddata.send.builtin_schema("example")
+                             ).append_columns(t, data, receive_time=T0)
+    return path, n
+
+
+def test_full_read_one_reordered_stretch(benchmark, reordered_store):
+    path, n = reordered_store
+    benchmark.group = "full read, example schema"
+    with speeddata.store.open(path, readonly=True) as store:
+        cols = benchmark.pedantic(store["example"].read, rounds=5, warmup_rounds=1)
+    assert len(cols) == n and np.all(np.diff(cols.time) >= 0)
+    _rate(benchmark, n)
