@@ -566,8 +566,12 @@ class Store:
             log.warning("store %s: retention paused: %s", self.path, paused)
             return []
         now = now_ns() if now is None else to_ns(now, what="now")
+        channels = self._readable()
+        if self.options.get("max_bytes") is None and self.options.get("max_age") is None and \
+                not any(ch.option("max_bytes") or ch.option("max_age") for ch in channels):
+            return []          # no limit anywhere: nothing to look at
         held, limits = [], {}
-        for ch in self._readable():
+        for ch in channels:
             try:
                 segs = ch.views()
             except FileNotFoundError:
@@ -578,9 +582,6 @@ class Store:
                 held.append(_retention.Held(
                     ch.name, s, parse_stem(s.stem)[1], s.received[1], s.tmin, s.tmax,
                     s.disk_bytes(), i == len(segs) - 1))
-        if not any(l.max_bytes or l.max_age for l in limits.values()) and \
-                self.options.get("max_bytes") is None:
-            return []
         doomed = _retention.plan(held, limits, _retention.Limits(self.options.get("max_bytes")),
                                  self.tags(), now)
         deleted = []

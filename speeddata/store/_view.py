@@ -77,9 +77,11 @@ class SegmentView:
         return index
 
     def refresh(self, closed: bool) -> bool:
-        """Reload when the index grew or the segment was closed; True when it did."""
-        if _size(self.idx_path) != self.idx_bytes or closed != self.closed or \
-                (closed and _size(self.path) != self.file_bytes):
+        """Reload when the index grew or the segment was closed; True when it did. A
+        segment already closed never changes: no system call for it."""
+        if self.closed and closed:
+            return False
+        if closed != self.closed or _size(self.idx_path) != self.idx_bytes:
             self.closed = closed
             self.load()
             return True
