@@ -36,10 +36,24 @@ def _children(pid: int) -> set[int]:
 
 
 def _ours(directory: str) -> set[str]:
+    """SpeedData's entries in a directory; live rings (``speeddata-<pid>-...``) only where
+    that supervisor is this test run or gone (another SpeedData on the machine is not ours)."""
     try:
-        return {n for n in os.listdir(directory) if n.startswith("speeddata-")}
+        names = {n for n in os.listdir(directory) if n.startswith("speeddata-")}
     except OSError:
         return set()
+    return {n for n in names if not _someone_elses(n)}
+
+
+def _someone_elses(name: str) -> bool:
+    pid = name.split("-")[1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    return int(pid) not in _children(os.getpid())
 
 
 @pytest.fixture(autouse=True)

@@ -729,10 +729,10 @@ def _trim(cols: Columns, selected, lost: list[tuple[int, int]], lo: int, last: i
         for at, count in lost:
             keep[at:at + count] = False
     entries = [bl for _, bl in selected]
-    order = _sort_order(np.concatenate(entries), cols.time) if entries else None
-    if order is not None:
-        cols = cols.take(order)
-        keep = keep[order] if keep is not None else None
+    for r0, r1, perm in (_unsorted_runs(np.concatenate(entries), cols.time) if entries else []):
+        # in place, run by run: the rest of the columns is not copied
+        for arr in [cols.time, *cols.data.values()] + ([keep] if keep is not None else []):
+            arr[r0:r1] = arr[r0:r1][perm]
     if any(((bl["tmin"] < lo) | (bl["tmax"] > last)).any() for bl in entries):
         inside = (cols.time >= lo) & (cols.time <= last)
         keep = inside if keep is None else keep & inside
@@ -741,10 +741,10 @@ def _trim(cols: Columns, selected, lost: list[tuple[int, int]], lo: int, last: i
     return cols
 
 
-def _sort_order(entries: np.ndarray, time: np.ndarray) -> np.ndarray | None:
-    """The row order that sorts by time (stable), or None when the rows are in order.
-    Only runs of blocks whose time ranges overlap, or blocks out of order inside, are
-    sorted: one stray block costs the sort of its neighbourhood, not of the whole read."""
+def _unsorted_runs(entries: np.ndarray, time: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """(first row, end row, stable sorting permutation) of each run of blocks whose time
+    ranges overlap, or of a block out of order inside: only those need sorting, so one
+    stray block costs the sort of its neighbourhood, not of the whole read."""
     in_order = (entries["flags"] & F.FLAG_IN_ORDER).astype(bool)
     tmin, tmax = entries["tmin"], entries["tmax"]
     runmax = np.maximum.accumulate(tmax)
@@ -752,15 +752,15 @@ def _sort_order(entries: np.ndarray, time: np.ndarray) -> np.ndarray | None:
     cut = np.concatenate([[True], runmax[:-1] <= sufmin[1:], [True]])   # group boundaries
     bounds = np.flatnonzero(cut)
     rows = np.concatenate([[0], np.cumsum(entries["count"].astype(np.int64))])
-    order = None
+    runs = []
     for g0, g1 in zip(bounds[:-1], bounds[1:]):
         if g1 - g0 == 1 and in_order[g0]:
             continue
         r0, r1 = int(rows[g0]), int(rows[g1])
-        if order is None:
-            order = np.arange(len(time))
-        order[r0:r1] = r0 + np.argsort(time[r0:r1], kind="stable")
-    return order
+        perm = np.argsort(time[r0:r1], kind="stable")
+        if np.any(perm != np.arange(r1 - r0)):
+            runs.append((r0, r1, perm))
+    return runs
 
 
 def _regroup(pairs):
