@@ -76,35 +76,52 @@ def test_append_columns(benchmark, tmp_path, full_size):
     _rate(benchmark, n)
 
 
-@pytest.fixture(scope="module")
-def example_store(tmp_path_factory, full_size):
-    n = 1_000_000 if full_size else 20_000
-    path = tmp_path_factory.mktemp("example")
-    t, data = example_columns(n, step_ns=100_000)        # 10 kHz
+def _example_store(path, n: int, reorder: bool = False):
+    """The example channel at 10 kHz; with ``reorder``, one stretch of 500 records sent
+    out of order."""
+    t, data = example_columns(n, step_ns=100_000)
+    if reorder:
+        t = t.copy()
+        t[n // 2:n // 2 + 500] = t[n // 2:n // 2 + 500][::-1]
     with speeddata.store.open(path) as store:
         store.create_channel("example", speeddata.send.builtin_schema("example")
                              ).append_columns(t, data, receive_time=T0)
     return path, n
 
 
-def test_full_read_with_strings(benchmark, example_store):
-    path, n = example_store
+@pytest.fixture(scope="module")
+def example_store(tmp_path_factory, full_size):
+    return _example_store(tmp_path_factory.mktemp("example"),
+                          1_000_000 if full_size else 20_000)
+
+
+@pytest.fixture(scope="module")
+def reordered_store(tmp_path_factory, full_size):
+    return _example_store(tmp_path_factory.mktemp("reordered"),
+                          1_000_000 if full_size else 20_000, reorder=True)
+
+
+def _full_read(benchmark, stored, **kwargs):
+    path, n = stored
     benchmark.group = "full read, example schema"
     with speeddata.store.open(path, readonly=True) as store:
-        cols = benchmark.pedantic(store["example"].read, rounds=5, warmup_rounds=1)
-    assert len(cols) == n
+        cols = benchmark.pedantic(store["example"].read, kwargs=kwargs, rounds=5,
+                                  warmup_rounds=1)
+    assert len(cols) == n and np.all(np.diff(cols.time) >= 0)
     _rate(benchmark, n)
+
+
+def test_full_read_with_strings(benchmark, example_store):
+    _full_read(benchmark, example_store)
+
+
+def test_full_read_one_reordered_stretch(benchmark, reordered_store):
+    _full_read(benchmark, reordered_store)
 
 
 def test_full_read_numeric_only(benchmark, example_store):
-    path, n = example_store
-    benchmark.group = "full read, example schema"
-    signals = ["counter", "sine_wave", "ramp", "square_wave", "noise"]
-    with speeddata.store.open(path, readonly=True) as store:
-        cols = benchmark.pedantic(store["example"].read, kwargs={"signals": signals},
-                                  rounds=5, warmup_rounds=1)
-    assert len(cols) == n
-    _rate(benchmark, n)
+    _full_read(benchmark, example_store,
+               signals=["counter", "sine_wave", "ramp", "square_wave", "noise"])
 
 
 def test_one_second_range_all_signals(benchmark, example_store):
@@ -114,26 +131,3 @@ def test_one_second_range_all_signals(benchmark, example_store):
         mid = T0 + (n // 2) * 100_000
         cols = benchmark(ch.read, mid, mid + 10**9)
     assert len(cols) == min(10_000, n - n // 2)
-
-
-@pytest.fixture(scope="module")
-def reordered_store(tmp_path_factory, full_size):
-    """The example channel with one stretch of 500 records sent out of order."""
-    n = 1_000_000 if full_size else 20_000
-    path = tmp_path_factory.mktemp("reordered")
-    t, data = example_columns(n, step_ns=100_000)
-    t = t.copy()
-    t[n // 2:n // 2 + 500] = t[n // 2:n // 2 + 500][::-1]
-    with speeddata.store.open(path) as store:
-        store.create_channel("example", speeddata.send.builtin_schema("example")
-                             ).append_columns(t, data, receive_time=T0)
-    return path, n
-
-
-def test_full_read_one_reordered_stretch(benchmark, reordered_store):
-    path, n = reordered_store
-    benchmark.group = "full read, example schema"
-    with speeddata.store.open(path, readonly=True) as store:
-        cols = benchmark.pedantic(store["example"].read, rounds=5, warmup_rounds=1)
-    assert len(cols) == n and np.all(np.diff(cols.time) >= 0)
-    _rate(benchmark, n)

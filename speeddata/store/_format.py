@@ -159,13 +159,19 @@ class Decompressor:
 
 def load_index(path: str) -> np.ndarray:
     """Index entries of a segment (only whole entries: a torn last entry is ignored)."""
+    return load_rows(path, INDEX_DTYPE)
+
+
+def load_rows(path: str, dtype: np.dtype) -> np.ndarray:
+    """The whole fixed-size rows of a file beside a segment (index, summaries); a torn last
+    row is ignored, a missing file is empty."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        return np.empty(0, dtype=INDEX_DTYPE)
-    n = len(raw) // INDEX_DTYPE.itemsize
-    return np.frombuffer(raw[: n * INDEX_DTYPE.itemsize], dtype=INDEX_DTYPE)
+        return np.empty(0, dtype=dtype)
+    n = len(raw) // dtype.itemsize
+    return np.frombuffer(raw[: n * dtype.itemsize], dtype=dtype)
 
 
 def write_index(path: str, entries: np.ndarray) -> None:

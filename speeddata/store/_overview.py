@@ -74,16 +74,6 @@ def _in_order_block(x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
             "tfirst": np.array([t[0]]), "tlast": np.array([t[-1]])}
 
 
-def load_summaries(path: str, dtype: np.dtype) -> np.ndarray:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return np.empty(0, dtype=dtype)
-    n = len(raw) // dtype.itemsize
-    return np.frombuffer(raw[:n * dtype.itemsize], dtype=dtype)
-
-
 def _valid(cols: Columns, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keep mask, values as float64, times) of one signal: nulls and NaN left out."""
     v = cols[name]

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..errors import FormatError, StoreWarning
 from . import _format as F
-from ._overview import load_summaries
 from ._segment import idx_path_of, mtime_ns, scan_index
 
 I64_MAX = np.iinfo(np.int64).max
@@ -101,7 +100,7 @@ class SegmentView:
         grew."""
         size = _size(self.sum_path)
         if self._sums is None or self._sums[0] != size:
-            self._sums = (size, load_summaries(self.sum_path, dtype))
+            self._sums = (size, F.load_rows(self.sum_path, dtype))
         return self._sums[1]
 
     def head(self) -> tuple[str, bytes]:
