@@ -187,3 +187,15 @@ def test_h5py_baseline(benchmark, four_store, tmp_path):
 
     benchmark.pedantic(write, setup=lambda: out.unlink(missing_ok=True), rounds=3)
     _rate(benchmark, n)
+
+
+def test_read_what_export_writes(benchmark, four_store):
+    """The decoding an export cannot avoid: a plain read of the same range (same group, so
+    the table shows how much of the export is decoding and how much h5py)."""
+    path, n, _, _ = four_store
+    benchmark.group = "HDF5: 10 M records x 4 doubles"
+    with speeddata.store.open(path, readonly=True) as store:
+        cols = benchmark.pedantic(store["four"].read, args=(T0, T0 + n * 10_000), rounds=5,
+                                  warmup_rounds=1)
+    assert len(cols) == n
+    _rate(benchmark, n)
