@@ -23,6 +23,7 @@ from .config import ChannelConfig
 from .errors import ChannelExists, ChannelNotFound, ConfigError
 from .decimation import Decimation
 from .live import Ring, Subscriber, create_ring
+from .registry import Registry
 from .stats import ChannelStats
 from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, status_path
 
@@ -54,7 +55,8 @@ class Supervisor:
     data : str
         The store directory (created when missing).
     channels : list of ChannelConfig
-        Channels to run; more can be added and removed while running.
+        The config file's channels. With them run the channels registered in the store
+        over an API (`speeddata.registry`); more can be added and removed while running.
     retention : dict
         Store-wide retention (``max_bytes``, ``max_age``).
     """
@@ -73,8 +75,10 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        for cfg in channels:
-            self.add_channel(cfg, start=False)
+        self.registry = Registry(self.data)
+        self.registry.sync_config(channels)
+        for registered in self.registry.entries():
+            self._add(registered.config, start=False)
 
     # ---- channels ------------------------------------------------------------------------
 
@@ -84,7 +88,17 @@ class Supervisor:
             return {name: w.config for name, w in self._workers.items()}
 
     def add_channel(self, cfg: ChannelConfig, *, start: bool = True) -> None:
-        """Register a channel (creating it in the store) and start its worker."""
+        """Register a channel (kept in the store's registry, so it comes back with the next
+        ``speeddata serve``), create it in the store and start its worker."""
+        with self._lock:
+            self.registry.register(cfg, source="api")     # unique name and port, or raises
+            try:
+                self._add(cfg, start=start)
+            except BaseException:
+                self.registry.deregister(cfg.name)
+                raise
+
+    def _add(self, cfg: ChannelConfig, *, start: bool) -> None:
         with self._lock:
             if cfg.name in self._workers:
                 raise ChannelExists(f"channel {cfg.name!r} is already running on port "
@@ -102,11 +116,16 @@ class Supervisor:
                 self._spawn(w)
 
     def remove_channel(self, name: str, *, drop_data: bool = False) -> None:
-        """Stop a channel's worker (its stored data stays unless ``drop_data``)."""
+        """Stop a channel's worker and deregister it (its stored data stays unless
+        ``drop_data``)."""
         with self._lock:
             w = self._workers.pop(name, None)
         if w is None:
             raise ChannelNotFound(f"no running channel {name!r}")
+        try:
+            self.registry.deregister(name)
+        except ChannelNotFound:
+            pass
         self._terminate([w])
         w.ring.close()
         for path in (w.ring_path, status_path(w.ring_path)):

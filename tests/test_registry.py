@@ -1,0 +1,84 @@
+"""The channel registry: persisted, unique names and ports, the one source for serve."""
+
+import json
+import socket
+
+import pytest
+
+from speeddata import ChannelExists, ChannelNotFound, ConfigError
+from speeddata.config import ChannelConfig, channel
+from speeddata.registry import Registry
+from speeddata.send import send
+from speeddata.serve import Supervisor
+
+from helpers import EXAMPLE_AVSC, free_udp_port, wait_for
+
+
+def cfg(name, port, **kw):
+    return channel({"name": name, "port": port, "schema": str(EXAMPLE_AVSC), **kw},
+                   f"{name}.")
+
+
+def test_register_persists_and_keeps_names_and_ports_unique(tmp_path):
+    reg = Registry(tmp_path)
+    reg.register(cfg("a", 26001, decimation="minmax:10", retention={"max_age": "PT1H"}))
+    reg.register(cfg("b", 26002), source="config")
+    with pytest.raises(ChannelExists, match="channel 'a' is registered already"):
+        reg.register(cfg("a", 26003))
+    with pytest.raises(ChannelExists, match="port 26002 is registered to channel 'b'"):
+        reg.register(cfg("c", 26002))
+    again = Registry(tmp_path)                      # a new process sees the same
+    a = again.get("a")
+    assert a.source == "api" and a.config.port == 26001 and a.config.decimation == "minmax:10"
+    assert a.config.options == {"max_age": "PT1H"}
+    assert json.loads(a.config.schema)["name"] == "data"   # the schema travels as text
+    assert [r.config.name for r in again.entries(source="config")] == ["b"]
+    again.deregister("a")
+    with pytest.raises(ChannelNotFound, match="'a'"):
+        again.get("a")
+
+
+def test_available_ports_leave_out_registered_and_bound_ones(tmp_path):
+    reg = Registry(tmp_path)
+    first = free_udp_port(count=3)
+    reg.register(cfg("a", first))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", first + 1))            # another program holds it
+        free = reg.available_ports(range(first, first + 3))
+    assert free == [first + 2]
+
+
+def test_config_channels_follow_the_file_and_api_ones_stay(tmp_path):
+    reg = Registry(tmp_path)
+    reg.sync_config([cfg("x", 26010), cfg("y", 26011)])
+    reg.register(cfg("api", 26012))
+    reg.sync_config([cfg("x", 26020)])               # y dropped from the file, x moved
+    assert {r.config.name: r.config.port for r in reg.entries()} == {"x": 26020, "api": 26012}
+    with pytest.raises(ConfigError, match="config channel 'z'.*port 26012 is registered "
+                                          "to channel 'api'"):
+        reg.sync_config([cfg("z", 26012)])
+    assert reg.names() == ["api", "x"]               # nothing half-applied
+
+
+def test_a_channel_registered_at_run_time_comes_back_after_a_restart(tmp_path):
+    data = str(tmp_path / "data")
+    a, b = ChannelConfig("a", free_udp_port(), str(EXAMPLE_AVSC)), \
+        ChannelConfig("b", free_udp_port(), str(EXAMPLE_AVSC))
+    sup = Supervisor(data, [a]).start()
+    try:
+        sup.wait_ready()
+        sup.add_channel(b)
+        sup.wait_ready()
+        with pytest.raises(ChannelExists):
+            sup.add_channel(ChannelConfig("b2", b.port, str(EXAMPLE_AVSC)))
+    finally:
+        sup.stop()
+    sup = Supervisor(data, [a]).start()                # the config names only a
+    try:
+        assert sup.wait_ready() == {} and set(sup.channels) == {"a", "b"}
+        send(port=b.port, rate=5_000, count=300)
+        wait_for(lambda: len(sup.store["b"].read()) == 300, what="b's records")
+        sup.remove_channel("b")                         # deregistered, data kept
+    finally:
+        sup.stop()
+    assert Registry(data).names() == ["a"]
