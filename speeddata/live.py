@@ -114,6 +114,9 @@ class Ring:
             pass
 
 
+_MARGIN = 8     # entries next to the writer's that may be in the middle of being written
+
+
 class Subscriber:
     """Follows one channel's ring from now on (or from the oldest record it holds).
 
@@ -136,32 +139,42 @@ class Subscriber:
         self._held: Columns | None = None
 
     def poll(self, max_records: int = 1 << 18) -> tuple[Columns, int]:
+        """The records published since the last call (decimated) and how many were missed.
+
+        A span of entries is copied at once, then checked against the writer's position:
+        entries (and bytes) the writer reused while they were being copied are dropped,
+        and no record number below the next expected one is ever delivered, so a lapped
+        reader gets each record once or counts it as missed.
+        """
         ring = self.ring
-        entries_written = int(ring.header[H_WRITE_ENTRY])
+        n = ring.nentries
+        written = int(ring.header[H_WRITE_ENTRY])
         # entries the writer may be overwriting right now are skipped, not read torn
-        oldest = entries_written - ring.nentries + 8
-        missed = 0
-        if self.cursor < oldest:
-            self.cursor = oldest
-        chunks, count, first, expected = [], 0, None, self.record
-        cursor = self.cursor
-        while cursor < entries_written and count < max_records:
-            e = ring.entries[cursor % ring.nentries].copy()
-            cursor += 1
-            off = int(e["offset"]) % ring.ndata
-            chunk = ring.data[off:off + int(e["length"])].tobytes()
-            # the writer moved past this entry's bytes while we copied: it is lost
-            if int(ring.header[H_DATA_HEAD]) - int(e["offset"]) > ring.ndata:
-                continue
-            missed += max(0, int(e["first_record"]) - expected)
-            expected = int(e["first_record"]) + int(e["count"])
-            first = int(e["first_record"]) if first is None else first
-            chunks.append(chunk)
-            count += int(e["count"])
-        self.record = expected
-        self.cursor = cursor
+        cursor = max(self.cursor, written - n + _MARGIN)
+        end = min(written, cursor + max_records)     # an entry holds at least one record
+        seq = np.arange(cursor, max(cursor, end), dtype=np.int64)
+        e = ring.entries[seq % n]                    # a copy
+        lens = e["length"].astype(np.int64)
+        starts = (e["offset"] % ring.ndata).astype(np.int64)
+        raw = ring.data[np.repeat(starts - np.cumsum(lens) + lens, lens)
+                        + np.arange(int(lens.sum()))] if len(e) else np.empty(0, np.uint8)
+        # what the writer reused meanwhile: oldest first, so a prefix of the span
+        written_after, head_after = int(ring.header[H_WRITE_ENTRY]), int(ring.header[H_DATA_HEAD])
+        lost = (seq < written_after - n + _MARGIN) | \
+            (head_after - e["offset"].astype(np.int64) > ring.ndata) | \
+            (e["first_record"].astype(np.int64) < self.record)
+        keep_from = int(np.flatnonzero(lost)[-1]) + 1 if lost.any() else 0
+        self.cursor = int(end) if end > cursor else cursor
+        kept = e[keep_from:]
+        body = raw[int(lens[:keep_from].sum()):].tobytes()
+        missed, first = 0, None
+        if len(kept):
+            first = int(kept["first_record"][0])
+            missed = first - self.record
+            self.record = int(kept["first_record"][-1]) + int(kept["count"][-1])
         self.missed += missed
-        cols = decode(self.plan, b"".join(chunks), count, self.signals)
+        count = int(kept["count"].sum())
+        cols = decode(self.plan, body, count, self.signals)
         return self._decimate(cols, first, missed), missed
 
     def _decimate(self, cols: Columns, first: int | None, missed: int) -> Columns:
