@@ -8,9 +8,10 @@ from .dataset import DataSet
 from .hdf5 import read_hdf5
 from .store._avro import read_avro
 from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, FormatError,
-                     SchemaError, SpeedDataError, StoreError, TagExists, TagNotFound,
-                     TimeRangeError)
+                     LimitExceeded, PortUnavailable, SchemaError, SpeedDataError, StoreError,
+                     TagExists, TagNotFound, TimeRangeError)
 
 __all__ = ["DataSet", "read_avro", "read_hdf5", "store", "ChannelExists", "ChannelNotFound",
-           "ConfigError", "DecodeError", "FormatError", "SchemaError", "SpeedDataError",
+           "ConfigError", "DecodeError", "FormatError", "LimitExceeded", "PortUnavailable",
+           "SchemaError", "SpeedDataError",
            "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "errors", "schema"]

@@ -75,3 +75,38 @@ class ConfigError(SpeedDataError, ValueError):
 
 class StoreWarning(UserWarning):
     """Something in the store was damaged and skipped or repaired; the message says where."""
+
+
+class PortUnavailable(SpeedDataError, OSError):
+    """A UDP port that another program holds; the message names it where it can."""
+
+
+class LimitExceeded(SpeedDataError, ValueError):
+    """A request larger than a configured limit (a range, an export)."""
+
+
+# One table for every API: each error as a gRPC status code (by name) and an HTTP status.
+# The first class of an error's MRO that is listed here decides.
+STATUS: dict[type[BaseException], tuple[str, int]] = {
+    SchemaError: ("INVALID_ARGUMENT", 400),
+    DecodeError: ("INVALID_ARGUMENT", 400),
+    TimeRangeError: ("INVALID_ARGUMENT", 400),
+    ConfigError: ("INVALID_ARGUMENT", 400),
+    ChannelExists: ("ALREADY_EXISTS", 409),
+    TagExists: ("ALREADY_EXISTS", 409),
+    ChannelNotFound: ("NOT_FOUND", 404),
+    TagNotFound: ("NOT_FOUND", 404),
+    LimitExceeded: ("RESOURCE_EXHAUSTED", 413),
+    PortUnavailable: ("UNAVAILABLE", 503),
+    FormatError: ("DATA_LOSS", 500),
+    StoreError: ("FAILED_PRECONDITION", 503),
+    SpeedDataError: ("INTERNAL", 500),
+}
+
+
+def status_of(error: BaseException) -> tuple[str, int]:
+    """(gRPC status code name, HTTP status) for an error; INTERNAL/500 for anything else."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return "INTERNAL", 500

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +21,12 @@ from typing import Any
 
 from . import store as store_mod
 from .config import ChannelConfig
-from .errors import ChannelExists, ChannelNotFound, ConfigError
+from .errors import ChannelExists, ChannelNotFound, ConfigError, PortUnavailable
 from .decimation import Decimation
 from .live import Ring, Subscriber, create_ring
 from .registry import Registry
 from .stats import ChannelStats
-from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, status_path
+from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, port_owner, status_path
 
 log = logging.getLogger("speeddata.serve")
 RESTART_DELAY = 0.2       # s before a dead worker is started again
@@ -91,6 +92,9 @@ class Supervisor:
         """Register a channel (kept in the store's registry, so it comes back with the next
         ``speeddata serve``), create it in the store and start its worker."""
         with self._lock:
+            if cfg.name not in self._workers and \
+                    all(w.config.port != cfg.port for w in self._workers.values()):
+                _check_port(cfg.bind, cfg.port)
             self.registry.register(cfg, source="api")     # unique name and port, or raises
             try:
                 self._add(cfg, start=start)
@@ -319,6 +323,18 @@ class Supervisor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _check_port(bind: str, port: int) -> None:
+    """PortUnavailable when another program holds the UDP port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((bind, port))
+        except OSError as e:
+            owner = port_owner(port)
+            raise PortUnavailable(f"UDP port {port} on {bind} is held by "
+                                  f"{owner or 'another program'}: {e.strerror}",
+                                  hint="pick one of the available ports") from None
 
 
 def _remove_stale_rings(shm: str) -> None:

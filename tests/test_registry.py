@@ -82,3 +82,31 @@ def test_a_channel_registered_at_run_time_comes_back_after_a_restart(tmp_path):
     finally:
         sup.stop()
     assert Registry(data).names() == ["a"]
+
+
+def test_one_table_maps_errors_to_grpc_and_http():
+    from speeddata import errors as E
+    assert E.status_of(E.SchemaError("x")) == ("INVALID_ARGUMENT", 400)
+    assert E.status_of(E.ChannelExists("x")) == ("ALREADY_EXISTS", 409)
+    assert E.status_of(E.TagNotFound("x")) == ("NOT_FOUND", 404)
+    assert E.status_of(E.LimitExceeded("x")) == ("RESOURCE_EXHAUSTED", 413)
+    assert E.status_of(E.PortUnavailable("x")) == ("UNAVAILABLE", 503)
+    assert E.status_of(E.FormatError("x")) == ("DATA_LOSS", 500)   # before StoreError
+    assert E.status_of(KeyError("x")) == ("INTERNAL", 500)
+    for cls in vars(E).values():       # every SpeedData error has its row
+        if isinstance(cls, type) and issubclass(cls, E.SpeedDataError):
+            assert cls in E.STATUS, cls
+
+
+def test_registering_a_port_another_program_holds_is_unavailable(tmp_path):
+    from speeddata import PortUnavailable
+    sup = Supervisor(str(tmp_path / "data"), [])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            port = free_udp_port()
+            s.bind(("127.0.0.1", port))
+            with pytest.raises(PortUnavailable, match=f"UDP port {port} .* held by pid"):
+                sup.add_channel(ChannelConfig("x", port, str(EXAMPLE_AVSC)))
+        assert sup.registry.names() == []
+    finally:
+        sup.stop()
