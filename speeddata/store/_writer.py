@@ -3,6 +3,7 @@ calls when this process owns the store's retention."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .._block import BlockInfo
     from ._channel import Channel
 
+log = logging.getLogger("speeddata.store")
 HEAD_FILE = "HEAD"
 MIN_SEGMENT_BYTES = 4096
 RETENTION_EVERY = 10.0     # s between retention passes of a writing library user
@@ -128,8 +130,13 @@ class Writer:
         """The block's summary row (for overviews), from its records as stored."""
         if not self._numeric:
             return None
-        cols = decode(self._stored_plan, body, info["count"], self._numeric)
-        return summarize(cols, self.channel.schema, 0)
+        try:
+            cols = decode(self._stored_plan, body, info["count"], self._numeric)
+            return summarize(cols, self.channel.schema, 0)
+        except Exception as e:   # a summary is optional: never lose the block over it
+            log.warning("channel %s: block written without its summary (overviews decode "
+                        "it instead): %s", self.channel.name, e)
+            return None
 
     def _should_roll(self, info: BlockInfo) -> bool:
         """By size, or by the span of receive times (a device's clock never decides)."""
