@@ -238,3 +238,19 @@ def test_overview_of_a_store_written_before_summaries(tmp_path):
         assert third.decoded_blocks == first.decoded_blocks
         np.testing.assert_array_equal(third["c"].max, first["c"].max)
     assert all(os.path.exists(p[:-5] + ".sum") for p in paths)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_both_ways_of_reducing_buckets_agree(data):
+    from speeddata.store import _overview as O
+    n = data.draw(st.integers(1, 400))
+    buckets = data.draw(st.integers(1, 12))
+    t = np.sort(np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n))))
+    x = np.array(data.draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)), float)
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    b = np.minimum(t * buckets // 51, buckets - 1)
+    whole = O.reduce_sorted(keep, x, t, b, buckets, per_bucket=10**9)
+    sliced = O.reduce_sorted(keep, x, t, b, buckets, per_bucket=0)
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], sliced[key], err_msg=key)

@@ -92,9 +92,12 @@ def _empty(buckets: int) -> dict[str, np.ndarray]:
 
 
 def reduce_sorted(keep: np.ndarray, x: np.ndarray, t: np.ndarray, bucket: np.ndarray,
-                  buckets: int, *, presorted: bool = True) -> dict[str, np.ndarray]:
+                  buckets: int, *, presorted: bool = True,
+                  per_bucket: int = 4096) -> dict[str, np.ndarray]:
     """Per-bucket statistics of records (``bucket`` ids in 0..buckets-1). ``presorted``:
-    the records are sorted by time (so by bucket), as reads return them."""
+    the records are sorted by time (so by bucket), as reads return them. Buckets of more
+    than ``per_bucket`` records on average are reduced slice by slice (a few passes over
+    each), fewer by whole-array passes (no Python loop over many small buckets)."""
     out = _empty(buckets)
     x, t, b = x[keep], t[keep], bucket[keep]
     if not len(x):
@@ -107,7 +110,12 @@ def reduce_sorted(keep: np.ndarray, x: np.ndarray, t: np.ndarray, bucket: np.nda
     ids = b[starts]
     out["n"][ids] = ends - starts
     out["sum"][ids] = np.add.reduceat(x, starts)
-    for stat, reduce_, pick in (("min", np.minimum, "first"), ("max", np.maximum, "first")):
+    out["tfirst"][ids] = t[starts]
+    out["tlast"][ids] = t[ends - 1]
+    if len(x) > per_bucket * len(starts):
+        _by_slices(out, x, t, starts, ends, ids)
+        return out
+    for stat, reduce_ in (("min", np.minimum), ("max", np.maximum)):
         best = reduce_.reduceat(x, starts)
         hit = np.flatnonzero(x == np.repeat(best, ends - starts))
         at = hit[np.searchsorted(hit, starts)]          # earliest record with that value
@@ -119,9 +127,22 @@ def reduce_sorted(keep: np.ndarray, x: np.ndarray, t: np.ndarray, bucket: np.nda
     t1 = np.repeat(t[ends - 1], ends - starts)
     out["first"][ids] = np.minimum.reduceat(np.where(t == t0, x, np.inf), starts)
     out["last"][ids] = np.maximum.reduceat(np.where(t == t1, x, -np.inf), starts)
-    out["tfirst"][ids] = t[starts]
-    out["tlast"][ids] = t[ends - 1]
     return out
+
+
+def _by_slices(out: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, starts: np.ndarray,
+               ends: np.ndarray, ids: np.ndarray) -> None:
+    """min, max, first and last bucket by bucket, for time-sorted records in large buckets
+    (argmin gives the first of equal values: the earliest)."""
+    for a, e, k in zip(starts.tolist(), ends.tolist(), ids.tolist()):
+        xs = x[a:e]
+        i, j = a + int(xs.argmin()), a + int(xs.argmax())
+        out["min"][k], out["tmin"][k] = x[i], t[i]
+        out["max"][k], out["tmax"][k] = x[j], t[j]
+        out["first"][k] = x[a] if e - a == 1 or t[a + 1] != t[a] else \
+            xs[t[a:e] == t[a]].min()
+        out["last"][k] = x[e - 1] if e - a == 1 or t[e - 2] != t[e - 1] else \
+            xs[t[a:e] == t[e - 1]].max()
 
 
 def combine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
