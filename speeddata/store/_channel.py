@@ -17,7 +17,7 @@ import numpy as np
 import zstandard
 
 from .. import schema as S
-from ..codec import Plan, allocate, encode_columns, encoder, finish
+from ..codec import Plan, allocate, decode, encode_columns, encoder, finish
 from ..columns import Columns
 from ..errors import DecodeError, FormatError, StoreError, StoreWarning, TimeRangeError
 from ..stats import ChannelStats
@@ -27,7 +27,7 @@ from . import _overview as O
 from ._overview import Overview
 from ._lock import take_lock, writer_active
 from ._segment import Repair, needs_repair, repair
-from ._view import I64_MAX, I64_MIN, SegmentView
+from ._view import SegmentView
 from ._writer import HEAD_FILE, Appended, Writer
 
 if TYPE_CHECKING:
@@ -307,8 +307,17 @@ class Channel:
             if len(sums) >= len(seg.index) and set(sums["offset"]) >= set(seg.index["offset"]):
                 continue
             rows = []
+            codec, sync = seg.head()
+            with open(seg.path, "rb") as f:      # the segment read once, block by block
+                data = f.read()
             for b in seg.index:
-                cols = self._decode([(seg, np.array([b]))], I64_MIN, I64_MAX, numeric)
+                try:
+                    count, payload, _ = F.parse_block(data, int(b["offset"]), sync)
+                    cols = decode(self._plan, _decompressor(codec)(payload), count, numeric)
+                except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as e:
+                    log.warning("%s: block at byte %d left without a summary (overviews "
+                                "decode it): %s", seg.path, int(b["offset"]), e)
+                    continue
                 rows.append(O.summarize(cols, self.schema, int(b["offset"])))
             O.write_summaries(seg.sum_path, rows, dtype)
             done += len(rows)
