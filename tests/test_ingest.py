@@ -534,17 +534,21 @@ def test_a_lapped_live_reader_gets_each_record_once_or_counts_it_missed(supervis
     sub = sup.subscribe("example", "none")
     got, stop = [], threading.Event()
 
+    ring = sup.ring("example")
+
     def follow():
+        # slow on purpose: each poll waits until the writer has gone a lap and a quarter on
         while not stop.is_set():
             cols, _ = sub.poll()
             got.append(cols.counter)
-            stop.wait(0.15)                  # slow on purpose
+            seen = ring.written[0]
+            while not stop.is_set() and ring.written[0] < seen + ring.nentries * 5 // 4:
+                stop.wait(0.005)
 
     reader = threading.Thread(target=follow)
     reader.start()
     try:
         send(port=cfg.port, rate=0, count=400_000)
-        ring = sup.ring("example")
         wait_for(lambda: sup.counters("example")["records"] == ring.written[1] > 0,
                  what="the worker to publish all it received")
     finally:
