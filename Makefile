@@ -7,7 +7,7 @@ DATA   ?= ./data
 
 .PHONY: run test bench build clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard speeddata/*.pyx speeddata/*.pxd)
+$(STAMP): pyproject.toml setup.py $(wildcard speeddata/*.pyx speeddata/*.pxd proto/speeddata/v1/*.proto)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

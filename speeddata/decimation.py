@@ -61,34 +61,108 @@ class Decimation:
                                  hint="e.g. minmax:10 or minmax:0.01s") from None
 
 
-def decimate(cols: Columns, d: Decimation, first_record: int = 0) -> tuple[Columns, int]:
-    """Thin ``cols`` (records numbered from ``first_record``). Returns the result and how
-    many trailing records form an unfinished bucket (to be decimated with later records)."""
+# The one wire form of thinned data, for the hub, gRPC and the web: ``time`` is each bucket's
+# start (the time of its first record) and each signal comes as one column per aggregate,
+# keyed "signal:aggregate" (an envelope is "x:min" and "x:max"). Records kept whole (no
+# decimation, every Nth) keep their plain signal names. Avro names cannot hold ':'.
+AGGREGATES = ("min", "max", "mean", "rms", "first", "last", "count", "min_time", "max_time")
+
+
+def key(signal: str, aggregate: str | None) -> str:
+    """The column key of a signal's aggregate ("x:min"), or the signal for plain values."""
+    return f"{signal}:{aggregate}" if aggregate else signal
+
+
+def split_key(k: str) -> tuple[str, str | None]:
+    """(signal, aggregate or None) from a column key."""
+    signal, sep, aggregate = k.rpartition(":")
+    return (signal, aggregate) if sep and aggregate in AGGREGATES else (k, None)
+
+
+def decimate(cols: Columns, d: Decimation, first_record: int = 0, *,
+             final: bool = False) -> tuple[Columns, int]:
+    """Thin ``cols`` (records numbered from ``first_record``). Returns the result in the
+    wire form above and how many trailing records form an unfinished bucket (to be
+    decimated with later records); ``final`` closes that bucket too."""
     n = len(cols)
-    if d.kind == "none" or n == 0:
+    if d.kind == "none":
         return cols, 0
-    index = np.arange(first_record, first_record + n)
     if d.kind == "every":
-        return cols.take(index % d.factor == 0), 0
-    ids = cols.time // d.bucket_ns if d.bucket_ns else index // d.factor
+        return cols.take((np.arange(first_record, first_record + n) % d.factor) == 0), 0
+    if n == 0:
+        return _empty(cols, d), 0
+    ids = cols.time // d.bucket_ns if d.bucket_ns else \
+        np.arange(first_record, first_record + n) // d.factor
     starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
-    complete = len(starts) - 1          # the last bucket may still grow
+    complete = len(starts) if final else len(starts) - 1    # the last bucket may still grow
     if complete <= 0:
-        return cols.take(slice(0, 0)), n
-    starts, held = starts[:complete + 1], n - starts[complete]
-    edges, counts = starts[:-1], np.diff(starts)
+        return _empty(cols, d), n
+    bounds = np.append(starts[:complete], starts[complete] if complete < len(starts) else n)
+    held = n - int(bounds[-1])
+    edges, counts = bounds[:-1], np.diff(bounds)
     data = {}
     for name, v in cols.data.items():
-        v = v[:starts[-1]]
+        v = v[:bounds[-1]]
         if v.dtype.kind not in "biuf" or np.ma.isMaskedArray(v):
-            data[name] = v[edges]        # no arithmetic on strings or nulls: first value
+            data[key(name, "first")] = v[edges]      # no arithmetic on strings or nulls
             continue
         x = v.astype(np.float64)
         if d.kind == "mean":
-            data[name] = np.add.reduceat(x, edges) / counts
+            data[key(name, "mean")] = np.add.reduceat(x, edges) / counts
         elif d.kind == "rms":
-            data[name] = np.sqrt(np.add.reduceat(x * x, edges) / counts)
+            data[key(name, "rms")] = np.sqrt(np.add.reduceat(x * x, edges) / counts)
         else:
-            data[name] = np.stack([np.minimum.reduceat(x, edges),
-                                   np.maximum.reduceat(x, edges)], axis=1)
+            data[key(name, "min")] = np.minimum.reduceat(x, edges)
+            data[key(name, "max")] = np.maximum.reduceat(x, edges)
     return Columns(cols.time[edges], data, cols.channel), held
+
+
+def _empty(cols: Columns, d: Decimation) -> Columns:
+    aggs = ("min", "max") if d.kind == "minmax" else (d.kind,)
+    data = {}
+    for name, v in cols.data.items():
+        if v.dtype.kind not in "biuf" or np.ma.isMaskedArray(v):
+            data[key(name, "first")] = v[:0]
+        else:
+            data.update({key(name, a): np.empty(0, np.float64) for a in aggs})
+    return Columns(cols.time[:0], data, cols.channel)
+
+
+class Decimator:
+    """Decimation of a stream of consecutive batches: a bucket that is still open is held
+    and finished with the next batch. After a gap (records missed) the held bucket is
+    closed as it is, so no bucket spans a gap."""
+
+    def __init__(self, d: Decimation):
+        self.d = d
+        self._held: Columns | None = None
+        self._held_from = 0              # record number of the first held record
+
+    def push(self, cols: Columns, first_record: int, missed: int = 0) -> tuple[Columns, int]:
+        """The decimated rows ready now, and the record number up to which the input is
+        covered by them (records of a bucket still open are not)."""
+        d = self.d
+        if d.kind in ("none", "every"):
+            return decimate(cols, d, first_record)[0], first_record + len(cols)
+        out = []
+        if self._held is not None and missed:
+            out.append(decimate(self._held, d, self._held_from, final=True)[0])
+            self._held = None
+        if self._held is not None:
+            cols, first_record = concat([self._held, cols]), self._held_from
+        done, held = decimate(cols, d, first_record)
+        out.append(done)
+        end = len(cols) - held
+        self._held = cols.take(slice(end, len(cols))) if held else None
+        self._held_from = first_record + end
+        return (out[0] if len(out) == 1 else concat(out)), first_record + end
+
+
+def concat(parts: list[Columns]) -> Columns:
+    """Batches of one channel, one after the other, as one."""
+    first = parts[0]
+    return Columns(np.concatenate([p.time for p in parts]),
+                   {k: np.ma.concatenate([p.data[k] for p in parts])
+                    if any(np.ma.isMaskedArray(p.data[k]) for p in parts)
+                    else np.concatenate([p.data[k] for p in parts]) for k in first.data},
+                   first.channel)

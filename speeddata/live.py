@@ -19,7 +19,7 @@ import numpy as np
 from ._ring import ENTRY_FIELDS, RING_LAYOUT
 from .codec import REASONS, Plan, decode
 from .columns import Columns
-from .decimation import Decimation, decimate
+from .decimation import Decimation, Decimator
 from .errors import SpeedDataError
 from .schema import ChannelSchema
 
@@ -118,25 +118,45 @@ _MARGIN = 8     # entries next to the writer's that may be in the middle of bein
 
 
 class Subscriber:
-    """Follows one channel's ring from now on (or from the oldest record it holds).
+    """Follows one channel's ring from now on, from the oldest record it holds, or from a
+    given record number (a resume point).
 
     ``poll()`` returns the new records since the last call, decimated, and how many records
-    were missed because this subscriber fell behind the ring.
+    were missed because this subscriber fell behind the ring. ``record`` is the number of
+    the next record it expects.
     """
 
     def __init__(self, ring: Ring, schema: ChannelSchema, decimation: Decimation | None = None,
-                 signals: Sequence[str] | None = None, *, from_oldest: bool = False):
+                 signals: Sequence[str] | None = None, *, from_oldest: bool = False,
+                 from_record: int | None = None):
         self.ring = ring
         self.plan = Plan(schema)
         self.schema = schema
         self.decimation = decimation or Decimation()
         self.signals = signals
-        entries, records = ring.written
-        self.cursor = max(0, entries - ring.nentries // 2) if from_oldest else entries
-        self.record = int(ring.entries[self.cursor % ring.nentries]["first_record"]) \
-            if from_oldest and entries else records
         self.missed = 0
-        self._held: Columns | None = None
+        self._decimator = Decimator(self.decimation)
+        self.first_record = 0          # of the records the last poll returned
+        self.covered = 0               # records before this are in what poll returned
+        entries, records = ring.written
+        self.cursor, self.record = entries, records
+        self.covered = records
+        if from_oldest:
+            self.cursor = max(0, entries - ring.nentries // 2)
+            if entries:
+                self.record = int(ring.entries[self.cursor % ring.nentries]["first_record"])
+        elif from_record is not None and from_record < records:
+            self._seek(from_record)
+
+    def _seek(self, record: int) -> None:
+        """Start at the entry that holds ``record`` (or the oldest one held)."""
+        ring = self.ring
+        written = int(ring.header[H_WRITE_ENTRY])
+        seq = np.arange(max(0, written - ring.nentries + _MARGIN), written, dtype=np.int64)
+        firsts = ring.entries[seq % ring.nentries]["first_record"].astype(np.int64)
+        at = max(0, int(np.searchsorted(firsts, record, side="right")) - 1)
+        self.cursor = int(seq[at]) if len(seq) else written
+        self.record = record
 
     def poll(self, max_records: int = 1 << 18) -> tuple[Columns, int]:
         """The records published since the last call (decimated) and how many were missed.
@@ -160,35 +180,23 @@ class Subscriber:
                         + np.arange(int(lens.sum()))] if len(e) else np.empty(0, np.uint8)
         # what the writer reused meanwhile: oldest first, so a prefix of the span
         written_after, head_after = int(ring.header[H_WRITE_ENTRY]), int(ring.header[H_DATA_HEAD])
+        firsts = e["first_record"].astype(np.int64)
         lost = (seq < written_after - n + _MARGIN) | \
             (head_after - e["offset"].astype(np.int64) > ring.ndata) | \
-            (e["first_record"].astype(np.int64) < self.record)
+            (firsts + e["count"].astype(np.int64) <= self.record)
         keep_from = int(np.flatnonzero(lost)[-1]) + 1 if lost.any() else 0
         self.cursor = int(end) if end > cursor else cursor
         kept = e[keep_from:]
         body = raw[int(lens[:keep_from].sum()):].tobytes()
-        missed, first = 0, None
+        cols = decode(self.plan, body, int(kept["count"].sum()), self.signals)
+        expected = first = self.record
         if len(kept):
             first = int(kept["first_record"][0])
-            missed = first - self.record
+            if first < expected:                     # a resume point inside a datagram
+                cols, first = cols.take(slice(expected - first, None)), expected
             self.record = int(kept["first_record"][-1]) + int(kept["count"][-1])
+        missed = first - expected
         self.missed += missed
-        count = int(kept["count"].sum())
-        cols = decode(self.plan, body, count, self.signals)
-        return self._decimate(cols, first, missed), missed
-
-    def _decimate(self, cols: Columns, first: int | None, missed: int) -> Columns:
-        d = self.decimation
-        if d.kind in ("none", "every"):
-            return decimate(cols, d, first or 0)[0]
-        if self._held is not None and len(self._held) and not missed:
-            cols = _concat(self._held, cols)
-        out, held = decimate(cols, d)
-        self._held = cols.take(slice(len(cols) - held, len(cols))) if held else None
-        return out
-
-
-def _concat(a: Columns, b: Columns) -> Columns:
-    return Columns(np.concatenate([a.time, b.time]),
-                   {k: np.ma.concatenate([a.data[k], b.data[k]]) if np.ma.isMaskedArray(a.data[k])
-                    else np.concatenate([a.data[k], b.data[k]]) for k in a.data}, a.channel)
+        self.first_record = first
+        out, self.covered = self._decimator.push(cols, first, missed)
+        return out, missed

@@ -28,7 +28,7 @@ from ._ingest import Receiver
 from ._ring import LiveRing
 from .errors import SpeedDataError, StoreError
 from .codec import Plan, encode_columns
-from .decimation import Decimation
+from .decimation import Decimation, key
 from .live import COUNTERS, Ring, Subscriber
 
 log = logging.getLogger("speeddata.worker")
@@ -307,13 +307,20 @@ class _DecimatedSender:
         cols, _ = self.sub.poll()
         if not len(cols):
             return
-        data, time_ = cols.data, cols.time
-        if any(v.ndim == 2 for v in data.values()):   # minmax: a min and a max record
-            data = {k: _interleave(v[:, 0], v[:, 1]) if v.ndim == 2 else _interleave(v, v)
-                    for k, v in data.items()}
+        time_, data = cols.time, {}
+        envelope = self.sub.decimation.kind == "minmax"
+        if envelope:                                  # a min and a max record per bucket
             time_ = _interleave(time_, time_)
-        data = {s.name: data[s.name].astype(s.dtype) if s.dtype != object else data[s.name]
-                for s in self.plan.schema.signals}
+        for s in self.plan.schema.signals:
+            if s.name == self.plan.schema.time_field:
+                continue
+            if envelope and key(s.name, "min") in cols.data:
+                v = _interleave(cols.data[key(s.name, "min")], cols.data[key(s.name, "max")])
+            else:
+                v = next(cols.data[k] for k in (s.name, key(s.name, self.sub.decimation.kind),
+                                                key(s.name, "first")) if k in cols.data)
+                v = _interleave(v, v) if envelope else v
+            data[s.name] = v.astype(s.dtype) if s.dtype != object else v
         body, ends = encode_columns(self.plan, time_, data)
         start = 0
         for end in ends.tolist():

@@ -157,14 +157,16 @@ def test_live_subscriber_decimation_matches_numpy(supervisor):
     assert np.allclose(sine, expected)
     assert np.allclose(np.concatenate([c.sine_wave for c in got["every:7"]]), expected[::7])
     buckets = expected.reshape(-1, 10)
-    mean, rms, env = (np.concatenate([c.sine_wave for c in got[d]])
-                      for d in ("mean:10", "rms:10", "minmax:10"))
+    mean, rms, low, high = (np.concatenate([c[k] for c in got[d]]) for d, k in (
+        ("mean:10", "sine_wave:mean"), ("rms:10", "sine_wave:rms"),
+        ("minmax:10", "sine_wave:min"), ("minmax:10", "sine_wave:max")))
     n = len(mean)
-    assert n >= 299 and len(rms) == len(env) == n    # the newest bucket may still be open
+    assert n >= 299 and len(rms) == len(low) == len(high) == n  # the newest may be open
     assert np.allclose(mean, buckets.mean(1)[:n])
     assert np.allclose(rms, np.sqrt((buckets ** 2).mean(1))[:n])
-    assert np.allclose(env[:, 0], buckets.min(1)[:n])
-    assert np.allclose(env[:, 1], buckets.max(1)[:n])
+    assert np.allclose(low, buckets.min(1)[:n])
+    assert np.allclose(high, buckets.max(1)[:n])
+    assert [c.time[0] for c in got["minmax:10"]][0] == got["none"][0].time[0]  # bucket start
 
 
 def test_decimate_time_buckets_and_slow_subscriber_is_told_what_it_missed(supervisor):
@@ -186,7 +188,11 @@ def test_decimate_time_buckets_and_slow_subscriber_is_told_what_it_missed(superv
     t = np.arange(0, 100_000_000, 1_000_000, dtype=np.int64)
     cols = speeddata.codec.Columns(t, {"v": np.arange(100.0)})
     out, held = decimate(cols, Decimation("minmax", bucket_ns=10_000_000))
-    assert held == 10 and out.v.tolist() == [[k * 10, k * 10 + 9] for k in range(9)]
+    assert held == 10 and out["v:min"].tolist() == [k * 10 for k in range(9)]
+    assert out["v:max"].tolist() == [k * 10 + 9 for k in range(9)]
+    assert out.time.tolist() == t[::10][:9].tolist()
+    closed, held = decimate(cols, Decimation("minmax", bucket_ns=10_000_000), final=True)
+    assert held == 0 and closed["v:max"][-1] == 99.0
 
 
 def test_multicast_full_rate_and_decimated_on_loopback_ttl_0(supervisor):
