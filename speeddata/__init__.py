@@ -8,10 +8,10 @@ from .dataset import DataSet
 from .hdf5 import read_hdf5
 from .store._avro import read_avro
 from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, FormatError,
-                     LimitExceeded, PortUnavailable, SchemaError, SpeedDataError, StoreError,
-                     TagExists, TagNotFound, TimeRangeError)
+                     LimitExceeded, PortUnavailable, RequestError, SchemaError, SpeedDataError, StoreError,
+                     TagExists, TagNotFound, TimeRangeError, Unauthenticated)
 
 __all__ = ["DataSet", "read_avro", "read_hdf5", "store", "ChannelExists", "ChannelNotFound",
            "ConfigError", "DecodeError", "FormatError", "LimitExceeded", "PortUnavailable",
-           "SchemaError", "SpeedDataError",
-           "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "errors", "schema"]
+           "RequestError", "SchemaError", "SpeedDataError",
+           "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema"]

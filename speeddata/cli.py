@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
@@ -47,32 +48,48 @@ def _print_status(sup, started: float) -> None:
 
 
 def cmd_serve(args, cfg: config_mod.ServeConfig, senders=()) -> int:
-    from .serve import Supervisor
-    stop = _stop_on_signals()
-    sup = Supervisor(args.data or cfg.data, cfg.channels, cfg.retention)
+    return asyncio.run(_serve(args, cfg, senders))
+
+
+async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
+    from .server import Server
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = Server(cfg, data=args.data, grpc=args.grpc, token=args.token)
+    where = await server.start()
+    sup = server.supervisor
+    assert sup is not None
     threads = []
-    with sup:
-        failed = sup.wait_ready()
-        print(f"SpeedData serving store {sup.data}: " + ", ".join(
-            f"{c.name} on udp {c.bind}:{c.port}" + (" (FAILED)" if c.name in failed else "")
-            for c in cfg.channels), flush=True)
+    stopped = threading.Event()
+    try:
+        failed = await asyncio.to_thread(sup.wait_ready)
+        print(f"SpeedData serving store {sup.data}\n  gRPC   {where.grpc}" + "".join(
+            f"\n  {name:<12} {udp}" + (" (FAILED, retrying)" if name in failed else "")
+            for name, udp in where.channels.items()), flush=True)
         for name, reason in failed.items():
-            print(f"  channel {name} cannot start: {reason} (retrying)", flush=True)
+            print(f"  channel {name} cannot start: {reason}", flush=True)
         for kind, port, rate in senders:
             t = threading.Thread(target=send_mod.send, args=("127.0.0.1", port, kind),
-                                 kwargs={"rate": rate, "stop": stop.is_set}, daemon=True)
+                                 kwargs={"rate": rate, "stop": stopped.is_set}, daemon=True)
             t.start()
             threads.append(t)
         started = time.monotonic()
         deadline = started + args.duration if getattr(args, "duration", None) else None
-        while not stop.wait(args.interval):
-            _print_status(sup, started)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), args.interval)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.to_thread(_print_status, sup, started)
             if deadline and time.monotonic() >= deadline:
                 break
-        stop.set()
+    finally:
+        stopped.set()
         for t in threads:
             t.join()
-        _print_status(sup, started)
+        await server.stop()
     print("stopped; every received record is flushed to the store", flush=True)
     return 0
 
@@ -110,6 +127,14 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grpc", metavar="HOST:PORT",
+                   help="where the gRPC service listens (default: the config's grpc:, "
+                        "else 127.0.0.1:50051)")
+    p.add_argument("--token", help="API calls that change something need "
+                   "'authorization: Bearer TOKEN' (default: the config's token:, else none)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speeddata", description="Ephemeral high-rate telemetry "
                                 "capture: UDP/Avro in, time-indexed store, live views, HDF5.")
@@ -119,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
                    "embedded default channels example (26000) and temperature (26001)")
     s.add_argument("--data", help="store directory (overrides the config's data:)")
     s.add_argument("--interval", type=float, default=5.0, help="status print interval, s")
+    _server_options(s)
     s.set_defaults(func=cmd_serve_config)
     d = sub.add_parser("demo", help="run the embedded default with example senders")
     d.add_argument("--data", default="./data")
@@ -127,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=100.0, help="example records/s")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--interval", type=float, default=2.0)
+    _server_options(d)
     d.set_defaults(func=cmd_demo)
     x = sub.add_parser("send", help="send example or temperature records (load generator)")
     x.add_argument("kind", nargs="?", default="example", choices=sorted(send_mod.GENERATORS))

@@ -6,6 +6,8 @@ bind: 127.0.0.1              # where channel receivers bind unless a channel say
 retention: {max_bytes: 10G, max_age: P1D}
 web: {bind: 127.0.0.1, port: 8080}
 grpc: {bind: 127.0.0.1, port: 50051}
+token: s3cret                # API calls that change something need it (Bearer token)
+limits: {query_records: 100000000, export_records: 500000000}
 channels:
   - name: example
     port: 26000
@@ -86,6 +88,8 @@ class ServeConfig:
     retention: dict = field(default_factory=dict)
     web: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 8080})
     grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
+    token: str | None = None          # needed by every API call that changes something
+    limits: dict = field(default_factory=dict)   # query_records, export_records
 
 
 def load(path: str | os.PathLike) -> ServeConfig:
@@ -123,11 +127,21 @@ def _check_keys(d: dict, allowed: set[str], where: str) -> None:
 def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of keys")
-    _check_keys(raw, {"data", "bind", "channels", "retention", "web", "grpc"}, "")
+    _check_keys(raw, {"data", "bind", "channels", "retention", "web", "grpc", "token",
+                      "limits"}, "")
     cfg = ServeConfig()
     cfg.data = str(_take(raw, "data", "", str, cfg.data))
     cfg.bind = _take(raw, "bind", "", str, cfg.bind)
     cfg.retention = _retention(_take(raw, "retention", "", dict, {}), "retention.")
+    cfg.token = _take(raw, "token", "", str)
+    limits = _take(raw, "limits", "", dict, {})
+    _check_keys(limits, {"query_records", "export_records"}, "limits.")
+    for key in ("query_records", "export_records"):
+        value = _take(limits, key, "limits.", int)
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"limits.{key}: {value} is not a positive count")
+            cfg.limits[key] = value
     for key in ("web", "grpc"):
         section = _take(raw, key, "", dict, {})
         _check_keys(section, {"bind", "port"}, f"{key}.")

@@ -157,6 +157,13 @@ class Decimator:
         self._held_from = first_record + end
         return (out[0] if len(out) == 1 else concat(out)), first_record + end
 
+    def finish(self) -> Columns:
+        """The bucket still open, closed as it is (the end of a finite read)."""
+        held, self._held = self._held, None
+        if held is None:
+            return Columns(np.empty(0, np.int64), {})
+        return decimate(held, self.d, self._held_from, final=True)[0]
+
 
 def concat(parts: list[Columns]) -> Columns:
     """Batches of one channel, one after the other, as one."""

@@ -18,7 +18,7 @@ class SpeedDataError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        text = super().__str__()
+        text = Exception.__str__(self)      # not KeyError's, which would quote it
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 
@@ -37,9 +37,6 @@ class DecodeError(SpeedDataError, ValueError):
 
 class ChannelNotFound(SpeedDataError, KeyError):
     """No channel of that name in the store or registry."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return SpeedDataError.__str__(self)
 
 
 class ChannelExists(SpeedDataError, ValueError):
@@ -65,9 +62,6 @@ class TagExists(SpeedDataError, ValueError):
 class TagNotFound(SpeedDataError, KeyError):
     """No tag of that name."""
 
-    def __str__(self) -> str:
-        return SpeedDataError.__str__(self)
-
 
 class ConfigError(SpeedDataError, ValueError):
     """A configuration file or value that is wrong; the message names the key."""
@@ -85,6 +79,14 @@ class LimitExceeded(SpeedDataError, ValueError):
     """A request larger than a configured limit (a range, an export)."""
 
 
+class RequestError(SpeedDataError, ValueError):
+    """An API request that cannot be served as asked (a missing or contradictory field)."""
+
+
+class Unauthenticated(SpeedDataError, PermissionError):
+    """A call that changes something, without the server's token."""
+
+
 # One table for every API: each error as a gRPC status code (by name) and an HTTP status.
 # The first class of an error's MRO that is listed here decides.
 STATUS: dict[type[BaseException], tuple[str, int]] = {
@@ -92,6 +94,8 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     DecodeError: ("INVALID_ARGUMENT", 400),
     TimeRangeError: ("INVALID_ARGUMENT", 400),
     ConfigError: ("INVALID_ARGUMENT", 400),
+    RequestError: ("INVALID_ARGUMENT", 400),
+    Unauthenticated: ("UNAUTHENTICATED", 401),
     ChannelExists: ("ALREADY_EXISTS", 409),
     TagExists: ("ALREADY_EXISTS", 409),
     ChannelNotFound: ("NOT_FOUND", 404),

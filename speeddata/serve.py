@@ -46,6 +46,9 @@ class _Worker:
     last_exit: int | None = None
     failures: int = 0          # setup failures in a row (port taken, bad setting...)
     failure: str = ""          # why it cannot start, from its status file
+    # the worker writes a byte here whenever it has published records to the ring: the
+    # live hub waits on the read end instead of polling
+    notify: tuple[int, int] = (-1, -1)
 
 
 class Supervisor:
@@ -114,7 +117,8 @@ class Supervisor:
             self.store.create_channel(cfg.name, cfg.schema, time_field=cfg.time_field,
                                       time_unit=cfg.time_unit, **cfg.options)
             ring_path = create_ring(os.path.join(self._ring_dir, f"{cfg.name}.ring"))
-            w = _Worker(cfg, ring_path, Ring(ring_path))
+            w = _Worker(cfg, ring_path, Ring(ring_path),
+                        notify=os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
             self._workers[cfg.name] = w
             if start:
                 self._spawn(w)
@@ -131,12 +135,20 @@ class Supervisor:
         except ChannelNotFound:
             pass
         self._terminate([w])
-        w.ring.close()
+        _close_worker(w)
         for path in (w.ring_path, status_path(w.ring_path)):
             if os.path.exists(path):
                 os.remove(path)
         if drop_data:
             self.store.drop_channel(name)
+
+    def notify_fd(self, name: str) -> int:
+        """The file descriptor that becomes readable when the channel's worker has published
+        new records (read what it holds, then look at the ring)."""
+        with self._lock:
+            if name not in self._workers:
+                raise ChannelNotFound(f"no running channel {name!r}")
+            return self._workers[name].notify[0]
 
     def ring(self, name: str) -> Ring:
         with self._lock:
@@ -192,7 +204,7 @@ class Supervisor:
         cmd = [sys.executable, "-m", "speeddata.worker", "--channel", cfg.name,
                "--data", self.data, "--port", str(cfg.port), "--bind", cfg.bind,
                "--ring", w.ring_path, "--rcvbuf", str(cfg.receive_buffer),
-               "--restarts", str(w.restarts)]
+               "--restarts", str(w.restarts), "--notify", str(w.notify[1])]
         mc = cfg.multicast
         if mc:
             cmd += ["--mc-group", mc.group, "--mc-port", str(mc.port),
@@ -202,7 +214,8 @@ class Supervisor:
                         str(mc.decimated_port), "--mc-dec", mc.decimation]
         # its own session: a terminal's Ctrl-C reaches the supervisor, which stops the
         # workers in order (and a worker whose supervisor dies stops by itself)
-        w.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        w.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True,
+                                  pass_fds=(w.notify[1],))
         w.started = time.monotonic()
         log.info("channel %s: worker pid %d on port %d", cfg.name, w.proc.pid, cfg.port)
 
@@ -311,8 +324,7 @@ class Supervisor:
             workers = list(self._workers.values())
         self._terminate(workers)
         for w in workers:
-            if w.ring:
-                w.ring.close()
+            _close_worker(w)
         for name in os.listdir(self._ring_dir):
             os.remove(os.path.join(self._ring_dir, name))
         os.rmdir(self._ring_dir)
@@ -323,6 +335,13 @@ class Supervisor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _close_worker(w: _Worker) -> None:
+    w.ring.close()
+    for fd in w.notify:
+        os.close(fd)
+    w.notify = (-1, -1)
 
 
 def _check_port(bind: str, port: int) -> None:

@@ -29,7 +29,7 @@ from ._ring import LiveRing
 from .errors import SpeedDataError, StoreError
 from .codec import Plan, encode_columns
 from .decimation import Decimation, key
-from .live import COUNTERS, Ring, Subscriber
+from .live import COUNTERS, H_WRITE_ENTRY, Ring, Subscriber
 
 log = logging.getLogger("speeddata.worker")
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
@@ -181,7 +181,13 @@ class _Worker:
 
     def step(self) -> None:
         """Receive for up to 20 ms, write what is due, publish counters now and then."""
+        before = self.ring.header[H_WRITE_ENTRY]
         self.receiver.poll(0.02, self.writer.block_bytes)
+        if self.args.notify >= 0 and self.ring.header[H_WRITE_ENTRY] != before:
+            try:
+                os.write(self.args.notify, b"\0")
+            except (BlockingIOError, BrokenPipeError):
+                pass      # the reader has plenty to wake up for, or is gone
         self._write()
         if self.decimated:
             self.decimated.pump()
@@ -346,6 +352,8 @@ def main(argv=None) -> int:
     p.add_argument("--ring", required=True)
     p.add_argument("--rcvbuf", type=int, default=32 << 20)
     p.add_argument("--restarts", type=int, default=0)
+    p.add_argument("--notify", type=int, default=-1,
+                   help="a pipe to write a byte to whenever records were published")
     p.add_argument("--mc-group")
     p.add_argument("--mc-port", type=int)
     p.add_argument("--mc-interface", default="127.0.0.1")

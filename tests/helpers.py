@@ -52,3 +52,66 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+class ServeProcess:
+    """A real ``speeddata serve`` process on loopback: gRPC on a free port, its output
+    collected, stopped with SIGTERM (killed if it will not stop)."""
+
+    def __init__(self, data, *, config: dict | None = None, token: str | None = None,
+                 extra_args=()):
+        import os
+        import subprocess
+        import sys
+        import threading
+        import time
+
+        import yaml
+        self.data = str(data)
+        cfg = {"data": self.data, "channels": []}
+        cfg.update(config or {})
+        self.config_path = os.path.join(os.path.dirname(self.data),
+                                        f"serve-{os.path.basename(self.data)}.yaml")
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(cfg, f)
+        cmd = [sys.executable, "-m", "speeddata.cli", "serve", "--config", self.config_path,
+               "--grpc", "127.0.0.1:0", "--interval", "3600", *extra_args]
+        if token:
+            cmd += ["--token", token]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 30
+        self.address = ""
+        while not self.address:
+            for line in list(self.lines):
+                if line.strip().startswith("gRPC "):
+                    self.address = line.split()[-1]
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("speeddata serve did not start:\n" + "".join(self.lines))
+            time.sleep(0.02)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        import signal
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        self.proc.stdout.close()
+        return self.proc.returncode

@@ -1,0 +1,352 @@
+"""The Python client of the gRPC service: ``speeddata.Client("127.0.0.1:50051")``.
+
+```python
+import speeddata
+c = speeddata.Client("127.0.0.1:50051", token="...")      # token: for changes only
+c.register_channel("rig", 26010, "rig.avsc")               # a path, JSON text or a dict
+for batch in c.subscribe("rig", decimation="minmax:100"):  # Columns, live
+    print(batch.time[-1], batch["sine_wave:max"][-1])
+cols = c.query("rig", "-10m")                              # Columns, like Channel.read
+c.export_hdf5("run.h5", tag="run-42")
+```
+
+Errors come back as the SpeedData error of their status code (NOT_FOUND as ChannelNotFound
+or TagNotFound, ALREADY_EXISTS as ChannelExists...), with the server's detail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from . import errors as E
+from .columns import Columns
+from .decimation import Decimation, concat
+from .schema import load_avro
+from .timeutil import TimeLike, time_range
+from .v1 import speeddata_pb2 as pb
+from .v1 import speeddata_pb2_grpc as pb_grpc
+from .wire import EncodedColumn, decode
+
+_STATUS = {pb.CHANNEL_STATUS_RUNNING: "running", pb.CHANNEL_STATUS_STARTING: "starting",
+           pb.CHANNEL_STATUS_FAILED: "failed", pb.CHANNEL_STATUS_STORED: "stored"}
+_AGGREGATE = {v: k for k, v in pb.Aggregate.items()}
+_TYPE = {v: k for k, v in pb.DataType.items()}
+_KIND = {"none": pb.DECIMATION_KIND_NONE, "every": pb.DECIMATION_KIND_EVERY,
+         "mean": pb.DECIMATION_KIND_MEAN, "rms": pb.DECIMATION_KIND_RMS,
+         "minmax": pb.DECIMATION_KIND_MIN_MAX}
+_ERRORS: dict[grpc.StatusCode, type[E.SpeedDataError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: E.RequestError,
+    grpc.StatusCode.ALREADY_EXISTS: E.ChannelExists,
+    grpc.StatusCode.NOT_FOUND: E.ChannelNotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: E.LimitExceeded,
+    grpc.StatusCode.UNAVAILABLE: E.PortUnavailable,
+    grpc.StatusCode.UNAUTHENTICATED: E.Unauthenticated,
+    grpc.StatusCode.FAILED_PRECONDITION: E.StoreError,
+    grpc.StatusCode.DATA_LOSS: E.FormatError,
+}
+
+
+@dataclass
+class ChannelInfo:
+    """A channel as the server describes it."""
+    name: str
+    status: str                 # running, starting, failed or stored
+    port: int
+    bind: str
+    signals: dict[str, str] = field(default_factory=dict)   # name -> Avro type
+    source: str = ""
+    decimation: str = "none"
+    failure: str = ""
+    time_field: str = ""
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{n}</td><td>{t}</td></tr>" for n, t in self.signals.items())
+        return (f"<b>{self.name}</b> {self.status} on udp {self.bind}:{self.port}"
+                f"<table><tr><th>signal</th><th>type</th></tr>{rows}</table>")
+
+
+def _error(e: grpc.RpcError) -> E.SpeedDataError:
+    code, detail = e.code(), e.details() or ""
+    cls = _ERRORS.get(code, E.SpeedDataError)
+    if code == grpc.StatusCode.NOT_FOUND and detail.startswith("no tag"):
+        cls = E.TagNotFound
+    elif code == grpc.StatusCode.ALREADY_EXISTS and "tag" in detail.split(" ", 2)[:2]:
+        cls = E.TagExists
+    elif code == grpc.StatusCode.UNAVAILABLE and "UDP port" not in detail:
+        return E.SpeedDataError(f"the server is unavailable: {detail}")
+    if cls is E.SpeedDataError:
+        return E.SpeedDataError(f"{code.name}: {detail}")
+    return cls(detail)
+
+
+def _ns(value: TimeLike | None) -> int:
+    from .timeutil import to_ns
+    return 0 if value is None else to_ns(value)
+
+
+def _decimation(d: Decimation | str | int | None) -> pb.Decimation:
+    if not isinstance(d, Decimation):
+        d = Decimation.parse(d)
+    return pb.Decimation(kind=_KIND[d.kind], factor=d.factor, bucket_ns=d.bucket_ns)
+
+
+def batch_columns(batch: pb.Batch) -> Columns:
+    """A Batch message as Columns (decimated columns keyed "signal:aggregate")."""
+    columns = [EncodedColumn(c.name, _AGGREGATE[c.aggregate][len("AGGREGATE_"):].lower(),
+                             _TYPE[c.type][len("DATA_TYPE_"):].lower(), c.values, c.offsets,
+                             c.validity) for c in batch.columns]
+    return decode(batch.time, columns, batch.channel)
+
+
+class Client:
+    """A connection to a SpeedData server's gRPC service."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, token: str | None = None,
+                 timeout: float | None = 30.0):
+        self.address = address
+        self.timeout = timeout
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        self._channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20)])
+        self._stub = pb_grpc.SpeedDataStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"<speeddata.Client {self.address}>"
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, request, *, stream: bool = False):
+        try:
+            result = getattr(self._stub, method)(
+                request, metadata=self._metadata,
+                timeout=None if stream else self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return self._stream(result) if stream else result
+
+    @staticmethod
+    def _stream(responses) -> Iterator:
+        try:
+            yield from responses
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise _error(e) from None
+        finally:
+            responses.cancel()
+
+    # ---- channels ------------------------------------------------------------------------
+
+    def register_channel(self, name: str, port: int, schema: Any, *,
+                         time_field: str | None = "time", time_unit: str | None = None,
+                         decimation: str = "", bind: str = "", max_bytes: int = 0,
+                         max_age: float = 0) -> ChannelInfo:
+        """Register a channel. ``schema`` is a dict, Avro JSON text or a .avsc path (read
+        here, on the client). ``time_field=None``: records are stamped on receipt."""
+        text = json.dumps(load_avro(schema))
+        request = pb.RegisterChannelRequest(
+            name=name, port=port, schema=text, bind=bind, time_field=time_field or "",
+            stamp_on_receipt=time_field is None, time_unit=time_unit or "",
+            decimation=str(decimation or ""))
+        if max_bytes or max_age:
+            request.retention.max_bytes = int(max_bytes)
+            request.retention.max_age_ns = int(max_age * 1e9)
+        return _info(self._call("RegisterChannel", request))
+
+    def deregister_channel(self, name: str) -> None:
+        self._call("DeregisterChannel", pb.DeregisterChannelRequest(name=name))
+
+    def delete_channel_data(self, name: str) -> None:
+        self._call("DeleteChannelData", pb.DeleteChannelDataRequest(name=name))
+
+    def list_channels(self, status: str | None = None) -> list[ChannelInfo]:
+        code = {v: k for k, v in _STATUS.items()}[status] if status else \
+            pb.CHANNEL_STATUS_UNSPECIFIED
+        return [_info(c) for c in self._call("ListChannels",
+                                             pb.ListChannelsRequest(status=code)).channels]
+
+    def get_channel(self, name: str) -> ChannelInfo:
+        return _info(self._call("GetChannel", pb.GetChannelRequest(name=name)))
+
+    def get_schema(self, name: str) -> dict:
+        """The channel's Avro schema (as stored, with its time field)."""
+        return json.loads(self._call("GetSchema", pb.GetSchemaRequest(name=name)).avro_json)
+
+    def available_ports(self, limit: int = 0) -> list[int]:
+        return list(self._call("ListAvailablePorts",
+                               pb.ListAvailablePortsRequest(limit=limit)).ports)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def subscribe(self, channels: str | Sequence[str], signals: Sequence[str] | None = None,
+                  decimation: Decimation | str | int | None = None, *,
+                  resume_from: dict[str, int] | None = None) -> "Subscription":
+        """Follow channels live: iterate for Columns batches (``batch.channel`` says whose).
+        ``subscription.next_record`` is the resume point to pass after a reconnect;
+        ``subscription.missed`` counts records lost by falling behind."""
+        names = [channels] if isinstance(channels, str) else list(channels)
+        request = pb.SubscribeRequest()
+        for name in names:
+            c = request.channels.add(channel=name, signals=list(signals or ()),
+                                     decimation=_decimation(decimation))
+            if resume_from and name in resume_from:
+                c.resume_from = int(resume_from[name])
+        return Subscription(self, request)
+
+    def query(self, channel: str, start: TimeLike | None = None, end: TimeLike | None = None,
+              signals: Sequence[str] | None = None,
+              decimation: Decimation | str | int | None = None, *, buckets: int = 0,
+              max_rows: int = 0) -> Columns:
+        """The channel's records in [start, end) as Columns, like `Channel.read`;
+        ``buckets=N``: an overview of N buckets (columns "signal:min", "signal:max"...)."""
+        return concat_batches(self.iter_query(channel, start, end, signals, decimation,
+                                              buckets=buckets, max_rows=max_rows), channel)
+
+    def iter_query(self, channel: str, start: TimeLike | None = None,
+                   end: TimeLike | None = None, signals: Sequence[str] | None = None,
+                   decimation: Decimation | str | int | None = None, *, buckets: int = 0,
+                   max_rows: int = 0) -> Iterator[Columns]:
+        """The batches of a query as they arrive (memory stays bounded)."""
+        lo, hi = _range(start, end)
+        request = pb.QueryRequest(channels=[channel], start=lo, end=hi,
+                                  signals=list(signals or ()), buckets=buckets,
+                                  max_rows=max_rows)
+        if decimation is not None:
+            request.decimation.CopyFrom(_decimation(decimation))
+        for response in self._call("Query", request, stream=True):
+            yield batch_columns(response.batch)
+
+    def query_avro(self, channel: str, path: str | os.PathLike,
+                   start: TimeLike | None = None, end: TimeLike | None = None) -> str:
+        """Save the stored blocks of [start, end) as an Avro object container file."""
+        lo, hi = _range(start, end)
+        request = pb.QueryRequest(channels=[channel], start=lo, end=hi,
+                                  format=pb.QUERY_FORMAT_AVRO)
+        with open(path, "wb") as f:
+            for response in self._call("Query", request, stream=True):
+                f.write(response.avro.data)
+        return os.fspath(path)
+
+    # ---- tags and export -----------------------------------------------------------------
+
+    def tag(self, name: str, start: TimeLike, end: TimeLike,
+            channels: Sequence[str] | None = None, note: str = "", *, replace: bool = False):
+        lo, hi = time_range(start, end)
+        return _tag(self._call("CreateTag", pb.CreateTagRequest(
+            name=name, start=lo, end=hi, channels=list(channels or ()), note=note,
+            replace=replace)))
+
+    def tags(self) -> list[dict]:
+        return [_tag(t) for t in self._call("ListTags", pb.ListTagsRequest()).tags]
+
+    def untag(self, name: str) -> None:
+        self._call("DeleteTag", pb.DeleteTagRequest(name=name))
+
+    def export_hdf5(self, path: str | os.PathLike, start: TimeLike | None = None,
+                    end: TimeLike | None = None, channels: Sequence[str] | None = None,
+                    signals: Sequence[str] | None = None, *, tag: str = "",
+                    progress: Callable[[float], None] | None = None) -> str:
+        """Export a tag or a range to a local HDF5 file; ``progress(fraction)`` as it goes.
+        The file appears complete or not at all."""
+        lo, hi = (0, 0) if tag else _range(start, end)
+        request = pb.ExportRequest(tag=tag, start=lo, end=hi, channels=list(channels or ()),
+                                   signals=list(signals or ()))
+        path = os.fspath(path)
+        tmp = f"{path}.part"
+        try:
+            with open(tmp, "wb") as f:
+                for response in self._call("Export", request, stream=True):
+                    f.write(response.data)
+                    if progress:
+                        progress(response.progress)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    # ---- statistics ----------------------------------------------------------------------
+
+    def stats(self, channels: Sequence[str] | None = None) -> dict[str, dict]:
+        """Per channel: ingest counters, what the store holds, and the horizon (s)."""
+        response = self._call("GetStats", pb.GetStatsRequest(channels=list(channels or ())))
+        out = {}
+        for s in response.channels:
+            d = {f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields
+                 if f.name not in ("rejects", "status") and
+                 (not f.has_presence or s.HasField(f.name))}
+            d["rejects"] = dict(s.rejects)
+            d["status"] = _STATUS.get(s.status, "")
+            out[s.channel] = d
+        return out
+
+
+class Subscription:
+    """An open Subscribe stream: iterate for Columns; ``close()`` (or leaving a ``with``
+    block) ends it and frees the server's slot."""
+
+    def __init__(self, client: Client, request: pb.SubscribeRequest):
+        self._responses = client._stub.Subscribe(request, metadata=client._metadata)
+        self.next_record: dict[str, int] = {}
+        self.missed: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[Columns]:
+        try:
+            for response in self._responses:
+                name = response.batch.channel
+                self.missed[name] = self.missed.get(name, 0) + response.missed
+                self.next_record[name] = response.next_record
+                yield batch_columns(response.batch)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                raise _error(e) from None
+
+    def close(self) -> None:
+        self._responses.cancel()
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def concat_batches(batches, channel: str = "") -> Columns:
+    parts = [b for b in batches if len(b)]
+    if not parts:
+        return Columns(np.empty(0, np.int64), {}, channel)
+    return parts[0] if len(parts) == 1 else concat(parts)
+
+
+def _range(start, end) -> tuple[int, int]:
+    if start is None and end is None:
+        return 0, 0
+    if end is None:
+        return _ns(start), 0
+    return time_range(start if start is not None else 0, end)
+
+
+def _info(c: pb.ChannelInfo) -> ChannelInfo:
+    return ChannelInfo(c.name, _STATUS.get(c.status, ""), c.port, c.bind,
+                       {s.name: s.avro_type for s in c.signals}, c.source, c.decimation,
+                       c.failure, c.time_field)
+
+
+def _tag(t: pb.Tag) -> dict:
+    return {"name": t.name, "start": t.start, "end": t.end,
+            "channels": list(t.channels) or None, "note": t.note, "created": t.created}

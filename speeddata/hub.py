@@ -1,0 +1,242 @@
+"""The live hub: each channel's ring read once, decoded once, fanned out to any number of
+subscriptions (gRPC Subscribe, the web's WebSocket), each with its own signals and
+decimation.
+
+It runs on the serve process's asyncio event loop. A channel's worker writes a byte to a pipe
+whenever it publishes records; the hub waits on that pipe, reads the ring at most once per
+`MIN_INTERVAL` (so a 100 kHz channel costs a few hundred reads a second, not one per
+datagram), and wakes the subscriptions that got data. Nobody polls.
+
+A subscription that is not drained (a slow client) holds at most `QUEUE_RECORDS` records;
+older batches are dropped and counted as missed, so it never slows the worker, the hub or
+other subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from .columns import Columns
+from .decimation import Decimation, Decimator
+from .errors import ChannelNotFound
+from .live import Subscriber
+
+if TYPE_CHECKING:
+    from .serve import Supervisor
+
+log = logging.getLogger("speeddata.hub")
+MIN_INTERVAL = 0.004      # s between two reads of one channel's ring
+QUEUE_RECORDS = 1 << 20   # raw records a subscription may hold before it drops the oldest
+
+
+class Update(NamedTuple):
+    """What a subscription receives: decimated rows covering raw records
+    [first_record, next_record), after ``missed`` records it lost."""
+    columns: Columns
+    first_record: int
+    next_record: int
+    missed: int
+
+
+class Subscription:
+    """One subscriber's view of one channel. ``await next()`` returns the next `Update`;
+    `pending` tells whether one is waiting."""
+
+    def __init__(self, hub: "Hub", channel: str, signals: Sequence[str] | None,
+                 decimation: Decimation, wake: asyncio.Event | None):
+        self.hub = hub
+        self.channel = channel
+        self.signals = list(signals) if signals else None
+        self.decimation = decimation
+        self.wake = wake or asyncio.Event()
+        self._decimator = Decimator(decimation)
+        self._queue: deque[Update] = deque()
+        self._queued = 0
+        self._dropped = 0            # raw records dropped from the queue, not yet reported
+        self.closed: str | None = None   # why the channel went away
+        self.delivered = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._queue) or self.closed is not None
+
+    def _push(self, cols: Columns, first: int, missed: int) -> None:
+        if self.signals is not None:
+            cols = Columns(cols.time, {k: cols.data[k] for k in self.signals}, cols.channel)
+        out, covered = self._decimator.push(cols, first, missed)
+        if not len(out) and not missed:
+            return
+        self._queue.append(Update(out, first, covered, missed))
+        self._queued += covered - first
+        while self._queued > QUEUE_RECORDS and len(self._queue) > 1:
+            old = self._queue.popleft()
+            self._queued -= old.next_record - old.first_record
+            self._dropped += old.next_record - old.first_record + old.missed
+        self.wake.set()
+
+    def _close(self, why: str) -> None:
+        self.closed = why
+        self.wake.set()
+
+    def take(self) -> Update | None:
+        """The oldest waiting update, or None. Raises ChannelNotFound once the channel is
+        gone and everything before that was taken."""
+        if not self._queue:
+            if self.closed is not None:
+                raise ChannelNotFound(self.closed)
+            return None
+        u = self._queue.popleft()
+        self._queued -= u.next_record - u.first_record
+        if self._dropped:
+            u = u._replace(missed=u.missed + self._dropped)
+            self._dropped = 0
+        self.delivered += len(u.columns)
+        return u
+
+    async def next(self) -> Update:
+        while True:
+            u = self.take()
+            if u is not None:
+                return u
+            self.wake.clear()
+            await self.wake.wait()
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+
+class _Feed:
+    """One channel's reader and its subscriptions."""
+
+    def __init__(self, hub: "Hub", name: str):
+        sup = hub.supervisor
+        self.hub = hub
+        self.name = name
+        self.ring = sup.ring(name)
+        self.schema = sup.store[name].schema
+        self.reader = Subscriber(self.ring, self.schema)
+        self.fd = sup.notify_fd(name)
+        self.subs: set[Subscription] = set()
+        self.last = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.watching = False
+        _drain(self.fd)
+        self._watch()
+
+    def _watch(self) -> None:
+        if not self.watching:
+            self.hub.loop.add_reader(self.fd, self._woken)
+            self.watching = True
+
+    def _woken(self) -> None:
+        # stop watching until the read is done: one wake-up per read, however many bytes
+        self.hub.loop.remove_reader(self.fd)
+        self.watching = False
+        delay = max(0.0, self.last + MIN_INTERVAL - time.monotonic())
+        self.timer = self.hub.loop.call_later(delay, self.pump)
+
+    def pump(self) -> None:
+        self.timer = None
+        _drain(self.fd)
+        self.last = time.monotonic()
+        while True:
+            cols, missed = self.reader.poll()
+            if len(cols) or missed:
+                for sub in list(self.subs):
+                    sub._push(cols, self.reader.first_record, missed)
+            if self.reader.cursor >= self.ring.written[0]:
+                break
+        self._watch()
+
+    def catch_up(self, sub: Subscription, resume_from: int) -> None:
+        """Records from ``resume_from`` up to where this feed stands, if the ring still
+        holds them; what it does not is counted as missed."""
+        end = self.reader.record
+        if resume_from >= end:
+            return
+        private = Subscriber(self.ring, self.schema, from_record=resume_from)
+        while private.record < end:
+            cols, missed = private.poll()
+            first = private.first_record
+            if private.record > end:        # past the feed's position: the feed sends it
+                cols = cols.take(slice(0, max(0, len(cols) - (private.record - end))))
+            if len(cols) or missed:
+                sub._push(cols, first, missed)
+            if not len(cols) and not missed:
+                break
+
+    def close(self, why: str) -> None:
+        if self.watching:
+            self.hub.loop.remove_reader(self.fd)
+            self.watching = False
+        if self.timer:
+            self.timer.cancel()
+        for sub in self.subs:
+            sub._close(why)
+        self.subs.clear()
+
+
+class Hub:
+    """The live feeds of a supervisor's channels. Use from its event loop's thread."""
+
+    def __init__(self, supervisor: "Supervisor", loop: asyncio.AbstractEventLoop | None = None):
+        self.supervisor = supervisor
+        self.loop = loop or asyncio.get_event_loop()
+        self._feeds: dict[str, _Feed] = {}
+
+    def subscribe(self, channel: str, signals: Sequence[str] | None = None,
+                  decimation: Decimation | str | None = None, *,
+                  resume_from: int | None = None,
+                  wake: asyncio.Event | None = None) -> Subscription:
+        """Follow a channel from now on (or from record ``resume_from``); ``wake`` lets one
+        event serve several subscriptions (one stream of many channels).
+        SchemaError for an unknown signal, ChannelNotFound for a channel not running."""
+        if not isinstance(decimation, Decimation):
+            decimation = Decimation.parse(decimation)
+        feed = self._feeds.get(channel)
+        if feed is None:
+            feed = self._feeds[channel] = _Feed(self, channel)
+        for name in signals or ():
+            feed.schema.signal(name)        # SchemaError naming an unknown signal
+        sub = Subscription(self, channel, signals, decimation, wake)
+        if resume_from is not None:
+            feed.catch_up(sub, resume_from)
+        feed.subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        feed = self._feeds.get(sub.channel)
+        if feed is None:
+            return
+        feed.subs.discard(sub)
+        if not feed.subs:
+            feed.close("unsubscribed")
+            del self._feeds[sub.channel]
+
+    def drop(self, channel: str, why: str = "") -> None:
+        """A channel going away: its subscriptions end (before its ring is closed)."""
+        feed = self._feeds.pop(channel, None)
+        if feed is not None:
+            feed.close(why or f"channel {channel!r} was deregistered")
+
+    def subscriptions(self, channel: str) -> int:
+        feed = self._feeds.get(channel)
+        return len(feed.subs) if feed else 0
+
+    def close(self) -> None:
+        for name in list(self._feeds):
+            self.drop(name, "the server is stopping")
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

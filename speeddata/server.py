@@ -1,0 +1,76 @@
+"""The ``speeddata serve`` process: the supervisor of the ingest workers, the live hub and
+the gRPC service, on one asyncio event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .config import ServeConfig
+from .errors import ConfigError
+from .hub import Hub
+from .serve import Supervisor
+from .service import Limits, Service
+
+log = logging.getLogger("speeddata.server")
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or ":port"; ConfigError naming ``what``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{what}: {text!r} is not HOST:PORT", hint="e.g. 127.0.0.1:50051")
+    return host or "127.0.0.1", int(port)
+
+
+@dataclass
+class Listening:
+    """Where a running server can be reached."""
+    grpc: str
+    channels: dict[str, str]      # name -> "udp host:port"
+
+
+class Server:
+    """Everything ``speeddata serve`` runs, started and stopped on the current event loop."""
+
+    def __init__(self, cfg: ServeConfig, *, data: str | None = None, grpc: str | None = None,
+                 token: str | None = None):
+        self.cfg = cfg
+        self.data = data or cfg.data
+        self.grpc_address = grpc or f"{cfg.grpc['bind']}:{cfg.grpc['port']}"
+        parse_address(self.grpc_address, "--grpc")
+        self.token = token if token is not None else cfg.token
+        self.supervisor: Supervisor | None = None
+        self.hub: Hub | None = None
+        self.service: Service | None = None
+        self._grpc = None
+
+    async def start(self) -> Listening:
+        from . import grpc_server
+        loop = asyncio.get_running_loop()
+        sup = self.supervisor = await asyncio.to_thread(
+            Supervisor, self.data, self.cfg.channels, self.cfg.retention)
+        try:
+            sup.start()
+            self.hub = Hub(sup, loop)
+            self.service = Service(sup, self.hub, Limits(**self.cfg.limits))
+            self._grpc, port = await grpc_server.start(self.service, self.grpc_address,
+                                                       self.token)
+        except BaseException:
+            await self.stop()
+            raise
+        host = self.grpc_address.rpartition(":")[0] or "127.0.0.1"
+        return Listening(f"{host}:{port}", {n: f"udp {c.bind}:{c.port}"
+                                            for n, c in sup.channels.items()})
+
+    async def stop(self) -> None:
+        """Streams end, workers flush and stop."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+            self._grpc = None
+        if self.hub is not None:
+            self.hub.close()
+        if self.supervisor is not None:
+            await asyncio.to_thread(self.supervisor.stop)
+            self.supervisor = None
