@@ -14,4 +14,11 @@ from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, F
 __all__ = ["DataSet", "read_avro", "read_hdf5", "store", "ChannelExists", "ChannelNotFound",
            "ConfigError", "DecodeError", "FormatError", "LimitExceeded", "PortUnavailable",
            "RequestError", "SchemaError", "SpeedDataError",
-           "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema"]
+           "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema", "Client"]
+
+
+def __getattr__(name: str):
+    if name == "Client":               # gRPC loads only for those who use it
+        from .client import Client
+        return Client
+    raise AttributeError(f"module 'speeddata' has no attribute {name!r}")

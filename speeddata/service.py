@@ -173,7 +173,7 @@ class Service:
             if s != "time":
                 ch.schema.signal(s)                 # SchemaError naming it
         if buckets:
-            yield overview_columns(ch.overview(start, end or None, buckets, wanted))
+            yield overview_columns(ch.overview(start or None, end, buckets, wanted))
             return
         limit = self.limits.query_records
         if limit is not None:
