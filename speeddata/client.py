@@ -32,6 +32,7 @@ from .schema import load_avro
 from .timeutil import TimeLike, time_range
 from .v1 import speeddata_pb2 as pb
 from .v1 import speeddata_pb2_grpc as pb_grpc
+from . import wire
 from .wire import EncodedColumn, decode
 
 _STATUS = {pb.CHANNEL_STATUS_RUNNING: "running", pb.CHANNEL_STATUS_STARTING: "starting",
@@ -97,12 +98,30 @@ def _decimation(d: Decimation | str | int | None) -> pb.Decimation:
     return pb.Decimation(kind=_KIND[d.kind], factor=d.factor, bucket_ns=d.bucket_ns)
 
 
-def batch_columns(batch: pb.Batch) -> Columns:
-    """A Batch message as Columns (decimated columns keyed "signal:aggregate")."""
-    columns = [EncodedColumn(c.name, _AGGREGATE[c.aggregate][len("AGGREGATE_"):].lower(),
-                             _TYPE[c.type][len("DATA_TYPE_"):].lower(), c.values, c.offsets,
-                             c.validity) for c in batch.columns]
+_AGG_NAMES = {number: name[len("AGGREGATE_"):].lower() for number, name in _AGGREGATE.items()}
+_TYPE_NAMES = {number: name[len("DATA_TYPE_"):].lower() for number, name in _TYPE.items()}
+
+
+def batch_columns(batch: pb.Batch | bytes | memoryview) -> Columns:
+    """A Batch (a message, or its serialized bytes) as Columns (decimated columns keyed
+    "signal:aggregate"). From bytes, numeric columns are views of them: no copy."""
+    if isinstance(batch, (bytes, memoryview)):
+        return wire.read_batch(memoryview(batch), _AGG_NAMES, _TYPE_NAMES)
+    columns = [EncodedColumn(c.name, _AGG_NAMES[c.aggregate], _TYPE_NAMES[c.type], c.values,
+                             c.offsets, c.validity) for c in batch.columns]
     return decode(batch.time, columns, batch.channel)
+
+
+def _response(raw: bytes) -> tuple[Columns | None, dict[int, int]]:
+    """A serialized QueryResponse or SubscribeResponse: its batch (field 1) and its
+    varint fields by number."""
+    batch, numbers = None, {}
+    for number, value in wire.read_fields(memoryview(raw)):
+        if number == 1 and isinstance(value, memoryview):
+            batch = wire.read_batch(value, _AGG_NAMES, _TYPE_NAMES)
+        elif isinstance(value, int):
+            numbers[number] = value
+    return batch, numbers
 
 
 class Client:
@@ -117,6 +136,12 @@ class Client:
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20)])
         self._stub = pb_grpc.SpeedDataStub(self._channel)
+        # batches come as bytes, read by hand (speeddata.wire): their columns are not copied
+        self._raw = {name: self._channel.unary_stream(
+            f"/{pb.DESCRIPTOR.services_by_name['SpeedData'].full_name}/{name}",
+            request_serializer=request.SerializeToString, response_deserializer=None)
+            for name, request in (("Query", pb.QueryRequest),
+                                  ("Subscribe", pb.SubscribeRequest))}
 
     def __repr__(self) -> str:
         return f"<speeddata.Client {self.address}>"
@@ -130,9 +155,9 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, request, *, stream: bool = False):
+    def _call(self, method: str, request, *, stream: bool = False, raw: bool = False):
         try:
-            result = getattr(self._stub, method)(
+            result = (self._raw[method] if raw else getattr(self._stub, method))(
                 request, metadata=self._metadata,
                 timeout=None if stream else self.timeout)
         except grpc.RpcError as e:
@@ -228,8 +253,10 @@ class Client:
                                   max_rows=max_rows)
         if decimation is not None:
             request.decimation.CopyFrom(_decimation(decimation))
-        for response in self._call("Query", request, stream=True):
-            yield batch_columns(response.batch)
+        for response in self._call("Query", request, stream=True, raw=True):
+            batch, _ = _response(response)
+            if batch is not None:
+                yield batch
 
     def query_avro(self, channel: str, path: str | os.PathLike,
                    start: TimeLike | None = None, end: TimeLike | None = None) -> str:
@@ -301,17 +328,20 @@ class Subscription:
     block) ends it and frees the server's slot."""
 
     def __init__(self, client: Client, request: pb.SubscribeRequest):
-        self._responses = client._stub.Subscribe(request, metadata=client._metadata)
+        self._responses = client._raw["Subscribe"](request, metadata=client._metadata)
         self.next_record: dict[str, int] = {}
         self.missed: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[Columns]:
         try:
             for response in self._responses:
-                name = response.batch.channel
-                self.missed[name] = self.missed.get(name, 0) + response.missed
-                self.next_record[name] = response.next_record
-                yield batch_columns(response.batch)
+                batch, numbers = _response(response)
+                if batch is None:
+                    continue
+                name = batch.channel
+                self.missed[name] = self.missed.get(name, 0) + numbers.get(4, 0)
+                self.next_record[name] = numbers.get(3, 0)
+                yield batch
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 raise _error(e) from None
@@ -330,7 +360,7 @@ def concat_batches(batches, channel: str = "") -> Columns:
     parts = [b for b in batches if len(b)]
     if not parts:
         return Columns(np.empty(0, np.int64), {}, channel)
-    return parts[0] if len(parts) == 1 else concat(parts)
+    return concat(parts)         # one copy: arrays of their own, not views of messages
 
 
 def _range(start, end) -> tuple[int, int]:

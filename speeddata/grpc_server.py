@@ -28,11 +28,12 @@ from .service import ChannelInfo, Service
 from .stats import ChannelStats
 from .v1 import speeddata_pb2 as pb
 from .v1 import speeddata_pb2_grpc as pb_grpc
-from .wire import encode, split
+from . import wire
+from .wire import split
 
 log = logging.getLogger("speeddata.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpeedData"].full_name
-DEFAULT_MAX_ROWS = 65536
+BATCH_BYTES = 16 << 20         # a batch holds about this much at most
 MAX_MESSAGE = 64 << 20          # bytes; batches are cut to about 4 MB, strings may be longer
 CHUNK_BYTES = 1 << 20           # Avro and HDF5 streams
 
@@ -158,7 +159,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
     # ---- live ----------------------------------------------------------------------------
 
     @_errors
-    async def Subscribe(self, request, context) -> AsyncIterator[pb.SubscribeResponse]:
+    async def Subscribe(self, request, context) -> AsyncIterator[bytes]:
         hub = self.service.hub
         if hub is None:
             raise SpeedDataError("this server has no live hub")
@@ -181,13 +182,12 @@ class Servicer(pb_grpc.SpeedDataServicer):
                     if u is None:
                         continue
                     sent = True
-                    pieces = split(u.columns, DEFAULT_MAX_ROWS)
+                    pieces = _live_pieces(u, sub.channel)
                     for k, piece in enumerate(pieces):
                         last = k == len(pieces) - 1
-                        yield pb.SubscribeResponse(
-                            batch=_batch_pb(piece, sub.channel), first_record=u.first_record,
-                            next_record=u.next_record if last else u.first_record,
-                            missed=u.missed if k == 0 else 0)
+                        yield piece + wire.varint_fields(
+                            f2=u.first_record, f3=u.next_record if last else u.first_record,
+                            f4=u.missed if k == 0 else 0)
                 turn += 1
                 if not sent:
                     wake.clear()
@@ -200,7 +200,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
     # ---- stored --------------------------------------------------------------------------
 
     @_errors
-    async def Query(self, request, context) -> AsyncIterator[pb.QueryResponse]:
+    async def Query(self, request, context) -> AsyncIterator[pb.QueryResponse | bytes]:
         if not request.channels:
             raise RequestError("Query needs at least one channel")
         start, end = request.start, (request.end or None)
@@ -211,7 +211,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
                     yield pb.QueryResponse(avro=pb.AvroChunk(channel=name, data=data,
                                                              last=last))
             return
-        max_rows = request.max_rows or DEFAULT_MAX_ROWS
+        max_rows = request.max_rows or (1 << 30)
         decimation = _decimation_in(request.decimation) if request.HasField("decimation") \
             else None
         for name in request.channels:
@@ -268,9 +268,26 @@ class Servicer(pb_grpc.SpeedDataServicer):
 
 
 def _query_messages(batches, max_rows: int):
+    """QueryResponse messages, serialized (see `_batch_message`)."""
     for cols in batches:
-        for piece in split(cols, max_rows):
-            yield pb.QueryResponse(batch=_batch_pb(piece, cols.channel))
+        for piece in split(cols, max_rows, BATCH_BYTES):
+            yield _batch_message(piece, cols.channel)
+
+
+def _batch_message(cols: Columns, channel: str) -> bytes:
+    """A QueryResponse or SubscribeResponse (field 1 of both) holding a Batch, serialized
+    with one copy of the column data (`speeddata.wire`)."""
+    return b"".join(wire.embed(1, wire.batch_message(cols, channel, AGGREGATE, DATA_TYPE)))
+
+
+def _live_pieces(u, channel: str) -> list[bytes]:
+    """An update's batch in pieces of bounded size, serialized once however many
+    subscriptions share the update."""
+    pieces = u.cache.get("pieces")
+    if pieces is None:
+        pieces = u.cache["pieces"] = [_batch_message(p, channel)
+                                      for p in split(u.columns, 1 << 30, BATCH_BYTES)]
+    return pieces
 
 
 def _chunked(parts, size: int):
@@ -334,13 +351,6 @@ async def _in_thread(iterator, ahead: int = 2):
 
 
 # ---- messages -------------------------------------------------------------------------------
-
-def _batch_pb(cols: Columns, channel: str) -> pb.Batch:
-    time, columns = encode(cols)
-    return pb.Batch(channel=channel, rows=len(cols), time=time, columns=[
-        pb.Column(name=c.name, aggregate=AGGREGATE[c.aggregate], type=DATA_TYPE[c.type],
-                  values=c.values, offsets=c.offsets, validity=c.validity) for c in columns])
-
 
 def _signal_pb(s: Signal) -> pb.Signal:
     return pb.Signal(name=s.name, type=DATA_TYPE[AVRO_TYPE[s.type]], avro_type=s.type,
@@ -411,6 +421,24 @@ def _stats_pb(s: ChannelStats, horizon: float, subscribers: int) -> pb.ChannelSt
     return msg
 
 
+def _serialize(message) -> bytes:
+    """Messages, or messages already serialized (batches, written by hand)."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _handlers(servicer: Servicer) -> grpc.GenericRpcHandler:
+    """The service's methods from the .proto's descriptor, with `_serialize`."""
+    methods = {}
+    for m in pb.DESCRIPTOR.services_by_name["SpeedData"].methods:
+        request = getattr(pb, m.input_type.name)
+        make = grpc.unary_stream_rpc_method_handler if m.server_streaming else \
+            grpc.unary_unary_rpc_method_handler
+        methods[m.name] = make(getattr(servicer, m.name),
+                               request_deserializer=request.FromString,
+                               response_serializer=_serialize)
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
 # ---- the server -----------------------------------------------------------------------------
 
 async def start(service: Service, address: str = "127.0.0.1:50051",
@@ -420,7 +448,7 @@ async def start(service: Service, address: str = "127.0.0.1:50051",
     server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE),
                                       ("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.so_reuseport", 0)])
-    pb_grpc.add_SpeedDataServicer_to_server(Servicer(service, token), server)
+    server.add_generic_rpc_handlers((_handlers(Servicer(service, token)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .serve import Supervisor
 
 log = logging.getLogger("speeddata.hub")
-MIN_INTERVAL = 0.004      # s between two reads of one channel's ring
+MIN_INTERVAL = 0.010      # s between two reads of one channel's ring
 QUEUE_RECORDS = 1 << 20   # raw records a subscription may hold before it drops the oldest
 
 
@@ -42,6 +42,7 @@ class Update(NamedTuple):
     first_record: int
     next_record: int
     missed: int
+    cache: dict = {}      # what transports derive from it once (shared by subscriptions)
 
 
 class Subscription:
@@ -66,13 +67,30 @@ class Subscription:
     def pending(self) -> bool:
         return bool(self._queue) or self.closed is not None
 
-    def _push(self, cols: Columns, first: int, missed: int) -> None:
+    @property
+    def shares(self) -> tuple | None:
+        """What makes this subscription's updates the same as another's: signals and a
+        decimation without buckets that stay open (None when they may differ)."""
+        if self.decimation.kind not in ("none", "every"):
+            return None
+        return tuple(self.signals) if self.signals is not None else None, self.decimation
+
+    def _update(self, cols: Columns, first: int, missed: int) -> Update | None:
         if self.signals is not None:
             cols = Columns(cols.time, {k: cols.data[k] for k in self.signals}, cols.channel)
         out, covered = self._decimator.push(cols, first, missed)
         if not len(out) and not missed:
-            return
-        self._queue.append(Update(out, first, covered, missed))
+            return None
+        return Update(out, first, covered, missed, {})
+
+    def _push(self, cols: Columns, first: int, missed: int) -> None:
+        update = self._update(cols, first, missed)
+        if update is not None:
+            self._enqueue(update)
+
+    def _enqueue(self, update: Update) -> None:
+        first, covered = update.first_record, update.next_record
+        self._queue.append(update)
         self._queued += covered - first
         while self._queued > QUEUE_RECORDS and len(self._queue) > 1:
             old = self._queue.popleft()
@@ -148,8 +166,18 @@ class _Feed:
         while True:
             cols, missed = self.reader.poll()
             if len(cols) or missed:
+                first = self.reader.first_record
+                shared: dict[tuple, Update | None] = {}
                 for sub in list(self.subs):
-                    sub._push(cols, self.reader.first_record, missed)
+                    key = sub.shares
+                    if key is None:
+                        sub._push(cols, first, missed)
+                        continue
+                    if key not in shared:        # decoded and thinned once per kind
+                        shared[key] = sub._update(cols, first, missed)
+                    update = shared[key]
+                    if update is not None:
+                        sub._enqueue(update)
             if self.reader.cursor >= self.ring.written[0]:
                 break
         self._watch()

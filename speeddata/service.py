@@ -163,7 +163,7 @@ class Service:
 
     def query(self, channel: str, start: int, end: int | None,
               signals: Sequence[str] | None = None, decimation: Decimation | None = None,
-              buckets: int = 0, chunk_records: int = 1 << 20) -> Iterator[Columns]:
+              buckets: int = 0, chunk_records: int = 1 << 18) -> Iterator[Columns]:
         """Columns of [start, end) in time order, in chunks of bounded size: decimated,
         or (``buckets``) an overview of that many buckets from the block summaries."""
         start, end = self._check_range(start, end)
