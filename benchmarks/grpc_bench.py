@@ -125,6 +125,19 @@ async def _subscribers(address: str, k: int, stop: asyncio.Event, lat: list, cou
         counts.append(missed[0])
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """One event loop for the subscribers of every run, in a thread of its own (gRPC's
+    asyncio client stays bound to the first loop it runs on)."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+        threading.Thread(target=_LOOP.run_forever, daemon=True).start()
+    return _LOOP
+
+
 def live(subscribers: int, rate: float, seconds: float, decimation: str = "none") -> dict:
     """Subscribers on one channel while a sender runs at ``rate`` datagrams/s."""
     with tempfile.TemporaryDirectory(prefix="sdbench-") as tmp:
@@ -137,12 +150,11 @@ def live(subscribers: int, rate: float, seconds: float, decimation: str = "none"
                     time.sleep(0.05)
                 lat: list = []
                 counts = [0] * subscribers
-                loop = asyncio.new_event_loop()
+                loop = _loop()
                 stop, ready = asyncio.Event(), asyncio.Event()
-                runner = threading.Thread(target=loop.run_until_complete, args=(
+                runner = asyncio.run_coroutine_threadsafe(
                     _subscribers(server.address, subscribers, stop, lat, counts, ready,
-                                 decimation),), daemon=True)
-                runner.start()
+                                 decimation), loop)
                 while not ready.is_set():
                     time.sleep(0.05)
                 cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
@@ -154,8 +166,7 @@ def live(subscribers: int, rate: float, seconds: float, decimation: str = "none"
                 cpu = cpu_seconds(server.proc.pid) - cpu0
                 wall = time.monotonic() - t0
                 loop.call_soon_threadsafe(stop.set)
-                runner.join(30)
-                loop.close()
+                runner.result(30)
                 stats = c.stats(["rig"])["rig"]
         finally:
             server.stop()

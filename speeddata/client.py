@@ -239,14 +239,23 @@ class Client:
               max_rows: int = 0) -> Columns:
         """The channel's records in [start, end) as Columns, like `Channel.read`;
         ``buckets=N``: an overview of N buckets (columns "signal:min", "signal:max"...)."""
-        return concat_batches(self.iter_query(channel, start, end, signals, decimation,
-                                              buckets=buckets, max_rows=max_rows), channel)
+        gather = _Gather(channel)
+        for batch, bound in self._query(channel, start, end, signals, decimation,
+                                        buckets=buckets, max_rows=max_rows):
+            gather.add(batch, bound)
+        return gather.result()
 
     def iter_query(self, channel: str, start: TimeLike | None = None,
                    end: TimeLike | None = None, signals: Sequence[str] | None = None,
                    decimation: Decimation | str | int | None = None, *, buckets: int = 0,
                    max_rows: int = 0) -> Iterator[Columns]:
         """The batches of a query as they arrive (memory stays bounded)."""
+        for batch, _ in self._query(channel, start, end, signals, decimation,
+                                    buckets=buckets, max_rows=max_rows):
+            yield batch
+
+    def _query(self, channel, start, end, signals, decimation, *, buckets: int,
+               max_rows: int) -> Iterator[tuple[Columns, int]]:
         lo, hi = _range(start, end)
         request = pb.QueryRequest(channels=[channel], start=lo, end=hi,
                                   signals=list(signals or ()), buckets=buckets,
@@ -254,9 +263,9 @@ class Client:
         if decimation is not None:
             request.decimation.CopyFrom(_decimation(decimation))
         for response in self._call("Query", request, stream=True, raw=True):
-            batch, _ = _response(response)
+            batch, numbers = _response(response)
             if batch is not None:
-                yield batch
+                yield batch, numbers.get(3, 0)
 
     def query_avro(self, channel: str, path: str | os.PathLike,
                    start: TimeLike | None = None, end: TimeLike | None = None) -> str:
@@ -354,6 +363,45 @@ class Subscription:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Gather:
+    """Batches into one Columns. When the server says how many rows at most will come,
+    plain numeric columns are allocated once and each batch is copied in as it arrives
+    (while the next one is on its way); anything else is joined at the end."""
+
+    def __init__(self, channel: str):
+        self.channel = channel
+        self.parts: list[Columns] = []
+        self.out: Columns | None = None
+        self.rows = 0
+
+    def add(self, batch: Columns, bound: int) -> None:
+        if not len(batch):
+            return
+        if self.out is None and not self.parts and bound >= len(batch) and all(
+                not np.ma.isMaskedArray(v) and v.dtype.kind in "biuf"
+                for v in batch.data.values()):
+            self.out = Columns(np.empty(bound, np.int64), {
+                k: np.empty(bound, v.dtype) for k, v in batch.data.items()}, self.channel)
+        out = self.out
+        if out is not None and self.rows + len(batch) <= len(out) and \
+                batch.data.keys() == out.data.keys() and \
+                all(batch.data[k].dtype == out.data[k].dtype for k in out.data):
+            end = self.rows + len(batch)
+            out.time[self.rows:end] = batch.time
+            for k, v in batch.data.items():
+                out.data[k][self.rows:end] = v
+            self.rows = end
+            return
+        if out is not None:                          # not what was announced: join instead
+            self.parts, self.out = [out.take(slice(0, self.rows))], None
+        self.parts.append(batch)
+
+    def result(self) -> Columns:
+        if self.out is not None:
+            return self.out.take(slice(0, self.rows))
+        return concat_batches(self.parts, self.channel)
 
 
 def concat_batches(batches, channel: str = "") -> Columns:

@@ -137,13 +137,17 @@ class Decimator:
         self.d = d
         self._held: Columns | None = None
         self._held_from = 0              # record number of the first held record
+        self.covered_from = 0            # the first record the last push's output covers
 
     def push(self, cols: Columns, first_record: int, missed: int = 0) -> tuple[Columns, int]:
         """The decimated rows ready now, and the record number up to which the input is
         covered by them (records of a bucket still open are not)."""
         d = self.d
+        self.covered_from = first_record
         if d.kind in ("none", "every"):
             return decimate(cols, d, first_record)[0], first_record + len(cols)
+        if self._held is not None and not missed:
+            self.covered_from = self._held_from
         out = []
         if self._held is not None and missed:
             out.append(decimate(self._held, d, self._held_from, final=True)[0])

@@ -217,8 +217,12 @@ class Servicer(pb_grpc.SpeedDataServicer):
         for name in request.channels:
             batches = self.service.query(name, start, end, list(request.signals) or None,
                                          decimation, request.buckets)
+            bound = 0
+            if decimation is None and not request.buckets:
+                bound = await asyncio.to_thread(self.service.rows_bound, name, start, end)
             async for message in _in_thread(_query_messages(batches, max_rows)):
-                yield message
+                yield message + wire.varint_fields(f3=bound)
+                bound = 0
 
     # ---- tags and export -----------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class Subscription:
         out, covered = self._decimator.push(cols, first, missed)
         if not len(out) and not missed:
             return None
-        return Update(out, first, covered, missed, {})
+        return Update(out, self._decimator.covered_from, covered, missed, {})
 
     def _push(self, cols: Columns, first: int, missed: int) -> None:
         update = self._update(cols, first, missed)

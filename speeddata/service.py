@@ -197,6 +197,10 @@ class Service:
             if len(last):
                 yield last
 
+    def rows_bound(self, channel: str, start: int, end: int | None) -> int:
+        """At most how many records a query of [start, end) returns (from the index)."""
+        return self._stored(channel).count(start or None, end, estimate=True)
+
     def query_avro(self, channel: str, start: int, end: int | None) -> Iterator[bytes]:
         """An Avro object container file of the stored blocks that hold [start, end): the
         header with the schema as stored, then the blocks as they are on disk (blocks at
