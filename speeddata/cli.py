@@ -57,7 +57,7 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = Server(cfg, data=args.data, grpc=args.grpc, token=args.token)
+    server = Server(cfg, data=args.data, grpc=args.grpc, web=args.web, token=args.token)
     where = await server.start()
     sup = server.supervisor
     assert sup is not None
@@ -65,7 +65,8 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
     stopped = threading.Event()
     try:
         failed = await asyncio.to_thread(sup.wait_ready)
-        print(f"SpeedData serving store {sup.data}\n  gRPC   {where.grpc}" + "".join(
+        print(f"SpeedData serving store {sup.data}\n  web    {where.web}\n"
+              f"  gRPC   {where.grpc}" + "".join(
             f"\n  {name:<12} {udp}" + (" (FAILED, retrying)" if name in failed else "")
             for name, udp in where.channels.items()), flush=True)
         for name, reason in failed.items():
@@ -128,6 +129,9 @@ def cmd_stats(args) -> int:
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--web", metavar="HOST:PORT",
+                   help="where the web app and its REST API listen (default: the config's "
+                        "web:, else 127.0.0.1:8080)")
     p.add_argument("--grpc", metavar="HOST:PORT",
                    help="where the gRPC service listens (default: the config's grpc:, "
                         "else 127.0.0.1:50051)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from .config import ServeConfig
 from .errors import ConfigError
@@ -28,6 +29,7 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
 class Listening:
     """Where a running server can be reached."""
     grpc: str
+    web: str                      # the URL
     channels: dict[str, str]      # name -> "udp host:port"
 
 
@@ -35,11 +37,14 @@ class Server:
     """Everything ``speeddata serve`` runs, started and stopped on the current event loop."""
 
     def __init__(self, cfg: ServeConfig, *, data: str | None = None, grpc: str | None = None,
-                 token: str | None = None):
+                 web: str | None = None, token: str | None = None):
         self.cfg = cfg
         self.data = data or cfg.data
         self.grpc_address = grpc or f"{cfg.grpc['bind']}:{cfg.grpc['port']}"
         parse_address(self.grpc_address, "--grpc")
+        self.web_address = web or f"{cfg.web['bind']}:{cfg.web['port']}"
+        parse_address(self.web_address, "--web")
+        self._http: Any = None
         self.token = token if token is not None else cfg.token
         self.supervisor: Supervisor | None = None
         self.hub: Hub | None = None
@@ -57,15 +62,37 @@ class Server:
             self.service = Service(sup, self.hub, Limits(**self.cfg.limits))
             self._grpc, port = await grpc_server.start(self.service, self.grpc_address,
                                                        self.token)
+            web_host, web_port = self._start_web()
         except BaseException:
             await self.stop()
             raise
         host = self.grpc_address.rpartition(":")[0] or "127.0.0.1"
-        return Listening(f"{host}:{port}", {n: f"udp {c.bind}:{c.port}"
-                                            for n, c in sup.channels.items()})
+        return Listening(f"{host}:{port}", f"http://{web_host}:{web_port}/",
+                         {n: f"udp {c.bind}:{c.port}" for n, c in sup.channels.items()})
+
+    def _start_web(self) -> tuple[str, int]:
+        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
+
+        from .web_api import make_app
+        assert self.service is not None
+        host, port = parse_address(self.web_address, "--web")
+        try:
+            sockets = bind_sockets(port, host)
+        except OSError as e:
+            raise ConfigError(f"cannot serve the web app on {host}:{port}: {e.strerror}",
+                              hint="pick another --web HOST:PORT") from None
+        self._http = HTTPServer(make_app(self.service, self.token))
+        self._http.add_sockets(sockets)
+        log.info("web on http://%s:%d/", host, sockets[0].getsockname()[1])
+        return host, sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Streams end, workers flush and stop."""
+        if self._http is not None:
+            self._http.stop()
+            await self._http.close_all_connections()
+            self._http = None
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None

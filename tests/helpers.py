@@ -75,7 +75,8 @@ class ServeProcess:
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f)
         cmd = [sys.executable, "-m", "speeddata.cli", "serve", "--config", self.config_path,
-               "--grpc", "127.0.0.1:0", "--interval", "3600", *extra_args]
+               "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0", "--interval", "3600",
+               *extra_args]
         if token:
             cmd += ["--token", token]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -84,9 +85,11 @@ class ServeProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + 30
-        self.address = ""
+        self.address = self.url = ""
         while not self.address:
             for line in list(self.lines):
+                if line.strip().startswith("web "):
+                    self.url = line.split()[-1]
                 if line.strip().startswith("gRPC "):
                     self.address = line.split()[-1]
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -1,0 +1,255 @@
+"""The REST API of the web front-end (Tornado), under ``/api/v1``: the prototype's endpoints
+over the same registry and service as gRPC (`speeddata.service`).
+
+Every error is JSON ``{"error": message, "code": gRPC code name}`` with the HTTP status of
+`speeddata.errors.STATUS`. With a token configured, every request that changes something
+needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+import tornado.web
+
+from ._version import __version__
+from .errors import (RequestError, SpeedDataError, TimeRangeError, Unauthenticated,
+                     status_of)
+from .service import ChannelInfo, Service
+from .stats import ChannelStats
+from .timeutil import duration_ns, to_ns
+
+
+def channel_json(info: ChannelInfo, stats: ChannelStats | None = None,
+                 horizon: float | None = None) -> dict[str, Any]:
+    """A channel as the API shows it: the prototype's name, port, status and config, its
+    signals, and its stats when given."""
+    out: dict[str, Any] = {
+        "name": info.name, "port": info.port, "bind": info.bind, "status": info.status,
+        "failure": info.failure, "source": info.source, "created": info.created,
+        "config": {"decimation": info.decimation, "retention": info.retention,
+                   "time_field": None if info.schema.stamped else info.schema.time_field},
+        "signals": [{"name": s.name, "type": s.type, "nullable": s.nullable, "doc": s.doc}
+                    for s in info.schema.signals]}
+    if stats is not None:
+        st = stats.as_dict()
+        st.pop("channel", None)
+        st["horizon_s"] = horizon
+        out["stats"] = st
+    return out
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """JSON in and out, SpeedData errors as their HTTP status."""
+
+    service: Service
+    token: str | None
+
+    def initialize(self, service: Service, token: str | None = None) -> None:
+        self.service = service
+        self.token = token
+
+    def prepare(self) -> None:
+        if self.request.method in ("POST", "PUT", "DELETE") and self.token:
+            given = self.request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                raise Unauthenticated("this request needs 'Authorization: Bearer <token>'")
+
+    def body_json(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError as e:
+            raise RequestError(f"the request body is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object")
+        return body
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, tornado.web.HTTPError):
+            message = error.log_message or self._reason
+            code = "NOT_FOUND" if status_code == 404 else "INVALID_ARGUMENT"
+        else:
+            message, code = "internal error", "INTERNAL"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message, "code": code}))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, SpeedDataError):
+            code, status = status_of(e)
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": str(e), "code": code}))
+            return
+        super()._handle_request_exception(e)
+
+
+class Health(ApiHandler):
+    def get(self) -> None:
+        sup = self.service.supervisor
+        self.send_json({"status": "ok", "version": __version__,
+                        "channels": len(sup.channels), "store": sup.data})
+
+
+class Channels(ApiHandler):
+    async def get(self) -> None:
+        status = self.get_argument("status", None)
+        infos = await asyncio.to_thread(self.service.channels, status)
+        self.send_json({"channels": [channel_json(i) for i in infos]})
+
+    async def post(self) -> None:
+        body = self.body_json()
+        item: dict[str, Any] = {k: body[k] for k in ("name", "port", "schema") if k in body}
+        config = body.get("config") or {}
+        if not isinstance(config, dict):
+            raise RequestError("config must be a JSON object")
+        item.update(config)
+        info = await asyncio.to_thread(self.service.register_channel, item)
+        self.send_json(channel_json(info), 201)
+
+
+class Channel(ApiHandler):
+    async def get(self, name: str) -> None:
+        info = await asyncio.to_thread(self.service.channel, name)
+        stats, horizon = (await asyncio.to_thread(self.service.stats, [name]))[0]
+        self.send_json(channel_json(info, stats, horizon))
+
+    async def delete(self, name: str) -> None:
+        if self.get_argument("data", "") == "delete":
+            await asyncio.to_thread(self.service.delete_channel_data, name)
+            self.send_json({"deleted": name})
+            return
+        self.service.deregister_channel(name)            # the hub, from the loop's thread
+        self.send_json({"deregistered": name})
+
+
+class Schema(ApiHandler):
+    async def get(self, name: str) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(await asyncio.to_thread(self.service.schema_json, name))
+
+
+class Ports(ApiHandler):
+    async def get(self) -> None:
+        limit = int(self.get_argument("limit", "0") or 0)
+        ports = await asyncio.to_thread(self.service.available_ports, limit)
+        self.send_json({"ports": ports})
+
+
+class Stats(ApiHandler):
+    async def get(self) -> None:
+        names = [n for n in self.get_argument("channels", "").split(",") if n]
+        stats = await asyncio.to_thread(self.service.stats, names)
+        self.send_json({s.channel: dict(s.as_dict(), horizon_s=h) for s, h in stats})
+
+
+def tag_json(t) -> dict[str, Any]:
+    return {"name": t.name, "start": t.start, "end": t.end,
+            "channels": list(t.channels) if t.channels is not None else None,
+            "note": t.note, "created": t.created}
+
+
+def _time_range(args: dict[str, Any]) -> tuple[int, int]:
+    """[start, end) from ``start`` and ``end`` or ``duration`` (ISO 8601 or ns)."""
+    if "start" not in args:
+        raise TimeRangeError("give a start (ISO 8601) and a duration or an end")
+    start = to_ns(args["start"], what="start")
+    if args.get("end") not in (None, ""):
+        end = to_ns(args["end"], what="end")
+    elif args.get("duration") not in (None, ""):
+        end = start + duration_ns(args["duration"], what="duration")
+    else:
+        raise TimeRangeError("give a duration (ISO 8601, e.g. PT30S) or an end")
+    if end <= start:
+        raise TimeRangeError(f"the range ends before it starts ({args})")
+    return start, end
+
+
+class Tags(ApiHandler):
+    async def get(self) -> None:
+        tags = await asyncio.to_thread(self.service.tags)
+        self.send_json({"tags": [tag_json(t) for t in tags]})
+
+    async def post(self) -> None:
+        body = self.body_json()
+        start, end = _time_range(body)
+        channels = body.get("channels") or []
+        if not isinstance(channels, list):
+            raise RequestError("channels must be a list of names")
+        tag = await asyncio.to_thread(self.service.tag, str(body.get("name", "")), start,
+                                      end, channels, str(body.get("note", "")),
+                                      bool(body.get("replace", False)))
+        self.send_json(tag_json(tag), 201)
+
+
+class TagOne(ApiHandler):
+    async def delete(self, name: str) -> None:
+        await asyncio.to_thread(self.service.untag, name)
+        self.send_json({"deleted": name})
+
+
+class Export(ApiHandler):
+    """``GET /api/v1/pivot/export?start=..&duration=..&channels=a,b[&signals=..]`` or
+    ``?tag=NAME``: the HDF5 file, streamed."""
+
+    async def get(self) -> None:
+        args = {k: self.get_argument(k) for k in self.request.arguments}
+        names = [n for n in args.get("channels", "").split(",") if n]
+        signals = [n for n in args.get("signals", "").split(",") if n]
+        tag = args.get("tag", "")
+        start, end = (0, None) if tag else _time_range(args)
+        chunks = self.service.export_hdf5(tag=tag, start=start, end=end, channels=names,
+                                          signals=signals)
+        first = await asyncio.to_thread(next, chunks, None)   # errors before any byte
+        filename = (tag or f"speeddata-{args.get('start', '')}").replace(":", "") + ".h5"
+        self.set_header("Content-Type", "application/x-hdf5")
+        self.set_header("Content-Disposition",
+                        f'attachment; filename="{"".join(c for c in filename if c.isalnum() or c in "-_.")}"')
+        try:
+            item = first
+            while item is not None:
+                data, size = item
+                if not self._headers_written:
+                    self.set_header("Content-Length", str(size))
+                self.write(data)
+                await self.flush()
+                item = await asyncio.to_thread(next, chunks, None)
+        finally:
+            await asyncio.to_thread(chunks.close)  # type: ignore[attr-defined]
+        self.finish()
+
+
+class NotFound(ApiHandler):
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404, f"no API endpoint {self.request.path}")
+
+
+def api_routes(service: Service, token: str | None = None) -> list:
+    """The ``/api/v1`` routes, for the web app."""
+    kw = {"service": service, "token": token}
+    name = r"([A-Za-z0-9_.\-]+)"
+    return [(p, h, kw) for p, h in (
+        (r"/api/v1/health", Health),
+        (r"/api/v1/channels", Channels),
+        (rf"/api/v1/channels/{name}", Channel),
+        (rf"/api/v1/channels/{name}/schema", Schema),
+        (r"/api/v1/ports/available", Ports),
+        (r"/api/v1/stats", Stats),
+        (r"/api/v1/tags", Tags),
+        (rf"/api/v1/tags/{name}", TagOne),
+        (r"/api/v1/pivot/export", Export),
+        (r"/api/v1/.*", NotFound),
+    )]
+
+
+def make_app(service: Service, token: str | None = None) -> tornado.web.Application:
+    """The web app (for now its REST API)."""
+    return tornado.web.Application(api_routes(service, token))
