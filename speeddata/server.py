@@ -74,7 +74,7 @@ class Server:
         from tornado.httpserver import HTTPServer
         from tornado.netutil import bind_sockets
 
-        from .web_api import make_app
+        from .web_app import make_app
         assert self.service is not None
         host, port = parse_address(self.web_address, "--web")
         try:

@@ -137,6 +137,24 @@ class Schema(ApiHandler):
         self.finish(await asyncio.to_thread(self.service.schema_json, name))
 
 
+class SchemaCheck(ApiHandler):
+    """``POST /api/v1/schemas/check {"schema": "<Avro JSON>"}``: its signals, or the error
+    that names the problem (what the registration form shows as one types)."""
+
+    def post(self) -> None:
+        from .schema import load
+        text = self.body_json().get("schema")
+        if not isinstance(text, str):
+            raise RequestError("send {\"schema\": \"<Avro schema as JSON text>\"}")
+        try:
+            schema = json.loads(text)
+        except ValueError as e:
+            raise RequestError(f"the schema is not JSON: {e}") from None
+        cs = load(schema)
+        self.send_json({"signals": [{"name": s.name, "type": s.type} for s in cs.signals],
+                        "time_field": None if cs.stamped else cs.time_field})
+
+
 class Ports(ApiHandler):
     async def get(self) -> None:
         limit = int(self.get_argument("limit", "0") or 0)
@@ -242,14 +260,10 @@ def api_routes(service: Service, token: str | None = None) -> list:
         (rf"/api/v1/channels/{name}", Channel),
         (rf"/api/v1/channels/{name}/schema", Schema),
         (r"/api/v1/ports/available", Ports),
+        (r"/api/v1/schemas/check", SchemaCheck),
         (r"/api/v1/stats", Stats),
         (r"/api/v1/tags", Tags),
         (rf"/api/v1/tags/{name}", TagOne),
         (r"/api/v1/pivot/export", Export),
         (r"/api/v1/.*", NotFound),
     )]
-
-
-def make_app(service: Service, token: str | None = None) -> tornado.web.Application:
-    """The web app (for now its REST API)."""
-    return tornado.web.Application(api_routes(service, token))

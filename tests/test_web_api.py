@@ -15,7 +15,7 @@ from speeddata.schema import load_avro
 from speeddata.send import builtin_schema, send
 from speeddata.serve import Supervisor
 from speeddata.service import Limits, Service
-from speeddata.web_api import make_app
+from speeddata.web_app import make_app
 
 from helpers import ServeProcess, free_udp_port, wait_for
 

@@ -1,0 +1,202 @@
+"""The web front-end (Tornado): pages and assets from ``speeddata.web``, the live feed over a
+WebSocket, overviews for charts, and the REST API of `speeddata.web_api`.
+
+Live frames are binary, little-endian, one per hub update:
+``u32 header length | header JSON | zero padding to 8 bytes | float64 time (ms since the
+epoch) x rows | float64 values x rows for each column of the header, in order``. Nulls and
+empty buckets are NaN. The header is ``{"channel", "rows", "columns": ["x:min", ...],
+"first_record", "next_record", "missed"}``. The server thins live data to what the chart
+can show: a min/max envelope per bucket of ``window / width``, so a one-sample spike stays
+visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import struct
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import tornado.web
+import tornado.websocket
+
+from .columns import Columns
+from .decimation import Decimation
+from .errors import RequestError, SpeedDataError, Unauthenticated, status_of
+from .hub import Subscription
+from .service import Service
+from .web_api import ApiHandler, api_routes
+
+log = logging.getLogger("speeddata.web")
+MAX_BUCKETS = 20_000
+PAGES = {"/": "index.html", "/channels": "channels.html", "/tags": "tags.html"}
+
+
+def frame(cols: Columns, channel: str, **header: Any) -> bytes:
+    """A live frame (see the module's docstring)."""
+    names = list(cols.data)
+    head = json.dumps(dict(channel=channel, rows=len(cols), columns=names, **header)).encode()
+    pad = (-(4 + len(head))) % 8
+    parts = [struct.pack("<I", len(head)), head, b"\0" * pad,
+             (cols.time / 1e6).astype("<f8").tobytes()]
+    for name in names:
+        v = cols.data[name]
+        if np.ma.isMaskedArray(v):
+            v = np.ma.filled(v.astype(np.float64), np.nan) if v.dtype.kind in "biuf" else \
+                np.full(len(v), np.nan)
+        elif v.dtype.kind not in "biuf":
+            v = np.full(len(v), np.nan)          # charts draw numbers
+        parts.append(np.asarray(v, dtype="<f8").tobytes())
+    return b"".join(parts)
+
+
+def _signals(arg: str) -> list[str] | None:
+    names = [s for s in arg.split(",") if s]
+    return names or None
+
+
+class Live(tornado.websocket.WebSocketHandler):
+    """``/ws/live?channel=NAME&signals=a,b&window=60&width=1200[&token=..]``: live frames
+    of one channel, thinned to the chart's width."""
+
+    def initialize(self, service: Service, token: str | None = None) -> None:
+        self.service = service
+        self.token = token
+        self.sub: Subscription | None = None
+        self.task: asyncio.Task | None = None
+
+    def check_origin(self, origin: str) -> bool:
+        host = self.request.headers.get("Host", "")
+        return origin.split("://", 1)[-1] == host
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._subscribe()
+        except SpeedDataError as e:
+            code, status = status_of(e)
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": str(e), "code": code}))
+            return
+        await super().get(*args, **kwargs)
+
+    def _subscribe(self) -> None:
+        if self.token and not hmac.compare_digest(
+                self.get_argument("token", "").encode(), self.token.encode()):
+            raise Unauthenticated("the live feed needs ?token=<token>")
+        hub = self.service.hub
+        if hub is None:
+            raise SpeedDataError("this server has no live hub")
+        try:
+            window = float(self.get_argument("window", "60"))
+            width = int(self.get_argument("width", "1200"))
+        except ValueError:
+            raise RequestError("window (s) and width (px) must be numbers") from None
+        if not (0.001 <= window <= 86_400 and 1 <= width <= MAX_BUCKETS):
+            raise RequestError("window must be 0.001 to 86400 s and width 1 to "
+                               f"{MAX_BUCKETS} px")
+        bucket = max(1, int(window * 1e9 / width))
+        self.sub = hub.subscribe(self.get_argument("channel", ""),
+                                 _signals(self.get_argument("signals", "")),
+                                 Decimation("minmax", 1, bucket))
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        sub = self.sub
+        assert sub is not None
+        try:
+            while True:
+                u = await sub.next()
+                # one frame at a time: a slow browser leaves updates in the subscription's
+                # bounded queue, where the oldest go (counted as missed)
+                await self.write_message(frame(u.columns, sub.channel,
+                                               first_record=u.first_record,
+                                               next_record=u.next_record, missed=u.missed),
+                                         binary=True)
+        except (tornado.websocket.WebSocketClosedError, asyncio.CancelledError):
+            pass
+        except SpeedDataError as e:              # the channel went away
+            self.close(1011, str(e)[:120])
+
+    def on_close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.sub is not None:
+            self.sub.close()                     # frees the hub slot at once
+            self.sub = None
+
+
+class Overview(ApiHandler):
+    """``GET /api/v1/channels/NAME/overview?start=&end=&buckets=&signals=``: per bucket of
+    equal time width, each numeric signal's min, max, first and last (JSON; times in ms
+    since the epoch, as charts use them; null where a bucket is empty). start and end are
+    ns or ISO 8601; without them, what the channel holds."""
+
+    async def get(self, name: str) -> None:
+        from .timeutil import to_ns
+        start = self.get_argument("start", "")
+        end = self.get_argument("end", "")
+        try:
+            buckets = int(self.get_argument("buckets", "1200"))
+        except ValueError:
+            raise RequestError("buckets must be a whole number") from None
+        if not 1 <= buckets <= MAX_BUCKETS:
+            raise RequestError(f"buckets must be 1 to {MAX_BUCKETS}")
+        lo = to_ns(int(start) if start.lstrip("-").isdigit() else start, what="start") \
+            if start else 0
+        hi = to_ns(int(end) if end.lstrip("-").isdigit() else end, what="end") \
+            if end else None
+        signals = _signals(self.get_argument("signals", ""))
+
+        def read() -> Columns:
+            return next(iter(self.service.query(name, lo, hi, signals, buckets=buckets)))
+
+        cols = await asyncio.to_thread(read)
+        out: dict[str, Any] = {"channel": name, "time": (cols.time / 1e6).tolist(),
+                               "signals": {}}
+        for key, values in cols.data.items():
+            signal, _, agg = key.rpartition(":")
+            if agg in ("min", "max", "first", "last", "count"):
+                v = np.asarray(values, dtype=np.float64)
+                out["signals"].setdefault(signal, {})[agg] = \
+                    [None if x != x else x for x in v.tolist()]
+        self.send_json(out)
+
+
+class Assets(tornado.web.StaticFileHandler):
+    """The page assets: scripts, styles and images of ``speeddata.web``, nothing else
+    (Tornado keeps the path inside the folder)."""
+
+    SERVED = (".js", ".css", ".png", ".svg", ".txt")
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if not absolute_path.endswith(self.SERVED):
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
+
+class Page(tornado.web.RequestHandler):
+    def initialize(self, page: str) -> None:
+        self.page = page
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish((resources.files("speeddata.web") / self.page).read_bytes())
+
+
+def make_app(service: Service, token: str | None = None) -> tornado.web.Application:
+    """The whole web app: pages, assets, live feed, overviews and the REST API."""
+    assets = str(resources.files("speeddata.web"))
+    kw = {"service": service, "token": token}
+    routes: list = [(path, Page, {"page": page}) for path, page in PAGES.items()]
+    routes += [(r"/ws/live", Live, kw),
+               (r"/api/v1/channels/([A-Za-z0-9_.\-]+)/overview", Overview, kw)]
+    routes += api_routes(service, token)
+    routes += [(r"/static/(.*)", Assets, {"path": assets})]
+    return tornado.web.Application(routes, websocket_max_message_size=1 << 16)
