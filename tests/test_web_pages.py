@@ -196,6 +196,18 @@ def test_zoom_out_to_an_hour_of_history_and_back_to_live(browser, server):
     assert held > 100                         # the overview of an hour, at pixel resolution
     shot(page, "zoomed-out")
     assert page.evaluate(COUNT_INK, [0]) > 20
+    page.once("dialog", lambda d: d.accept("the-hour"))
+    page.locator(".tag-button").first.click()          # tag the range on screen
+    page.wait_for_function("document.querySelector('.chart-status').textContent"
+                           ".includes('tagged the-hour')")
+    client = speeddata.Client(s.address)
+    try:
+        tag = client.tags()[0]
+    finally:
+        client.close()
+    span = page.evaluate("SpeedData.charts[0].span") * 1e6
+    assert tag["name"] == "the-hour" and abs((tag["end"] - tag["start"]) - span) < 3e6   # whole ms
+    assert tag["channels"] == ["example"]
     page.locator(".live-button").first.click()
     assert page.evaluate("SpeedData.charts[0].live && SpeedData.charts[0].span === 60000")
     assert errors == []

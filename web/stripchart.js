@@ -120,6 +120,12 @@
         legend.appendChild(item);
         return item;
       });
+      const tag = document.createElement("button");
+      tag.className = "tag-button";
+      tag.textContent = "Tag view";
+      tag.title = "keep the time range on screen through retention, under a name";
+      tag.addEventListener("click", () => this.tagView());
+      legend.appendChild(tag);
       const live = document.createElement("button");
       live.className = "live-button";
       live.textContent = "Live";
@@ -317,6 +323,19 @@
       this.history = null;
       this.span = 1000 * parseFloat(this.canvas.dataset.window || "60");
       this.liveButton.classList.remove("paused");
+    }
+
+    async tagView() {                  // the range on screen, as a tag
+      const end = this.end, start = end - this.span;
+      const name = prompt("Tag the range on screen as:", `view-${new Date(start).toISOString().slice(0, 19)}`);
+      if (!name) return;
+      const headers = { "Content-Type": "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const r = await fetch("/api/v1/tags", { method: "POST", headers, body: JSON.stringify({
+        name, start: Math.floor(start) * 1e6, end: Math.ceil(end) * 1e6,
+        channels: this.channels, note: `tagged from a chart of ${this.signals.map((s) => s.label).join(", ")}` }) });
+      const answer = await r.json();
+      this.setStatus(r.ok ? `tagged ${name}` : answer.error);
     }
 
     setStatus(text) { this.status.textContent = text; }
