@@ -95,6 +95,7 @@
       this.frames = 0;                 // live frames received (tests and the status line)
       this.lastFrameAt = 0;
       this.frameTimes = [];            // requestAnimationFrame timestamps
+      this.drawTimes = [];             // ms each frame took to draw
       this.buildLegend();
       this.resize();
       this.bind();
@@ -343,6 +344,7 @@
     // ---- drawing --------------------------------------------------------------------------
 
     draw(stamp) {
+      const began = performance.now();
       this.frameTimes.push(stamp);
       if (this.frameTimes.length > 2000) this.frameTimes.splice(0, 1000);
       if (this.live) this.end = Date.now();
@@ -402,6 +404,8 @@
         const v = this.latest[k];
         item.querySelector(".value").textContent = v === null ? "–" : formatValue(v);
       }
+      this.drawTimes.push(performance.now() - began);
+      if (this.drawTimes.length > 2000) this.drawTimes.splice(0, 1000);
       if (!this.closed) requestAnimationFrame((t) => this.draw(t));
     }
 
