@@ -1,16 +1,19 @@
-"""The ``speeddata`` command: serve, demo, send, stats."""
+"""The ``speeddata`` command: serve, demo, send, stats; and the data commands of
+`speeddata.cli_data` (ls, export, tag, tags, untag, inspect)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 
 from . import config as config_mod
+from .cli_data import add_commands
 from . import send as send_mod
 from .errors import SpeedDataError
 from .timeutil import format_ns
@@ -71,6 +74,10 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
             for name, udp in where.channels.items()), flush=True)
         for name, reason in failed.items():
             print(f"  channel {name} cannot start: {reason}", flush=True)
+        if getattr(args, "browser", False) and (os.environ.get("DISPLAY") or
+                                                os.environ.get("WAYLAND_DISPLAY")):
+            import webbrowser
+            webbrowser.open(where.web)          # where a desktop browser exists
         for kind, port, rate in senders:
             t = threading.Thread(target=send_mod.send, args=("127.0.0.1", port, kind),
                                  kwargs={"rate": rate, "stop": stopped.is_set}, daemon=True)
@@ -142,6 +149,10 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speeddata", description="Ephemeral high-rate telemetry "
                                 "capture: UDP/Avro in, time-indexed store, live views, HDF5.")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more log lines (-vv: debug)")
+    p.add_argument("-q", "--quiet", dest="quiet_logs", action="count", default=0,
+                   help="fewer log lines (warnings only; -qq: errors only)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the channels of a YAML config until Ctrl-C")
     s.add_argument("--config", help="YAML file (see speeddata.config); without one, the "
@@ -157,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=100.0, help="example records/s")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--interval", type=float, default=2.0)
+    d.add_argument("--no-browser", dest="browser", action="store_false",
+                   help="do not open the dashboard in a browser")
     _server_options(d)
     d.set_defaults(func=cmd_demo)
     x = sub.add_parser("send", help="send example or temperature records (load generator)")
@@ -171,12 +184,15 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("stats", help="what a store holds")
     t.add_argument("--data", default="./data")
     t.set_defaults(func=cmd_stats)
+    add_commands(sub)
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    level = logging.INFO - 10 * args.verbose + 10 * args.quiet_logs
+    logging.basicConfig(level=max(logging.DEBUG, min(logging.CRITICAL, level)),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except SpeedDataError as e:

@@ -1,8 +1,10 @@
 """Times and durations as users write them, to int64 nanoseconds since the Unix epoch.
 
 Times: int (ns), float (seconds, as time.time() gives), datetime (naive means UTC),
-numpy.datetime64, or ISO 8601 text (``2026-11-27T10:00:00Z``, nanoseconds allowed).
-Durations: int/float seconds, datetime.timedelta, numpy.timedelta64 or ISO 8601 (``PT30S``).
+numpy.datetime64, ISO 8601 text (``2026-11-27T10:00:00Z``, nanoseconds allowed), or text
+relative to now (``now``, ``now-5m``, ``now+1h``).
+Durations: int/float seconds, datetime.timedelta, numpy.timedelta64, short text (``500ms``,
+``30s``, ``5m``, ``24h``, ``2d``) or ISO 8601 (``PT30S``, ``P2D``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ _DURATION = re.compile(r"^P(?:(?P<w>\d+(?:\.\d+)?)W)?(?:(?P<d>\d+(?:\.\d+)?)D)?"
 _NS_PER_UNIT = {"W": 604_800 * 10**9, "D": 86_400 * 10**9, "h": 3_600 * 10**9,
                 "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _UNIT_NS = {"w": 604_800e9, "d": 86_400e9, "h": 3_600e9, "m": 60e9, "s": 1e9}
+# short durations: 500ms, 30s, 5m, 24h, 2d (and us, ns, w)
+_SHORT = re.compile(r"(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|min|h|d|w)")
+_SHORT_NS = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "min": 60e9, "h": 3_600e9,
+             "d": 86_400e9, "w": 604_800e9}
 
 
 def now_ns() -> int:
@@ -67,7 +73,7 @@ def _to_ns(value: TimeLike, what: str) -> int:
     if isinstance(value, str):
         if not value.strip():
             raise TimeRangeError(f"{what}: an empty text is not a time",
-                                 hint="use ISO 8601, e.g. 2026-11-27T10:00:00Z, or int ns")
+                                 hint="use ISO 8601 (2026-11-27T10:00:00Z), now-5m, or int ns")
         return _parse_time_text(value.strip(), what)
     raise TimeRangeError(f"{what}: {type(value).__name__} {value!r} is not a time",
                          hint="give int ns, datetime, numpy.datetime64 or ISO 8601 text")
@@ -76,6 +82,11 @@ def _to_ns(value: TimeLike, what: str) -> int:
 def _parse_time_text(text: str, what: str) -> int:
     if re.fullmatch(r"-?\d+", text):
         return int(text)
+    relative = re.fullmatch(r"now(?:\s*([+-])\s*(\S.*))?", text.lower())
+    if relative:                     # now, now-5m, now+1h, now-PT30S
+        sign, rest = relative.groups()
+        shift = duration_ns(rest, what=what) if rest else 0
+        return now_ns() + (-shift if sign == "-" else shift)
     try:
         return _to_ns(dt.datetime.fromisoformat(text.replace("Z", "+00:00")), what)
     except ValueError:
@@ -89,7 +100,8 @@ def _parse_time_text(text: str, what: str) -> int:
         ns = int(np.datetime64(body, "ns").astype(np.int64))
     except (ValueError, OverflowError):
         raise TimeRangeError(f"{what}: cannot read {text!r} as a time",
-                             hint="use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
+                             hint="use ISO 8601 (2026-11-27T10:00:00Z), now-5m, "
+                                  "or int ns") from None
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         hh, mm = int(zone[1:3]), int(zone[-2:])
@@ -109,6 +121,9 @@ def duration_ns(value: int | float | str | dt.timedelta | np.timedelta64, *,
             raise TimeRangeError(f"{what}: {value!r} is not a positive duration")
         return int(round(float(value) * 1e9))
     if isinstance(value, str):
+        short = _SHORT.fullmatch(value.strip().lower())
+        if short:
+            return int(round(float(short.group(1)) * _SHORT_NS[short.group(2)]))
         text = value.strip().upper()
         m = _DURATION.fullmatch(text)
         if m and text not in ("P", "PT") and not text.endswith("T"):
@@ -118,7 +133,7 @@ def duration_ns(value: int | float | str | dt.timedelta | np.timedelta64, *,
         except ValueError:
             pass
     raise TimeRangeError(f"{what}: cannot read {value!r} as a duration",
-                         hint="give seconds or ISO 8601 such as PT30S, PT1H, P1D")
+                         hint="give seconds, 500ms, 5m, 24h, 2d or ISO 8601 such as PT30S, P1D")
 
 
 def time_range(start: TimeLike | None, end: TimeLike | None) -> tuple[int, int]:
