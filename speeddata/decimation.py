@@ -62,7 +62,8 @@ class Decimation:
 
 
 # The one wire form of thinned data, for the hub, gRPC and the web: ``time`` is each bucket's
-# start (the time of its first record) and each signal comes as one column per aggregate,
+# start (for time buckets a multiple of the bucket's duration, for buckets of N records the
+# time of the first) and each signal comes as one column per aggregate,
 # keyed "signal:aggregate" (an envelope is "x:min" and "x:max"). Records kept whole (no
 # decimation, every Nth) keep their plain signal names. Avro names cannot hold ':'.
 AGGREGATES = ("min", "max", "mean", "rms", "first", "last", "count", "min_time", "max_time")
@@ -114,7 +115,9 @@ def decimate(cols: Columns, d: Decimation, first_record: int = 0, *,
         else:
             data[key(name, "min")] = np.minimum.reduceat(x, edges)
             data[key(name, "max")] = np.maximum.reduceat(x, edges)
-    return Columns(cols.time[edges], data, cols.channel), held
+    # a bucket's time: its start (a multiple of bucket_ns), or its first record's time
+    start = ids[edges] * d.bucket_ns if d.bucket_ns else cols.time[edges]
+    return Columns(start, data, cols.channel), held
 
 
 def _empty(cols: Columns, d: Decimation) -> Columns:
