@@ -85,7 +85,7 @@ class ServeConfig:
     data: str = "./data"
     bind: str = "127.0.0.1"
     channels: list[ChannelConfig] = field(default_factory=list)
-    retention: dict = field(default_factory=dict)
+    store_options: dict = field(default_factory=dict)   # retention, block and segment sizes
     web: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 8080})
     grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
     token: str | None = None          # needed by every API call that changes something
@@ -96,12 +96,39 @@ def load(path: str | os.PathLike) -> ServeConfig:
     """Read and check a YAML config; ConfigError names the bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
     except OSError as e:
         raise ConfigError(f"cannot read config {str(path)!r}: {e.strerror}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    return parse(raw or {}, base=path.parent)
+    try:
+        return parse(raw or {}, base=path.parent)
+    except ConfigError as e:
+        named = re.match(r"[\w\[\].-]+", str(e))
+        key = getattr(e, "key", None) or (named.group(0) if named else "")
+        while key and key not in lines:            # the nearest key the file spells
+            key = key.rsplit(".", 1)[0] if "." in key else key.split("[", 1)[0] \
+                if "[" in key else ""
+        line = lines.get(key)
+        raise ConfigError(f"{path}" + (f", line {line}" if line else "") + f": {e}") from None
+
+
+def _key_lines(node, where: str = "") -> dict[str, int]:
+    """Each key's line in the file (1-based), named as errors name them: a.b, items[2].c."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            name = f"{where}.{k.value}" if where else str(k.value)
+            out[name] = k.start_mark.line + 1
+            out.update(_key_lines(v, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            name = f"{where}[{i}]"
+            out[name] = item.start_mark.line + 1
+            out.update(_key_lines(item, name))
+    return out
 
 
 def _take(d: dict, key: str, where: str, kind, default=None, required=False):
@@ -117,22 +144,24 @@ def _take(d: dict, key: str, where: str, kind, default=None, required=False):
 
 
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:
-    unknown = set(d) - allowed
+    unknown = sorted(map(str, set(d) - allowed))
     if unknown:
-        raise ConfigError(f"{where.rstrip('.') or 'config'}: unknown key(s) "
-                          f"{', '.join(sorted(map(str, unknown)))}",
-                          hint=f"allowed: {', '.join(sorted(allowed))}")
+        error = ConfigError(f"{where.rstrip('.') or 'config'}: unknown key(s) "
+                            f"{', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(allowed))}")
+        error.key = f"{where}{unknown[0]}"          # where the file spells it
+        raise error
 
 
 def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of keys")
-    _check_keys(raw, {"data", "bind", "channels", "retention", "web", "grpc", "token",
-                      "limits"}, "")
+    _check_keys(raw, {"data", "bind", "channels", "retention", "store", "web", "grpc",
+                      "token", "limits"}, "")
     cfg = ServeConfig()
     cfg.data = str(_take(raw, "data", "", str, cfg.data))
     cfg.bind = _take(raw, "bind", "", str, cfg.bind)
-    cfg.retention = _retention(_take(raw, "retention", "", dict, {}), "retention.")
+    cfg.store_options = _retention(_take(raw, "retention", "", dict, {}), "retention.")
+    cfg.store_options.update(_store_options(_take(raw, "store", "", dict, {}), "store."))
     cfg.token = _take(raw, "token", "", str)
     limits = _take(raw, "limits", "", dict, {})
     _check_keys(limits, {"query_records", "export_records"}, "limits.")
@@ -253,6 +282,26 @@ def _port(value: int, key: str, any_port: bool = False) -> int:
         raise ConfigError(f"{key}: {value} is outside the channel port range "
                           f"{PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
     return value
+
+
+STORE_KEYS = ("block_bytes", "segment_bytes", "segment_span", "flush_interval",
+              "compression_level", "fsync")
+
+
+def _store_options(d: dict, where: str) -> dict:
+    """The store's block and segment settings: sizes like 1M, spans like 1h or PT1H."""
+    from .store import check_options
+    _check_keys(d, set(STORE_KEYS), where)
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if value is None:
+            continue
+        out[key] = parse_size(value, f"{where}{key}") if key.endswith("_bytes") else value
+    try:
+        check_options(out, where)
+    except SpeedDataError as e:
+        raise ConfigError(str(e)) from None
+    return out                       # as written: the store reads durations itself
 
 
 def _retention(d: dict, where: str) -> dict:

@@ -64,7 +64,10 @@ class TagNotFound(SpeedDataError, KeyError):
 
 
 class ConfigError(SpeedDataError, ValueError):
-    """A configuration file or value that is wrong; the message names the key."""
+    """A configuration file or value that is wrong; the message names the key (and, from a
+    file, its line)."""
+
+    key: str | None = None       # the key's path (channels[0].port), to find its line
 
 
 class StoreWarning(UserWarning):

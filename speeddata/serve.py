@@ -62,7 +62,8 @@ class Supervisor:
         The config file's channels. With them run the channels registered in the store
         over an API (`speeddata.registry`); more can be added and removed while running.
     retention : dict
-        Store-wide retention (``max_bytes``, ``max_age``).
+        Store-wide settings: retention (``max_bytes``, ``max_age``) and block and segment
+        sizes (see `speeddata.store.open`).
     """
 
     def __init__(self, data: str, channels=(), retention: dict | None = None):

@@ -55,7 +55,7 @@ class Server:
         from . import grpc_server
         loop = asyncio.get_running_loop()
         sup = self.supervisor = await asyncio.to_thread(
-            Supervisor, self.data, self.cfg.channels, self.cfg.retention)
+            Supervisor, self.data, self.cfg.channels, self.cfg.store_options)
         try:
             sup.start()
             self.hub = Hub(sup, loop)
