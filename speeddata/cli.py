@@ -185,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="./data")
     t.set_defaults(func=cmd_stats)
     add_commands(sub)
+    from .bench import add_command as add_bench
+    add_bench(sub)
     return p
 
 
