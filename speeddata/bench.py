@@ -402,6 +402,55 @@ def summary(r: dict) -> str:
     return "\n".join(lines)
 
 
+def scaling(first: ChannelMix, seconds: float, steps: int, bisect: int, disk: int) -> dict:
+    """Total sustained records/s with 1, 2 .. CPU-count channels, against one channel's."""
+    out = {}
+    for n in sorted({1, 2, os.cpu_count() or 1}):
+        mix = [ChannelMix(f"bench{k}", first.schema, first.rate, first.per) for k in range(n)]
+        r = run(mix, seconds=seconds, steps=steps, bisect=bisect, disk=disk,
+                progress=lambda line: None)
+        out[n] = {"records_per_s": r["total"]["records_per_s"], "limited_by": r["limited_by"]}
+        base = out[1]["records_per_s"] or 1
+        print(f"scaling: {n} channel(s) on {n} worker(s): {out[n]['records_per_s']:>12,.0f} "
+              f"records/s, {out[n]['records_per_s'] / base:.2f}x one channel "
+              f"(limit: {r['limited_by']})", flush=True)
+    return out
+
+
+def disk_write_speed(path: str, size: int = 256 << 20) -> float:
+    """Bytes/s this disk takes for a large file written and synced."""
+    chunk = os.urandom(1 << 20)
+    target = os.path.join(path, "speeddata-disk-probe")
+    t = time.perf_counter()
+    with open(target, "wb") as f:
+        for _ in range(size >> 20):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - t
+    os.remove(target)
+    return size / elapsed
+
+
+def per_sweep(first: ChannelMix, seconds: float, steps: int, bisect: int, disk: int) -> dict:
+    """Sustained rate with 1, 10 and 50 records per datagram; bytes/s written against the
+    disk's own write speed (where the store lives: the temp dir)."""
+    speed = disk_write_speed(tempfile.gettempdir())
+    out: dict[Any, Any] = {"disk_write_bytes_per_s": speed}
+    for per in (1, 10, 50):
+        mix = [ChannelMix("bench0", first.schema, first.rate * per, per)]
+        r = run(mix, seconds=seconds, steps=steps, bisect=bisect, disk=disk,
+                progress=lambda line: None)
+        written = r["total"]["disk_bytes_per_s"]
+        out[per] = {"records_per_s": r["total"]["records_per_s"],
+                    "disk_bytes_per_s": written, "of_disk_speed": written / speed,
+                    "limited_by": r["limited_by"]}
+        print(f"{per:>3} records per datagram: {r['total']['records_per_s']:>12,.0f} "
+              f"records/s, {written / 1e6:7.1f} MB/s to disk = {written / speed:.1%} of its "
+              f"{speed / 1e6:.0f} MB/s (limit: {r['limited_by']})", flush=True)
+    return out
+
+
 def mix_from_args(args) -> list[ChannelMix]:
     if args.config:
         from .config import load
@@ -428,6 +477,12 @@ def add_command(sub) -> None:
     b.add_argument("--disk", default="500GB", help="disk size for the horizon (default 500GB)")
     b.add_argument("--json", help="write the report here")
     b.add_argument("--quick", action="store_true", help="short steps: under a minute")
+    b.add_argument("--scaling", action="store_true",
+                   help="also run 1, 2 .. (CPUs) channels of the mix's first schema on as many "
+                        "workers: total throughput against one channel's")
+    b.add_argument("--per-sweep", action="store_true",
+                   help="also try 1, 10 and 50 records per datagram against this disk's "
+                        "write speed")
     b.set_defaults(func=cmd_bench)
 
 
@@ -443,6 +498,10 @@ def cmd_bench(args) -> int:
             progress=lambda line: print(line, flush=True))
     r["horizon"]["disk"] = args.disk
     print(summary(r), flush=True)
+    if args.scaling:
+        r["scaling"] = scaling(mix[0], seconds, steps, bisect, disk)
+    if args.per_sweep:
+        r["per_sweep"] = per_sweep(mix[0], seconds, steps, bisect, disk)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=2)
