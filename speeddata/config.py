@@ -90,6 +90,7 @@ class ServeConfig:
     grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
     token: str | None = None          # needed by every API call that changes something
     limits: dict = field(default_factory=dict)   # query_records, export_records
+    pages: dict = field(default_factory=dict)    # extra web pages: "/path" -> HTML file
 
 
 def load(path: str | os.PathLike) -> ServeConfig:
@@ -106,7 +107,7 @@ def load(path: str | os.PathLike) -> ServeConfig:
     try:
         return parse(raw or {}, base=path.parent)
     except ConfigError as e:
-        named = re.match(r"[\w\[\].-]+", str(e))
+        named = re.match(r"[\w\[\]./-]+", str(e))
         key = getattr(e, "key", None) or (named.group(0) if named else "")
         while key and key not in lines:            # the nearest key the file spells
             key = key.rsplit(".", 1)[0] if "." in key else key.split("[", 1)[0] \
@@ -173,12 +174,14 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
             cfg.limits[key] = value
     for key in ("web", "grpc"):
         section = _take(raw, key, "", dict, {})
-        _check_keys(section, {"bind", "port"}, f"{key}.")
+        _check_keys(section, {"bind", "port", "pages"} if key == "web" else {"bind", "port"},
+                    f"{key}.")
         merged = dict(getattr(cfg, key))
         merged["bind"] = _take(section, "bind", f"{key}.", str, merged["bind"])
         merged["port"] = _port(_take(section, "port", f"{key}.", int, merged["port"]),
                                f"{key}.port", any_port=True)
         setattr(cfg, key, merged)
+    cfg.pages = _pages(_take(raw.get("web") or {}, "pages", "web.", dict, {}), base)
     names, ports = set(), set()
     for i, item in enumerate(_take(raw, "channels", "", list, [])):
         ch = channel(item, f"channels[{i}].", base, cfg.bind)
@@ -282,6 +285,25 @@ def _port(value: int, key: str, any_port: bool = False) -> int:
         raise ConfigError(f"{key}: {value} is outside the channel port range "
                           f"{PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
     return value
+
+
+def _pages(d: dict, base: Path) -> dict[str, str]:
+    """Extra web pages: a URL path (``/rig``) to an HTML file (relative to the config)."""
+    out = {}
+    for url, file in d.items():
+        where = f"web.pages.{url}"
+        if not isinstance(url, str) or not re.fullmatch(r"/[A-Za-z0-9_\-/]+", url) or \
+                url.startswith(("/api/", "/ws/", "/static/")) or url in ("/", "/channels",
+                                                                       "/tags"):
+            raise ConfigError(f"{where}: a page needs a path of its own like /rig",
+                              hint="not /, /channels, /tags or under /api/, /ws/, /static/")
+        if not isinstance(file, str):
+            raise ConfigError(f"{where}: expected the path of an HTML file")
+        path = str((base / file).resolve()) if not os.path.isabs(file) else file
+        if not os.path.isfile(path):
+            raise ConfigError(f"{where}: no file {path!r}")
+        out[url] = path
+    return out
 
 
 STORE_KEYS = ("block_bytes", "segment_bytes", "segment_span", "flush_interval",

@@ -82,7 +82,7 @@ class Server:
         except OSError as e:
             raise ConfigError(f"cannot serve the web app on {host}:{port}: {e.strerror}",
                               hint="pick another --web HOST:PORT") from None
-        self._http = HTTPServer(make_app(self.service, self.token))
+        self._http = HTTPServer(make_app(self.service, self.token, self.cfg.pages))
         self._http.add_sockets(sockets)
         log.info("web on http://%s:%d/", host, sockets[0].getsockname()[1])
         return host, sockets[0].getsockname()[1]

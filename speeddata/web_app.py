@@ -182,19 +182,29 @@ class Assets(tornado.web.StaticFileHandler):
 
 
 class Page(tornado.web.RequestHandler):
-    def initialize(self, page: str) -> None:
+    """A page of ``speeddata.web``, or (``file``) one the config names."""
+
+    def initialize(self, page: str = "", file: str = "") -> None:
         self.page = page
+        self.file = file
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish((resources.files("speeddata.web") / self.page).read_bytes())
+        if self.file:
+            with open(self.file, "rb") as f:       # read at each request: edit and reload
+                self.finish(f.read())
+        else:
+            self.finish((resources.files("speeddata.web") / self.page).read_bytes())
 
 
-def make_app(service: Service, token: str | None = None) -> tornado.web.Application:
-    """The whole web app: pages, assets, live feed, overviews and the REST API."""
+def make_app(service: Service, token: str | None = None,
+             pages: dict[str, str] | None = None) -> tornado.web.Application:
+    """The whole web app: pages (with extra ones: URL path -> HTML file), assets, live
+    feed, overviews and the REST API."""
     assets = str(resources.files("speeddata.web"))
     kw = {"service": service, "token": token}
     routes: list = [(path, Page, {"page": page}) for path, page in PAGES.items()]
+    routes += [(path, Page, {"file": file}) for path, file in (pages or {}).items()]
     routes += [(r"/ws/live", Live, kw),
                (r"/api/v1/channels/([A-Za-z0-9_.\-]+)/overview", Overview, kw)]
     routes += api_routes(service, token)

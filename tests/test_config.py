@@ -18,6 +18,7 @@ def test_the_annotated_example_loads_with_every_section():
     assert cfg.store_options["max_bytes"] == 20 * 2**30
     assert cfg.store_options["segment_bytes"] == 64 * 2**20
     assert cfg.web == {"bind": "127.0.0.1", "port": 8080}
+    assert cfg.pages == {"/rig": str(ROOT / "examples" / "rig.html")}
     assert cfg.limits == {"query_records": 100_000_000, "export_records": 500_000_000}
     assert cfg.channels[0].options == {"max_age": "24h"}
     assert cfg.channels[1].multicast.decimated_port == 27002
@@ -44,6 +45,8 @@ BAD = [
     ("channels:\n  - name: a\n    port: 26000\n    schema: nope.avsc\n", 4,
      "channels[0].schema: no file"),
     ("channels: [\n", None, "not valid YAML"),
+    ("web:\n  pages:\n    /api/x: page.html\n", 3, "web.pages./api/x: a page needs a path"),
+    ("web:\n  pages:\n    /rig: nope.html\n", 3, "web.pages./rig: no file"),
 ]
 
 

@@ -284,3 +284,23 @@ def test_dark_and_light_themes(browser, server):
         assert errors == []
     assert backgrounds["dark"][:3] == [0x11, 0x15, 0x1C]
     assert backgrounds["light"][:3] == [0xFF, 0xFF, 0xFF]
+
+
+def test_a_page_of_ones_own_from_the_config_draws_its_charts(browser, server):
+    port = free_udp_port()
+    page_file = Path(__file__).resolve().parents[1] / "examples" / "rig.html"
+    s = server(config={"web": {"pages": {"/rig": str(page_file)}},
+                       "channels": [{"name": "example", "port": port,
+                                     "schema": builtin_schema("example")}]})
+    send(port=port, rate=1000, count=3000)
+    page, errors = open_page(browser, s.url + "rig")
+    page.wait_for_function("SpeedData.charts.length === 2 && "
+                           "SpeedData.charts.every(c => c.series.t.length > 10)", timeout=20_000)
+    assert page.evaluate("SpeedData.charts[0].ymin") == -1.2
+    for k in (0, 1):
+        assert page.evaluate(COUNT_INK, [k]) > 100
+    dark = page.evaluate("Array.from(SpeedData.charts[1].canvas.getContext('2d')"
+                         ".getImageData(2, 2, 1, 1).data)")
+    assert dark[:3] == [0x11, 0x15, 0x1C]           # data-theme="dark" on a light page
+    shot(page, "own-page")
+    assert errors == []

@@ -192,6 +192,12 @@
           if (got.lo.every((a) => a[i] === null)) continue;
           this.insertBefore(got, i);
         }
+        for (let k = 0; k < this.signals.length; k++) {    // latest values, until live ones
+          const hi = this.series.hi[k];
+          for (let i = hi.length - 1; this.latest[k] === null && i >= 0; i--) {
+            if (hi[i] !== null) this.latest[k] = hi[i];
+          }
+        }
         this.setStatus("");
       } catch (e) {
         this.setStatus(`history: ${e.message}`);
