@@ -68,15 +68,24 @@ def cmd_ls(args) -> int:
                     if s.first_time is not None and s.last_time is not None else None
                 print(f"{name:<16} {s.stored_records:>11} records {s.bytes / 1e6:>9.2f} MB "
                       f"in {s.segments:>4} segments  {_span(held)}")
-            tags = [{"name": t.name, "start": t.start, "end": t.end, "channels": t.channels,
-                     "note": t.note} for t in st.tags()]
+            tags = _tag_dicts(st)
             for what, problem in st.problems.items():
                 print(f"problem ({what}): {problem}")
+    _print_tags(tags, "tag ")
+    return 0
+
+
+def _tag_dicts(st) -> list[dict]:
+    """A store's tags as the client gives them."""
+    return [{"name": t.name, "start": t.start, "end": t.end, "channels": t.channels,
+             "note": t.note} for t in st.tags()]
+
+
+def _print_tags(tags: list[dict], prefix: str = "") -> None:
     for t in tags:
-        print(f"tag {t['name']}: {_span((t['start'], t['end']))} "
+        print(f"{prefix}{t['name']}: {_span((t['start'], t['end']))} "
               f"{','.join(t['channels'] or []) or 'all channels'}"
               + (f"  ({t['note']})" if t["note"] else ""))
-    return 0
 
 
 def cmd_export(args) -> int:
@@ -148,19 +157,14 @@ def cmd_tag(args) -> int:
 
 
 def cmd_tags(args) -> int:
-    args.server = getattr(args, "server", None)
     if args.server:
         with _client(args.server) as c:
             tags = c.tags()
     else:
         from . import store
         with store.open(args.data, readonly=True, create=False) as st:
-            tags = [{"name": t.name, "start": t.start, "end": t.end, "channels": t.channels,
-                     "note": t.note} for t in st.tags()]
-    for t in tags:
-        print(f"{t['name']}: {_span((t['start'], t['end']))} "
-              f"{','.join(t['channels'] or []) or 'all channels'}"
-              + (f"  ({t['note']})" if t["note"] else ""))
+            tags = _tag_dicts(st)
+    _print_tags(tags)
     return 0
 
 

@@ -281,14 +281,3 @@ def overview_columns(ov) -> Columns:
         for agg in ("min", "max", "mean", "first", "last", "count", "min_time", "max_time"):
             data[key(name, agg)] = getattr(s, agg)
     return Columns(ov.time, data, ov.channel)
-
-
-def channel_item(info: ChannelInfo) -> dict[str, Any]:
-    """A ChannelInfo as the config file spells a channel (for REST and the CLI)."""
-    out = {"name": info.name, "status": info.status, "port": info.port, "bind": info.bind,
-           "source": info.source, "decimation": info.decimation, "failure": info.failure,
-           "retention": info.retention, "created": info.created,
-           "time_field": info.schema.time_field,
-           "signals": [s.name for s in info.schema.signals]}
-    return out
-
