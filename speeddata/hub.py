@@ -166,18 +166,7 @@ class _Feed:
         while True:
             cols, missed = self.reader.poll()
             if len(cols) or missed:
-                first = self.reader.first_record
-                shared: dict[tuple, Update | None] = {}
-                for sub in list(self.subs):
-                    key = sub.shares
-                    if key is None:
-                        sub._push(cols, first, missed)
-                        continue
-                    if key not in shared:        # decoded and thinned once per kind
-                        shared[key] = sub._update(cols, first, missed)
-                    update = shared[key]
-                    if update is not None:
-                        sub._enqueue(update)
+                fan_out(self.subs, cols, self.reader.first_record, missed)
             if self.reader.cursor >= self.ring.written[0]:
                 break
         self._watch()
@@ -260,6 +249,22 @@ class Hub:
     def close(self) -> None:
         for name in list(self._feeds):
             self.drop(name, "the server is stopping")
+
+
+def fan_out(subs, cols: Columns, first: int, missed: int) -> None:
+    """One decoded batch to every subscription: thinned once per kind of subscription
+    (signals and a decimation without open buckets), and for each of the others."""
+    shared: dict[tuple, Update | None] = {}
+    for sub in list(subs):
+        key = sub.shares
+        if key is None:
+            sub._push(cols, first, missed)
+            continue
+        if key not in shared:
+            shared[key] = sub._update(cols, first, missed)
+        update = shared[key]
+        if update is not None:
+            sub._enqueue(update)
 
 
 def _drain(fd: int) -> None:
