@@ -29,9 +29,13 @@ from speeddata.serve import Supervisor
 
 HZ = os.sysconf("SC_CLK_TCK")
 DRAIN = """
-import resource, sys
+import os, resource, sys
+import pyximport
+sys.path.insert(0, os.path.dirname(os.path.dirname(sys.argv[3])))   # speeddata/_net.pxd
+sys.path.insert(0, os.path.dirname(sys.argv[3]))
+pyximport.install(language_level=3, build_dir=os.path.join(os.path.dirname(sys.argv[3]), ".build"))
 from speeddata.worker import open_socket
-from speeddata._ingest import drain
+from _drain import drain
 sock, granted = open_socket("127.0.0.1", int(sys.argv[1]), 32 << 20)
 print("ready", granted, flush=True)
 ru0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -69,7 +73,8 @@ def sent_figures(p: subprocess.Popen) -> tuple[int, float]:
 
 def baseline(count: int, per: int = 1, rate: float = 0) -> dict:
     port = free_port()
-    rx = subprocess.Popen([sys.executable, "-c", DRAIN, str(port), "600"],
+    rx = subprocess.Popen([sys.executable, "-c", DRAIN, str(port), "600",
+                           os.path.join(os.path.dirname(os.path.abspath(__file__)), "_drain.pyx")],
                           stdout=subprocess.PIPE, text=True)
     try:
         assert rx.stdout.readline().startswith("ready")

@@ -16,81 +16,18 @@ from ._codec import REASONS
 from ._ring cimport LiveRing
 
 
-# ---- system interfaces ------------------------------------------------------------------
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    struct cmsghdr:
-        size_t cmsg_len
-        int cmsg_level
-        int cmsg_type
-    int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags, void* timeout)
-    int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags)
-    cmsghdr* CMSG_FIRSTHDR(msghdr* m)
-    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c)
-    unsigned char* CMSG_DATA(cmsghdr* c)
-    int MSG_DONTWAIT, MSG_TRUNC, SOL_SOCKET
-    int SO_RXQ_OVFL
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        unsigned int s_addr
-    struct sockaddr_in:
-        unsigned short sin_family
-        unsigned short sin_port
-        in_addr sin_addr
-
-cdef extern from "<arpa/inet.h>" nogil:
-    unsigned short ntohs(unsigned short)
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd* fds, unsigned long nfds, int timeout)
-    short POLLIN
-
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_REALTIME, CLOCK_MONOTONIC
-    int nanosleep(const timespec* req, timespec* rem)
-
-cdef extern from "<errno.h>" nogil:
-    int errno
-    int EAGAIN, EWOULDBLOCK, EINTR
-
-cdef inline int64_t now_ns(int clk) noexcept nogil:
-    cdef timespec ts
-    clock_gettime(clk, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+from ._net cimport (BATCH, CLOCK_MONOTONIC, CLOCK_REALTIME, CMSG_DATA, CMSG_FIRSTHDR,
+                   CMSG_NXTHDR, CTRL, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC,
+                   POLLIN, SLOT, SO_RXQ_OVFL, SOL_SOCKET, cmsghdr, errno, iovec, mmsghdr,
+                   nanosleep, now_ns, ntohs, poll, pollfd, recvmmsg, sendmmsg, sockaddr_in,
+                   timespec)
 
 
 # ---- receiving --------------------------------------------------------------------------
 
 cdef enum:
-    BATCH = 64
-    SLOT = 65536             # bytes per receive slot: more than any UDP payload
     SAMPLES = 4              # bad datagrams kept per reason, for diagnosis
     SAMPLE_BYTES = 32
-    CTRL = 64
 
 
 cdef class Receiver:
@@ -315,54 +252,3 @@ def send_datagrams(int fd, const uint8_t[::1] body, const int64_t[::1] ends,
                 k += r
                 sent += r
     return sent, errors
-
-
-def drain(int fd, double seconds, double idle=0.5):
-    """The baseline receiver: recvmmsg into reused buffers and discard, for ``seconds`` or
-    until nothing arrives for ``idle`` s after the first datagram. Returns (datagrams,
-    bytes, kernel drops)."""
-    cdef mmsghdr msgs[BATCH]
-    cdef iovec iovs[BATCH]
-    cdef char ctrl[BATCH][CTRL]
-    cdef uint8_t* bufs = <uint8_t*>malloc(BATCH * SLOT)
-    cdef pollfd p
-    cdef int n, i
-    cdef uint64_t count = 0, nbytes = 0, drops = 0
-    cdef uint32_t v
-    cdef cmsghdr* c
-    cdef int64_t end, last = 0, idle_ns = <int64_t>(idle * 1e9)
-    if bufs == NULL:
-        raise MemoryError()
-    p.fd = fd
-    p.events = POLLIN
-    with nogil:
-        end = now_ns(CLOCK_MONOTONIC) + <int64_t>(seconds * 1e9)
-        while now_ns(CLOCK_MONOTONIC) < end:
-            if poll(&p, 1, 20) <= 0:
-                if count and now_ns(CLOCK_MONOTONIC) - last > idle_ns:
-                    break
-                continue
-            while True:
-                for i in range(BATCH):
-                    iovs[i].iov_base = bufs + i * SLOT
-                    iovs[i].iov_len = SLOT
-                    memset(&msgs[i], 0, sizeof(mmsghdr))
-                    msgs[i].msg_hdr.msg_iov = &iovs[i]
-                    msgs[i].msg_hdr.msg_iovlen = 1
-                    msgs[i].msg_hdr.msg_control = ctrl[i]
-                    msgs[i].msg_hdr.msg_controllen = CTRL
-                n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL)
-                if n <= 0:
-                    break
-                for i in range(n):
-                    nbytes += msgs[i].msg_len
-                    c = CMSG_FIRSTHDR(&msgs[i].msg_hdr)
-                    while c != NULL:
-                        if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_RXQ_OVFL:
-                            memcpy(&v, CMSG_DATA(c), 4)
-                            drops = v
-                        c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)
-                count += n
-            last = now_ns(CLOCK_MONOTONIC)
-    free(bufs)
-    return count, nbytes, drops
