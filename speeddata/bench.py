@@ -139,21 +139,32 @@ class _Server:
             yaml.safe_dump({"data": data, "channels": [
                 {"name": c.name, "port": p, "schema": json.dumps(c.schema)}
                 for c, p in zip(mix, ports)]}, f)
+        grpc_port = _free_tcp_port()
+        self.address = f"127.0.0.1:{grpc_port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "speeddata.cli", "-q", "serve", "--config", config,
-             "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0", "--interval", "3600"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.address = ""
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip().startswith("gRPC"):
-                self.address = line.split()[-1]
-            if self.address and line.strip().split()[:1] == [mix[-1].name]:
-                break
-        if not self.address:
-            raise SpeedDataError("the bench server did not start")
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout or ()],
-                         daemon=True).start()
+             "--grpc", self.address, "--web", "127.0.0.1:0", "--interval", "3600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_running([c.name for c in mix])
+
+    def _wait_running(self, names: list[str], timeout: float = 30.0) -> None:
+        """Until the server answers over gRPC and every channel's worker receives."""
+        from .client import Client
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout=2) as c:
+            while True:
+                if self.proc.poll() is not None:
+                    raise SpeedDataError("the bench server exited with "
+                                         f"{self.proc.returncode}")
+                try:
+                    if sorted(i.name for i in c.list_channels("running")) == sorted(names):
+                        return
+                except SpeedDataError:
+                    pass                         # not serving yet
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise SpeedDataError(f"the bench server did not start in {timeout} s")
+                time.sleep(0.1)
 
     def workers(self) -> dict[str, int]:
         """Channel name -> worker pid (from the workers' command lines)."""
@@ -352,6 +363,13 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return ""
+
+
+def _free_tcp_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _free_ports(n: int) -> list[int]:
