@@ -1,6 +1,7 @@
 """SpeedData: ephemeral high-rate telemetry capture.
 
-The names users type: ``speeddata.store.open()``, ``read_hdf5``, ``read_avro`` and the errors.
+The names users type: ``speeddata.store.open()``, ``read_hdf5``, ``read_avro``,
+``speeddata.Client`` (gRPC) and the errors.
 """
 from . import errors, schema, store
 from ._version import __version__
@@ -8,13 +9,13 @@ from .dataset import DataSet
 from .hdf5 import read_hdf5
 from .store._avro import read_avro
 from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, FormatError,
-                     LimitExceeded, PortUnavailable, RequestError, SchemaError, SpeedDataError, StoreError,
-                     TagExists, TagNotFound, TimeRangeError, Unauthenticated)
+                     LimitExceeded, PortUnavailable, RequestError, SchemaError, SpeedDataError,
+                     StoreError, TagExists, TagNotFound, TimeRangeError, Unauthenticated)
 
-__all__ = ["DataSet", "read_avro", "read_hdf5", "store", "ChannelExists", "ChannelNotFound",
-           "ConfigError", "DecodeError", "FormatError", "LimitExceeded", "PortUnavailable",
-           "RequestError", "SchemaError", "SpeedDataError",
-           "StoreError", "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema", "Client"]
+__all__ = ["Client", "DataSet", "read_avro", "read_hdf5", "store", "ChannelExists",
+           "ChannelNotFound", "ConfigError", "DecodeError", "FormatError", "LimitExceeded",
+           "PortUnavailable", "RequestError", "SchemaError", "SpeedDataError", "StoreError",
+           "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema"]
 
 
 def __getattr__(name: str):

@@ -326,7 +326,8 @@ def report(best: Trial, mix: list[ChannelMix], disk: int, trials: list[Trial]) -
     total_rate = sum(r["records_per_s"] for r in channels.values())
     disk_rate = sum(r["records_per_s"] * r["bytes_per_record"] for r in channels.values())
     return {
-        "sustained": best.loss < MAX_LOSS, "sender_short": best.sender_short, "factor": best.factor, "loss": best.loss,
+        "sustained": best.loss < MAX_LOSS, "sender_short": best.sender_short,
+        "factor": best.factor, "loss": best.loss,
         "channels": channels,
         "total": {"records_per_s": total_rate,
                   "datagrams_per_s": sum(r["datagrams_per_s"] for r in channels.values()),

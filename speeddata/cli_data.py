@@ -222,7 +222,8 @@ def cmd_inspect(args) -> int:
     if blocks:
         times = [b.times for b in blocks if len(b.times)]
         if times:
-            print(f"  record time {_span((min(int(t.min()) for t in times), max(int(t.max()) for t in times)))}")
+            held = (min(int(t.min()) for t in times), max(int(t.max()) for t in times))
+            print(f"  record time {_span(held)}")
     for d in damage:
         print(f"  damaged from byte {d.offset}: {d.reason}")
     print("  schema: " + json.dumps(avro))

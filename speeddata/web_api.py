@@ -227,10 +227,11 @@ class Export(ApiHandler):
         chunks = self.service.export_hdf5(tag=tag, start=start, end=end, channels=names,
                                           signals=signals)
         first = await asyncio.to_thread(next, chunks, None)   # errors before any byte
-        filename = (tag or f"speeddata-{args.get('start', '')}").replace(":", "") + ".h5"
+        filename = "".join(c for c in (tag or f"speeddata-{args.get('start', '')}")
+                           if c.isalnum() or c in "-_.") + ".h5"
         self.set_header("Content-Type", "application/x-hdf5")
         self.set_header("Content-Disposition",
-                        f'attachment; filename="{"".join(c for c in filename if c.isalnum() or c in "-_.")}"')
+                        f'attachment; filename="{filename}"')
         try:
             item = first
             while item is not None:

@@ -406,8 +406,8 @@ def test_demo_runs_the_embedded_default_and_stores_both_channels(tmp_path):
     port = free_udp_port(count=2)     # example and temperature
     out = subprocess.run([sys.executable, "-m", "speeddata.cli", "demo", "--data",
                           str(tmp_path / "data"), "--port", str(port), "--duration", "2.5",
-                          "--interval", "1", "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0"], capture_output=True,
-                         text=True, timeout=120)
+                          "--interval", "1", "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "example" in out.stdout and "temperature" in out.stdout
     with speeddata.store.open(tmp_path / "data", readonly=True) as store:
@@ -495,8 +495,8 @@ def test_a_channel_that_cannot_start_leaves_the_others_running(tmp_path, child_p
                           f"  - {{name: healthy, port: {free}, schema: {EXAMPLE_AVSC}}}\n")
         p = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "serve", "--config",
                               str(config), "--data", str(tmp_path / "data"), "--interval",
-                              "0.5", "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                              "0.5", "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         child_processes.append(p)
         banner = [p.stdout.readline() for _ in range(6)]
         assert banner[0].startswith("SpeedData serving store") and "web" in banner[1]
