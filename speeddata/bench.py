@@ -15,7 +15,6 @@ disk per record, the CPU of each worker and of the server, live latency through 
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os

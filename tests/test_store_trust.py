@@ -7,7 +7,6 @@ fault-injection and property tests that would have found each class of them.
 import datetime as dt
 import json
 import os
-import shutil
 import warnings
 
 import fastavro
@@ -15,11 +14,10 @@ import numpy as np
 import pytest
 
 import speeddata
-from speeddata import (ChannelNotFound, ConfigError, DecodeError, SchemaError, StoreError,
+from speeddata import (SchemaError, StoreError,
                        TagExists, TimeRangeError)
 from speeddata import schema as S
-from speeddata.codec import REASONS, Plan, decode, encode_columns, encoder
-from speeddata.config import parse
+from speeddata.codec import REASONS, Plan, encode_columns, encoder
 from speeddata.errors import StoreWarning
 from speeddata.store import _format as F
 from speeddata.store._segment import needs_repair

@@ -5,7 +5,6 @@ import json
 import urllib.error
 import urllib.request
 
-import numpy as np
 import pytest
 from tornado.testing import AsyncHTTPTestCase
 
