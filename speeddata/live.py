@@ -137,10 +137,9 @@ class Subscriber:
         self.missed = 0
         self._decimator = Decimator(self.decimation)
         self.first_record = 0          # of the records the last poll returned
-        self.covered = 0               # records before this are in what poll returned
         entries, records = ring.written
         self.cursor, self.record = entries, records
-        self.covered = records
+        self.covered = records         # records before this are in what poll returned
         if from_oldest:
             self.cursor = max(0, entries - ring.nentries // 2)
             if entries:

@@ -247,13 +247,12 @@ class Service:
         names = names or self.store.channels
         for n in names:
             self._stored(n)
+        total = sum(self.store[n].count(lo, hi, estimate=True) for n in names)
         limit = self.limits.export_records
-        if limit is not None:
-            total = sum(self.store[n].count(lo, hi, estimate=True) for n in names)
-            if total > limit:
-                raise LimitExceeded(f"the export holds about {total} records, more than the "
-                                    f"limit of {limit}", hint="export a shorter range")
-        expected = max(1, sum(self.store[n].count(lo, hi, estimate=True) for n in names))
+        if limit is not None and total > limit:
+            raise LimitExceeded(f"the export holds about {total} records, more than the "
+                                f"limit of {limit}", hint="export a shorter range")
+        expected = max(1, total)
         done = [0]
 
         def step(_channel: str, n: int) -> None:
