@@ -32,7 +32,7 @@ ext_modules = [
     Extension(f"speeddata.{name}", [f"speeddata/{name}.pyx"],
               define_macros=macros + [("_GNU_SOURCE", "1")],  # recvmmsg, sendmmsg
               extra_compile_args=["-O0", "-g"] if debug else ["-O3"])
-    for name in ("_codec", "_block", "_ring", "_ingest")
+    for name in ("_codec", "_block", "_ring", "_ingest", "_summary")
 ]
 setup(ext_modules=cythonize(
     ext_modules,

@@ -9,6 +9,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
@@ -351,36 +352,63 @@ cdef class Plan:
         ``columns[k]`` is the numpy array of column k (None: not wanted), ``masks[k]`` a
         uint8 array for nullable columns (None otherwise). Returns the count decoded.
         """
-        cdef const uint8_t[::1] buf = _as_bytes(data)
-        cdef Py_ssize_t n = buf.shape[0]
-        cdef int reason = 0, k
-        cdef Py_ssize_t where = 0, got
-        cdef list scratch = [None] * self.ncols
-        cdef int64_t[:, ::1] pairs
-        cdef ColOut* cols
+        problem = self.decode_blocks([data], [count], [row0], times, columns, masks)[0]
+        if problem is not None:
+            raise problem
+        return count
+
+    def decode_blocks(self, list bodies, counts, rows, int64_t[::1] times, list columns,
+                      list masks):
+        """Decode many blocks' records at once: ``bodies[i]`` holds ``counts[i]`` records
+        that go to rows ``rows[i]``.. of the preallocated columns (as `decode_into`). The
+        outputs are checked once and the records parsed in one pass without the GIL, so a
+        small block costs its records and little else. Returns one entry per body: None, or
+        the DecodeError that kept that body's rows from being filled."""
+        cdef Py_ssize_t nb = len(bodies), i, k, top = 0, base = 0
+        cdef int64_t[::1] cnt = np.ascontiguousarray(counts, dtype=np.int64)
+        cdef int64_t[::1] row = np.ascontiguousarray(rows, dtype=np.int64)
+        if cnt.shape[0] != nb or row.shape[0] != nb:
+            raise ValueError(f"{nb} bodies, {cnt.shape[0]} counts and {row.shape[0]} rows")
+        for i in range(nb):
+            if cnt[i] < 0 or row[i] < 0:
+                raise ValueError(f"block {i}: rows {row[i]}..{row[i] + cnt[i]}")
+            top = max(top, row[i] + cnt[i])
+            base = row[i] if i == 0 else min(base, row[i])
         # built without bounds checks: every array written here is checked first
-        if count < 0 or row0 < 0 or times.shape[0] < row0 + count:
-            raise ValueError(f"rows {row0}..{row0 + count} do not fit a time column of "
-                             f"{times.shape[0]}")
+        if times.shape[0] < top:
+            raise ValueError(f"{top} rows do not fit a time column of {times.shape[0]}")
         if len(columns) != self.ncols or len(masks) != self.ncols:
             raise ValueError(f"{len(columns)} columns and {len(masks)} masks for a plan of "
                              f"{self.ncols} signals")
         for k in range(self.ncols):
-            _check_output(columns[k], masks[k], self.schema.signals[k], row0 + count)
-        cols = <ColOut*>PyMem_Malloc(max(1, self.ncols) * sizeof(ColOut))
-        if cols == NULL:
-            raise MemoryError()
+            _check_output(columns[k], masks[k], self.schema.signals[k], top)
+        views = [_as_bytes(b) for b in bodies]
+        cdef const uint8_t[::1] view
+        cdef const uint8_t** ptr = <const uint8_t**>PyMem_Malloc(max(1, nb) * sizeof(void*))
+        cdef Py_ssize_t* size = <Py_ssize_t*>PyMem_Malloc(max(1, nb) * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* got = <Py_ssize_t*>PyMem_Malloc(max(1, nb) * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* where = <Py_ssize_t*>PyMem_Malloc(max(1, nb) * sizeof(Py_ssize_t))
+        cdef int* reason = <int*>PyMem_Malloc(max(1, nb) * sizeof(int))
+        cdef ColOut* cols = <ColOut*>PyMem_Malloc(max(1, self.ncols) * sizeof(ColOut))
+        cdef int64_t[:, ::1] pairs
+        cdef list scratch = [None] * self.ncols
         try:
+            if not (ptr and size and got and where and reason and cols):
+                raise MemoryError()
+            for i in range(nb):
+                view = views[i]
+                size[i] = view.shape[0]
+                ptr[i] = &view[0] if size[i] else NULL
             for k in range(self.ncols):
                 col = columns[k]
                 cols[k].data = NULL
                 cols[k].mask = NULL
                 if col is None:
                     continue
-                if col.dtype.hasobject:
-                    scratch[k] = np.empty((count, 2), dtype=np.int64)
+                if col.dtype.hasobject:   # (offset, length) pairs first, objects after
+                    scratch[k] = np.empty((top - base, 2), dtype=np.int64)
                     pairs = scratch[k]
-                    cols[k].data = <char*>&pairs[0, 0] - row0 * 16 if count else NULL
+                    cols[k].data = <char*>&pairs[0, 0] - base * 16 if top > base else NULL
                     cols[k].itemsize = 16
                 else:
                     cols[k].itemsize = col.dtype.itemsize
@@ -388,17 +416,32 @@ cdef class Plan:
                 if masks[k] is not None:
                     cols[k].mask = <uint8_t*><uintptr_t>masks[k].__array_interface__["data"][0]
             with nogil:
-                got = self.parse(&buf[0] if n else NULL, n, count, &times[row0], NULL, cols,
-                                 row0, &reason, &where)
+                for i in range(nb):
+                    reason[i] = 0
+                    where[i] = 0
+                    got[i] = self.parse(ptr[i], size[i], cnt[i], &times[row[i]], NULL, cols,
+                                        row[i], &reason[i], &where[i])
+            problems = []
+            for i in range(nb):
+                if got[i] < 0 or got[i] != cnt[i]:
+                    problems.append(_decode_error(reason[i] if got[i] < 0 else R_TRUNCATED,
+                                                  where[i], size[i]))
+                    continue
+                problems.append(None)
+                for k in range(self.ncols):
+                    if scratch[k] is not None and cnt[i]:
+                        _objects_from_pairs(views[i],
+                                            scratch[k][row[i] - base:row[i] - base + cnt[i]],
+                                            columns[k], row[i],
+                                            self.schema.signals[k].type == "string")
+            return problems
         finally:
+            PyMem_Free(ptr)
+            PyMem_Free(size)
+            PyMem_Free(got)
+            PyMem_Free(where)
+            PyMem_Free(reason)
             PyMem_Free(cols)
-        if got < 0 or got != count:
-            raise _decode_error(reason if got < 0 else R_TRUNCATED, where, n)
-        for k in range(self.ncols):
-            if scratch[k] is not None:
-                _objects_from_pairs(buf, scratch[k], columns[k], row0,
-                                    self.schema.signals[k].type == "string")
-        return got
 
 
 _ITEMSIZE = {"boolean": 1, "int": 4, "long": 8, "float": 4, "double": 8, "enum": 4}
@@ -605,6 +648,36 @@ def read_varint(data, Py_ssize_t pos=0):
     if end < 0:
         raise _decode_error(reason, pos, n)
     return v, end
+
+
+def block_frame(buf, Py_ssize_t pos, bytes sync):
+    """(record count, payload start, payload size, end) of the Avro container block at
+    ``pos``: two longs, the payload, the sync marker. Raises DecodeError for a bad long
+    and ValueError when the sync marker is not where the sizes say."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n, p, end, ns = len(sync)
+    cdef int reason = 0
+    cdef int64_t count = 0, size = 0
+    cdef const uint8_t* data
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)     # a block header: no copy, no checks
+    try:
+        n = view.len
+        data = <const uint8_t*>view.buf
+        if pos < 0 or pos > n:
+            raise _decode_error(R_TRUNCATED, pos, n)
+        p = read_long(data, n, pos, &count, &reason)
+        if p >= 0:
+            p = read_long(data, n, p, &size, &reason)
+        if p < 0:
+            raise _decode_error(reason, pos, n)
+        end = p + size + ns
+        if size < 0 or end > n or end < p:
+            raise ValueError(f"block at byte {pos} is torn or corrupt")
+        if memcmp(data + end - ns, <const char*>sync, ns) != 0:
+            raise ValueError(f"block at byte {pos} does not end in the file's sync marker")
+        return count, p, size, end
+    finally:
+        PyBuffer_Release(&view)
 
 
 def write_varint(int64_t value):

@@ -242,15 +242,37 @@ def test_overview_of_a_store_written_before_summaries(tmp_path):
 
 @settings(max_examples=80, deadline=None)
 @given(data=st.data())
-def test_both_ways_of_reducing_buckets_agree(data):
+def test_records_and_summary_rows_merge_to_the_same_statistics(data):
+    """Buckets merged from records one by one, in any order, equal those merged from
+    summary rows of arbitrary pieces of the same records."""
+    from speeddata._summary import Stats
     from speeddata.store import _overview as O
-    n = data.draw(st.integers(1, 400))
-    buckets = data.draw(st.integers(1, 12))
-    t = np.sort(np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n))))
-    x = np.array(data.draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)), float)
-    keep = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
-    b = np.minimum(t * buckets // 51, buckets - 1)
-    whole = O.reduce_sorted(keep, x, t, b, buckets, per_bucket=10**9)
-    sliced = O.reduce_sorted(keep, x, t, b, buckets, per_bucket=0)
-    for key in whole:
-        np.testing.assert_array_equal(whole[key], sliced[key], err_msg=key)
+    n = data.draw(st.integers(1, 300))
+    buckets = data.draw(st.integers(1, 9))
+    t = np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)), np.int64)
+    x = np.array(data.draw(st.lists(st.sampled_from([-1.0, 0.0, 2.0, np.nan]), min_size=n,
+                                    max_size=n)))
+    valid = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))).view(np.uint8)
+    edges = np.array([-3 + 57 * k // buckets for k in range(buckets + 1)], np.int64)
+    direct = Stats(buckets)
+    direct.add_records(x, t, valid, edges)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, n), max_size=6))) | {0, n})
+    dtype = np.dtype([("offset", "<u8")] + [(f"{s}0", "<i8" if s in ("n", "tmin", "tmax",
+                     "tfirst", "tlast") else "<f8") for s in O._STATS])
+    rows = np.zeros(len(cuts) - 1, dtype)
+    pieces = []
+    for a, b in zip(cuts[:-1], cuts[1:]):      # each piece summarised alone, per bucket
+        part = Stats(buckets)
+        part.add_records(x[a:b], t[a:b], valid[a:b], edges)
+        pieces.append(part)
+    merged = Stats(buckets)
+    for part in reversed(pieces):
+        for k in range(buckets):
+            row = np.zeros(1, dtype)
+            for stat in O._STATS:
+                row[f"{stat}0"] = getattr(part, stat)[k]
+            merged.add_rows(row, 0, np.array([k], np.int64))
+    for stat in O._STATS:
+        np.testing.assert_array_equal(getattr(merged, stat), getattr(direct, stat), err_msg=stat)
+    keep = valid.astype(bool) & ~np.isnan(x)
+    assert direct.n.sum() == keep.sum()

@@ -67,8 +67,11 @@ class TestChannels(ApiTest):
         assert code == 200 and schema["fields"][0]["name"] == "time"
         wait_for(lambda: self.sup.counters("rig")["status"] == "running", what="worker")
         send(port=port, rate=20_000, count=2_000)
-        wait_for(lambda: self.call("GET", "/api/v1/channels/rig")[1]["stats"]
-                 ["stored_records"] == 2_000, what="stored")
+        # stored (from the store) and received (the worker's counters, published every
+        # few ms) both reach every record
+        wait_for(lambda: [self.call("GET", "/api/v1/channels/rig")[1]["stats"][k]
+                          for k in ("stored_records", "records")] == [2_000, 2_000],
+                 what="stored and counted")
         code, one = self.call("GET", "/api/v1/channels/rig")
         assert one["stats"]["records"] == 2_000 and one["stats"]["rejects"] == {}
         cols = self.sup.store["rig"].read()

@@ -165,8 +165,8 @@ class Channel:
                             np.minimum.accumulate(self._seg_tmin[::-1])[::-1])
         return self._segments
 
-    def _select(self, lo: int, last: int) -> list[tuple[SegmentView, np.ndarray]]:
-        """Blocks that may hold records with lo <= time <= last, per segment."""
+    def _segments_in(self, lo: int, last: int) -> list[SegmentView]:
+        """Segments that may hold records with lo <= time <= last."""
         segs = self._refresh()
         if not segs:
             return []
@@ -174,12 +174,15 @@ class Channel:
         runmax, sufmin = self._bounds
         a = int(np.searchsorted(runmax, lo, "left"))
         b = int(np.searchsorted(sufmin, last, "right"))
+        return [seg for seg in segs[a:b] if seg.tmax >= lo and seg.tmin <= last]
+
+    def _select(self, lo: int, last: int) -> list[tuple[SegmentView, np.ndarray]]:
+        """Blocks that may hold records with lo <= time <= last, per segment."""
         out = []
-        for seg in segs[a:b]:
-            if seg.tmax >= lo and seg.tmin <= last:
-                blocks = seg.blocks(lo, last)
-                if len(blocks):
-                    out.append((seg, blocks))
+        for seg in self._segments_in(lo, last):
+            blocks = seg.blocks(lo, last)
+            if len(blocks):
+                out.append((seg, blocks))
         return out
 
     def _selected(self, start, end) -> tuple[list, int, int]:
@@ -257,39 +260,25 @@ class Channel:
         last = hi - 1
         self.flush()
         with self.lock:
-            selected = self._select(lo, last)
-        rows, row_bucket, counts, straddling = [], [], np.zeros(buckets, np.int64), []
-        for seg, blocks in selected:
-            sums = seg.summaries(dtype) if all_numeric else np.empty(0, dtype)
-            at = np.searchsorted(sums["offset"], blocks["offset"]) if len(sums) else \
-                np.zeros(len(blocks), np.int64)
-            at = np.minimum(at, max(0, len(sums) - 1))
-            has = (sums["offset"][at] == blocks["offset"]) if len(sums) else \
-                np.zeros(len(blocks), bool)
-            b0 = np.searchsorted(edges, blocks["tmin"], "right") - 1
-            b1 = np.searchsorted(edges, blocks["tmax"], "right") - 1
-            whole = (blocks["tmin"] >= lo) & (blocks["tmax"] <= last) & (b0 == b1) & \
-                (has | (not all_numeric))
-            if whole.any():
-                counts += np.bincount(b0[whole], weights=blocks["count"][whole],
-                                      minlength=buckets).astype(np.int64)
-                if all_numeric:
-                    rows.append(sums[at[whole]])
-                    row_bucket.append(b0[whole])
-            if not whole.all():
-                straddling.append((seg, blocks[~whole]))
+            segments = self._segments_in(lo, last)
+        parts, counts, straddling, summarised = [], np.zeros(buckets, np.int64), [], 0
+        for seg in segments:
+            got = _summarised(seg, lo, last, edges, dtype)
+            parts += got.parts
+            counts += got.counts
+            summarised += got.blocks
+            if len(got.straddling):
+                straddling.append((seg, got.straddling))
         cols = self._decode(straddling, lo, last, names)
-        raw_bucket = np.searchsorted(edges, cols.time, "right") - 1
-        counts += np.bincount(raw_bucket, minlength=buckets).astype(np.int64)
-        summary = np.concatenate(rows) if rows else np.empty(0, dtype)
-        summary_bucket = np.concatenate(row_bucket) if row_bucket else np.empty(0, np.int64)
+        counts += np.bincount(O.bucket_of(edges, cols.time), minlength=buckets).astype(np.int64)
         stats = {}
         for name in names:
-            part = O.from_summaries(summary, column[name], summary_bucket, buckets)
-            keep, x, t = O._valid(cols, name)
-            stats[name] = O.combine(part, O.reduce_sorted(keep, x, t, raw_bucket, buckets))
+            stats[name] = O.Stats(buckets)
+            for rows, at, bucket in parts:
+                stats[name].add_rows(rows, column[name], bucket, at)
+            O.add_records(stats[name], cols, name, edges)
         return O.finish(self.name, edges, counts, stats,
-                        sum(len(b) for _, b in straddling), len(summary))
+                        sum(len(b) for _, b in straddling), summarised)
 
     def build_summaries(self, progress=None) -> int:
         """Summaries for the closed segments that lack them (written by an older version,
@@ -318,7 +307,7 @@ class Channel:
                     log.warning("%s: block at byte %d left without a summary (overviews "
                                 "decode it): %s", seg.path, int(b["offset"]), e)
                     continue
-                rows.append(O.summarize(cols, self.schema, int(b["offset"])))
+                rows.append(O.summarize(cols, self.schema, int(b["offset"]), dtype))
             O.write_summaries(seg.sum_path, rows, dtype)
             done += len(rows)
             if progress:
@@ -428,25 +417,42 @@ class Channel:
         time_col, columns, masks = allocate(self.schema, total, signals)
         tasks, lost = _tasks(selected)
 
-        def run(t: _Task) -> str | None:
-            try:
-                if t.offset + t.length > len(t.mem):
-                    raise FormatError(f"the file ends at byte {len(t.mem)}")
-                _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
-                                              t.head[1])
-                body = _decompressor(t.head[0])(payload)
-                self._plan.decode_into(body, t.records, t.row, time_col, columns, masks)
-                return None
-            except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
-                return f"{t.path}: skipping corrupt block at byte {t.offset} " \
-                       f"({t.records} records): {err}"
+        def run(part: list[_Task]) -> list[str | None]:
+            """Decompress a run of blocks (a few MB at a time), then parse them in one
+            call of the codec; a damaged block costs its own records only."""
+            problems: list[str | None] = []
+            for a in range(0, len(part), _BATCH):
+                batch = part[a:a + _BATCH]
+                bodies, out = [], []
+                for t in batch:
+                    try:
+                        if t.offset + t.length > len(t.mem):
+                            raise FormatError(f"the file ends at byte {len(t.mem)}")
+                        _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
+                                                      t.head[1])
+                        bodies.append(_decompressor(t.head[0])(payload))
+                        out.append(t)
+                        problems.append(None)
+                    except (FormatError, zstandard.ZstdError, ValueError) as err:
+                        problems.append(_skipping(t, err))
+                decoded = self._plan.decode_blocks(bodies, [t.records for t in out],
+                                                   [t.row for t in out], time_col, columns,
+                                                   masks)
+                at = [i for i in range(len(problems) - len(batch), len(problems))
+                      if problems[i] is None]
+                for i, t, failed in zip(at, out, decoded):
+                    if failed is not None:
+                        problems[i] = _skipping(t, failed)
+            return problems
 
         # Blocks decode independently (zstd and the codec's parse run without the GIL),
-        # so large reads spread over the cores.
+        # so large reads spread over the cores: a few runs of blocks, each a thread's, not a
+        # hand-off between threads per block (which costs more than a small block's decode).
         if total >= _PARALLEL_RECORDS and len(tasks) > 1:
-            problems = list(_pool().map(run, tasks))
+            problems = [p for part in _pool().map(run, _split(tasks, 4 * _WORKERS))
+                        for p in part]
         else:
-            problems = [run(t) for t in tasks]
+            problems = run(tasks)
         for task, problem in zip(tasks, problems):
             if problem:
                 warnings.warn(problem, StoreWarning, stacklevel=3)
@@ -639,6 +645,8 @@ def _read_head(path: str) -> str | None:
 
 
 _PARALLEL_RECORDS = 200_000
+_BATCH = 64                  # blocks decompressed before one parse call
+_WORKERS = min(4, os.cpu_count() or 1)
 _POOL: ThreadPoolExecutor | None = None
 _LOCAL = threading.local()
 
@@ -646,9 +654,66 @@ _LOCAL = threading.local()
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                   thread_name_prefix="speeddata-decode")
+        _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="speeddata-decode")
     return _POOL
+
+
+class _Summarised(NamedTuple):
+    """What one segment gives an overview: parts ``(summary rows, positions, buckets)``
+    (row ``rows[positions[i]]`` goes to ``buckets[i]``), the records they count per bucket,
+    how many blocks they cover, and the blocks left to decode."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    counts: np.ndarray
+    blocks: int
+    straddling: np.ndarray
+
+
+def _summarised(seg: SegmentView, lo: int, last: int, edges: np.ndarray,
+                dtype: np.dtype) -> _Summarised:
+    """Split a segment's blocks in [lo, last] for an overview: runs of blocks (then single
+    blocks) that lie inside one bucket and have summaries are merged from those; the rest,
+    straddling a bucket edge or unsummarised, are left to decode."""
+    buckets = len(edges) - 1
+    a, b = seg.span(lo, last)
+    rows, has = seg.aligned_summaries(dtype)
+    use_block = np.ones(b - a, bool)
+    parts, counts, covered = [], np.zeros(buckets, np.int64), 0
+    info, merged = seg.groups(dtype)
+    g0, g1 = -(-a // O.GROUP), min(b // O.GROUP, len(info))
+    if g1 > g0:
+        g = info[g0:g1]
+        b0, b1 = O.bucket_of(edges, g["tmin"]), O.bucket_of(edges, g["tmax"])
+        ok = g["complete"] & (g["tmin"] >= lo) & (g["tmax"] <= last) & (b0 == b1)
+        if ok.any():
+            parts.append((merged, g0 + np.flatnonzero(ok), b0[ok]))
+            counts += np.bincount(b0[ok], weights=g["count"][ok], minlength=buckets
+                                  ).astype(np.int64)
+            covered += int(ok.sum()) * O.GROUP
+            use_block[g0 * O.GROUP - a:g1 * O.GROUP - a] = ~np.repeat(ok, O.GROUP)
+    at = a + np.flatnonzero(use_block)
+    tmin, tmax = seg.index["tmin"][at], seg.index["tmax"][at]
+    near = (tmax >= lo) & (tmin <= last)
+    at, tmin, tmax = at[near], tmin[near], tmax[near]
+    b0, b1 = O.bucket_of(edges, tmin), O.bucket_of(edges, tmax)
+    whole = (tmin >= lo) & (tmax <= last) & (b0 == b1) & has[at]
+    if whole.any():
+        parts.append((rows, at[whole], b0[whole]))
+        counts += np.bincount(b0[whole], weights=seg.index["count"][at[whole]],
+                              minlength=buckets).astype(np.int64)
+        covered += int(whole.sum())
+    return _Summarised(parts, counts, covered, seg.index[at[~whole]])
+
+
+def _skipping(t: _Task, err: Exception) -> str:
+    return f"{t.path}: skipping corrupt block at byte {t.offset} ({t.records} records): {err}"
+
+
+def _split(tasks: list[_Task], parts: int) -> list[list[_Task]]:
+    """Contiguous runs of tasks holding about equal numbers of records."""
+    ends = np.cumsum([t.records for t in tasks])
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts, "right")
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, len(tasks)}), len(tasks)]
+    return [tasks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _decompressor(codec: str) -> F.Decompressor:

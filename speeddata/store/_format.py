@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import zstandard
 
-from .._codec import read_varint, write_varint
+from .._codec import block_frame, read_varint, write_varint
 from ..errors import DecodeError, FormatError
 
 __all__ = ["FormatError"]   # raised by everything here; defined with the other errors
@@ -35,7 +35,7 @@ INDEX_DTYPE = np.dtype([
 FLAG_IN_ORDER = 1        # the block's record times never decrease
 FLAG_SCANNED = 2         # rebuilt by scanning the segment: its receive times are the file's
                          # modification time, an upper bound (retention keeps it longer)
-# Far beyond any block SpeedData writes (1 MiB of records by default): an index entry or a
+# Far beyond any block SpeedData writes (16 KiB of records by default): an index entry or a
 # block header that claims more is damage, not data.
 MAX_BLOCK_RECORDS = 1 << 28
 
@@ -125,13 +125,14 @@ def block(count: int, payload: bytes, sync: bytes) -> bytes:
 
 def parse_block(buf, pos: int, sync: bytes) -> tuple[int, memoryview, int]:
     """(record count, compressed payload, end offset) of the block at ``pos``."""
-    count, p = decode_long(buf, pos)
-    size, p = decode_long(buf, p)
-    end = p + size + SYNC_SIZE
-    if count <= 0 or size < 0 or end > len(buf) or count > MAX_BLOCK_RECORDS:
+    try:
+        count, p, size, end = block_frame(buf, pos, sync)
+    except DecodeError as e:
+        raise FormatError(f"bad varint at byte {pos}: {e}") from None
+    except ValueError as e:
+        raise FormatError(str(e)) from None
+    if count <= 0 or count > MAX_BLOCK_RECORDS:
         raise FormatError(f"block at byte {pos} is torn or corrupt")
-    if bytes(buf[end - SYNC_SIZE:end]) != sync:
-        raise FormatError(f"block at byte {pos} does not end in the file's sync marker")
     return count, memoryview(buf)[p:p + size], end
 
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._summary import Stats, block_stats
 from ..columns import Columns
 from ..schema import ChannelSchema, Signal
 
 NUMERIC = ("boolean", "int", "long", "float", "double")
 _STATS = ("n", "sum", "min", "max", "first", "last", "tmin", "tmax", "tfirst", "tlast")
-_I64_MIN, _I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 def numeric_signals(schema: ChannelSchema) -> list[Signal]:
@@ -44,147 +44,68 @@ def summary_dtype(schema: ChannelSchema) -> np.dtype:
     return np.dtype(fields)
 
 
-def summarize(cols: Columns, schema: ChannelSchema, offset: int) -> np.ndarray:
+def summarize(cols: Columns, schema: ChannelSchema, offset: int,
+              dtype: np.dtype | None = None) -> np.ndarray:
     """The summary row of one block's records."""
-    row = np.zeros(1, dtype=summary_dtype(schema))
-    row["offset"] = offset
-    t = cols.time
-    in_order = bool(len(t)) and bool(np.all(t[1:] >= t[:-1]))
-    one_bucket = np.zeros(len(cols), dtype=np.int64)
-    for k, sig in enumerate(numeric_signals(schema)):
-        keep, x, _ = _valid(cols, sig.name)
-        if in_order and keep.all():
-            part = _in_order_block(x, t)       # a few passes, no sort: the usual block
-        else:
-            part = reduce_sorted(keep, x, t, one_bucket, 1, presorted=in_order)
-        for stat in _STATS:
-            row[f"{stat}{k}"] = part[stat][0]
-    return row
+    values: list = [offset]
+    for sig in numeric_signals(schema):
+        x, valid = _values(cols, sig.name)
+        values += block_stats(x, cols.time, valid)
+    return np.array([tuple(values)], dtype=dtype or summary_dtype(schema))
 
 
-def _in_order_block(x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of records in time order, none left out (ties as `reduce_sorted`)."""
-    imin, imax = int(np.argmin(x)), int(np.argmax(x))   # first of equals: the earliest
-    first = x[0] if t[1:2].size == 0 or t[1] != t[0] else x[t == t[0]].min()
-    last = x[-1] if t.size < 2 or t[-2] != t[-1] else x[t == t[-1]].max()
-    return {"n": np.array([len(x)]), "sum": np.array([x.sum()]),
-            "min": np.array([x[imin]]), "max": np.array([x[imax]]),
-            "first": np.array([first]), "last": np.array([last]),
-            "tmin": np.array([t[imin]]), "tmax": np.array([t[imax]]),
-            "tfirst": np.array([t[0]]), "tlast": np.array([t[-1]])}
-
-
-def _valid(cols: Columns, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(keep mask, values as float64, times) of one signal: nulls and NaN left out."""
+def _values(cols: Columns, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A signal's values as float64, and 1 where one is not null (None: none is)."""
     v = cols[name]
-    keep = ~np.ma.getmaskarray(v)
-    x = np.ma.getdata(v).astype(np.float64)
-    keep &= ~np.isnan(x)
-    return keep, x, cols.time
+    x = np.ascontiguousarray(np.ma.getdata(v), dtype=np.float64)
+    mask = np.ma.getmask(v)
+    return x, None if mask is np.ma.nomask else np.ascontiguousarray(~mask).view(np.uint8)
 
 
-def _empty(buckets: int) -> dict[str, np.ndarray]:
-    return {"n": np.zeros(buckets, np.int64), "sum": np.zeros(buckets),
-            "min": np.full(buckets, np.inf), "max": np.full(buckets, -np.inf),
-            "first": np.full(buckets, np.inf), "last": np.full(buckets, -np.inf),
-            "tmin": np.full(buckets, _I64_MAX), "tmax": np.full(buckets, _I64_MAX),
-            "tfirst": np.full(buckets, _I64_MAX), "tlast": np.full(buckets, _I64_MIN)}
+def add_records(stats: Stats, cols: Columns, name: str, edges: np.ndarray) -> None:
+    """Merge one signal's records into per-bucket statistics (nulls and NaN left out)."""
+    x, valid = _values(cols, name)
+    stats.add_records(x, cols.time, valid, edges)
 
 
-def reduce_sorted(keep: np.ndarray, x: np.ndarray, t: np.ndarray, bucket: np.ndarray,
-                  buckets: int, *, presorted: bool = True,
-                  per_bucket: int = 4096) -> dict[str, np.ndarray]:
-    """Per-bucket statistics of records (``bucket`` ids in 0..buckets-1). ``presorted``:
-    the records are sorted by time (so by bucket), as reads return them. Buckets of more
-    than ``per_bucket`` records on average are reduced slice by slice (a few passes over
-    each), fewer by whole-array passes (no Python loop over many small buckets)."""
-    out = _empty(buckets)
-    x, t, b = x[keep], t[keep], bucket[keep]
-    if not len(x):
-        return out
-    if not presorted:
-        order = np.lexsort((t, b))
-        x, t, b = x[order], t[order], b[order]
-    starts = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
-    ends = np.concatenate([starts[1:], [len(b)]])
-    ids = b[starts]
-    out["n"][ids] = ends - starts
-    out["sum"][ids] = np.add.reduceat(x, starts)
-    out["tfirst"][ids] = t[starts]
-    out["tlast"][ids] = t[ends - 1]
-    if len(x) > per_bucket * len(starts):
-        _by_slices(out, x, t, starts, ends, ids)
-        return out
-    for stat, reduce_ in (("min", np.minimum), ("max", np.maximum)):
-        best = reduce_.reduceat(x, starts)
-        hit = np.flatnonzero(x == np.repeat(best, ends - starts))
-        at = hit[np.searchsorted(hit, starts)]          # earliest record with that value
-        out[stat][ids] = best
-        out["t" + stat][ids] = t[at]
-    # first: among the records at the earliest time, the smallest value; last: the largest
-    # among those at the latest
-    t0 = np.repeat(t[starts], ends - starts)
-    t1 = np.repeat(t[ends - 1], ends - starts)
-    out["first"][ids] = np.minimum.reduceat(np.where(t == t0, x, np.inf), starts)
-    out["last"][ids] = np.maximum.reduceat(np.where(t == t1, x, -np.inf), starts)
-    return out
+GROUP = 64     # blocks per group summary: a day of 0.1 s blocks is 13,500 rows, not 864,000
+GROUP_DTYPE = np.dtype([("tmin", "<i8"), ("tmax", "<i8"), ("count", "<i8"),
+                        ("complete", "?")])
 
 
-def _by_slices(out: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, starts: np.ndarray,
-               ends: np.ndarray, ids: np.ndarray) -> None:
-    """min, max, first and last bucket by bucket, for time-sorted records in large buckets
-    (argmin gives the first of equal values: the earliest)."""
-    for a, e, k in zip(starts.tolist(), ends.tolist(), ids.tolist()):
-        xs = x[a:e]
-        i, j = a + int(xs.argmin()), a + int(xs.argmax())
-        out["min"][k], out["tmin"][k] = x[i], t[i]
-        out["max"][k], out["tmax"][k] = x[j], t[j]
-        out["first"][k] = x[a] if e - a == 1 or t[a + 1] != t[a] else \
-            xs[t[a:e] == t[a]].min()
-        out["last"][k] = x[e - 1] if e - a == 1 or t[e - 2] != t[e - 1] else \
-            xs[t[a:e] == t[e - 1]].max()
+def group_summaries(index: np.ndarray, rows: np.ndarray, has: np.ndarray, size: int,
+                    dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of ``size`` consecutive blocks, merged: (info as GROUP_DTYPE, summary rows).
+    A run is complete when every block in it has its summary row (or there is nothing
+    numeric to summarise)."""
+    n = len(index) // size
+    info = np.zeros(n, GROUP_DTYPE)
+    merged = np.zeros(n, dtype)
+    if not n:
+        return info, merged
+    index, rows, has = index[:n * size], rows[:n * size], has[:n * size]
+    info["tmin"] = index["tmin"].reshape(n, size).min(axis=1)
+    info["tmax"] = index["tmax"].reshape(n, size).max(axis=1)
+    info["count"] = index["count"].reshape(n, size).sum(axis=1)
+    signals = (len(dtype.names or ()) - 1) // len(_STATS)
+    info["complete"] = has.reshape(n, size).all(axis=1) if signals else True
+    ids = np.repeat(np.arange(n, dtype=np.int64), size)
+    for k in range(signals):
+        stats = Stats(n)
+        stats.add_rows(rows, k, ids)
+        put(merged, k, stats)
+    return info, merged
 
 
-def combine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Statistics of the union of two sets of records, bucket by bucket."""
-    out = {"n": a["n"] + b["n"], "sum": a["sum"] + b["sum"]}
-    take = (b["min"] < a["min"]) | ((b["min"] == a["min"]) & (b["tmin"] < a["tmin"]))
-    out["min"], out["tmin"] = np.where(take, b["min"], a["min"]), np.where(take, b["tmin"], a["tmin"])
-    take = (b["max"] > a["max"]) | ((b["max"] == a["max"]) & (b["tmax"] < a["tmax"]))
-    out["max"], out["tmax"] = np.where(take, b["max"], a["max"]), np.where(take, b["tmax"], a["tmax"])
-    take = (b["tfirst"] < a["tfirst"]) | ((b["tfirst"] == a["tfirst"]) & (b["first"] < a["first"]))
-    out["first"] = np.where(take, b["first"], a["first"])
-    out["tfirst"] = np.where(take, b["tfirst"], a["tfirst"])
-    take = (b["tlast"] > a["tlast"]) | ((b["tlast"] == a["tlast"]) & (b["last"] > a["last"]))
-    out["last"] = np.where(take, b["last"], a["last"])
-    out["tlast"] = np.where(take, b["tlast"], a["tlast"])
-    return out
+def bucket_of(edges: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The bucket each time falls in (-1 before the first edge, len(edges) - 1 after)."""
+    return np.searchsorted(edges, t, "right") - 1
 
 
-def from_summaries(rows: np.ndarray, k: int, bucket: np.ndarray,
-                   buckets: int) -> dict[str, np.ndarray]:
-    """Per-bucket statistics of whole blocks from their summary rows (signal ``k``), each
-    row's min, max, first and last a candidate for its bucket's."""
-    out = _empty(buckets)
-    has = rows[f"n{k}"] > 0
-    rows, b = rows[has], bucket[has]
-    if not len(rows):
-        return out
-    out["n"] = np.bincount(b, weights=rows[f"n{k}"], minlength=buckets).astype(np.int64)
-    out["sum"] = np.bincount(b, weights=rows[f"sum{k}"], minlength=buckets)
-    for stat, keys, take_last in (("min", ("tmin", "min"), False),
-                                  ("max", ("tmax", "max"), False),
-                                  ("first", ("first", "tfirst"), False),
-                                  ("last", ("last", "tlast"), True)):
-        a, c = rows[f"{keys[0]}{k}"], rows[f"{keys[1]}{k}"]
-        order = np.lexsort((a, -c if stat == "max" else c, b))
-        sb = b[order]
-        edge = np.flatnonzero(np.concatenate([sb[1:] != sb[:-1], [True]])) if take_last \
-            else np.flatnonzero(np.concatenate([[True], sb[1:] != sb[:-1]]))
-        pick = order[edge]
-        out[stat][b[pick]] = rows[f"{stat}{k}"][pick]
-        out["t" + stat][b[pick]] = rows[f"t{stat}{k}"][pick]
-    return out
+def put(rows: np.ndarray, k: int, stats: Stats) -> None:
+    """Write per-bucket statistics as signal ``k``'s fields of summary rows (one per bucket)."""
+    for stat in _STATS:
+        rows[f"{stat}{k}"] = getattr(stats, stat)
 
 
 @dataclass
@@ -225,22 +146,22 @@ class Overview:
                 f"records, signals {list(self.signals)}>")
 
 
-def finish(channel: str, edges: np.ndarray, counts: np.ndarray,
-           stats: dict[str, dict[str, np.ndarray]], decoded: int, summarised: int) -> Overview:
+def finish(channel: str, edges: np.ndarray, counts: np.ndarray, stats: dict[str, Stats],
+           decoded: int, summarised: int) -> Overview:
     signals = {}
     for name, s in stats.items():
-        empty = s["n"] == 0
+        empty = s.n == 0
         nan = np.where(empty, np.nan, 0.0)
 
-        def times(key, s=s, empty=empty):
-            return np.where(empty, 0, s[key]).astype(np.int64)
+        def times(t: np.ndarray, empty: np.ndarray = empty) -> np.ndarray:
+            return np.where(empty, 0, t).astype(np.int64)
 
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s["sum"] / s["n"]
+            mean = s.sum / s.n
         signals[name] = SignalOverview(
-            count=s["n"], min=s["min"] + nan, max=s["max"] + nan, mean=mean + nan,
-            first=s["first"] + nan, last=s["last"] + nan, min_time=times("tmin"),
-            max_time=times("tmax"), first_time=times("tfirst"), last_time=times("tlast"))
+            count=s.n, min=s.min + nan, max=s.max + nan, mean=mean + nan,
+            first=s.first + nan, last=s.last + nan, min_time=times(s.tmin),
+            max_time=times(s.tmax), first_time=times(s.tfirst), last_time=times(s.tlast))
     return Overview(channel, edges[:-1].copy(), int(edges[-1]), counts, signals, decoded,
                     summarised)
 

@@ -50,7 +50,9 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 DEFAULTS: dict[str, Any] = {
     "max_bytes": None,                 # retention: byte quota (None: unlimited)
     "max_age": None,                   # retention: ns of receive time kept (None: forever)
-    "block_bytes": 1 << 20,            # uncompressed bytes that close a block
+    # uncompressed bytes that close a block: an overview decodes the blocks straddling its
+    # bucket edges whole, and a short range reads whole blocks, so they stay small
+    "block_bytes": 16 << 10,
     "flush_interval": 0.1,             # s: a block is written once its oldest record is this old
     "segment_bytes": 64 << 20,         # a segment rolls over at this size...
     "segment_span": 3600 * 10**9,      # ...or when its receive times span this many ns

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import FormatError, StoreWarning
 from . import _format as F
+from ._overview import GROUP, group_summaries
 from ._segment import idx_path_of, mtime_ns, scan_index
 
 I64_MAX = np.iinfo(np.int64).max
@@ -25,7 +26,7 @@ class SegmentView:
     """
 
     __slots__ = ("stem", "path", "idx_path", "plan", "index", "runmax", "sufmin", "idx_bytes",
-                 "closed", "file_bytes", "_head", "_sums")
+                 "closed", "file_bytes", "_head", "_sums", "_aligned", "_groups")
 
     def __init__(self, directory: str, stem: str, plan, *, closed: bool):
         self.stem = stem
@@ -37,6 +38,8 @@ class SegmentView:
         self.closed = closed
         self._head: tuple[str, bytes] | None = None
         self._sums: tuple[int, np.ndarray] | None = None
+        self._aligned: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self._groups: tuple[np.ndarray, np.ndarray] | None = None
         self.load()
 
     def load(self) -> None:
@@ -55,6 +58,7 @@ class SegmentView:
         if why is not None:
             index = self._scan(why)
         self.index = index
+        self._aligned = self._groups = None
         # Out-of-order data makes block time ranges overlap; the running max of tmax and the
         # suffix min of tmin are monotonic, so binary search still finds every candidate.
         self.runmax = np.maximum.accumulate(index["tmax"]) if len(index) else \
@@ -103,6 +107,44 @@ class SegmentView:
             self._sums = (size, F.load_rows(self.sum_path, dtype))
         return self._sums[1]
 
+    def aligned_summaries(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Summary rows in index order (row i is block i's; zeros where a block has none)
+        and whether each block has one."""
+        sums = self.summaries(dtype)
+        key = (len(self.index), len(sums))
+        if self._aligned is None or self._aligned[0] != key:
+            offsets = self.index["offset"]
+            if len(dtype.names or ()) == 1:       # nothing numeric: nothing to summarise
+                rows, has = np.zeros(len(offsets), dtype), np.ones(len(offsets), bool)
+            elif len(sums) == len(offsets) and np.array_equal(sums["offset"], offsets):
+                rows, has = sums, np.ones(len(offsets), bool)     # as the writer leaves them
+            elif len(sums):
+                at = np.minimum(np.searchsorted(sums["offset"], offsets), len(sums) - 1)
+                has = sums["offset"][at] == offsets
+                rows = np.where(has, sums[at], np.zeros(1, dtype))
+            else:
+                rows, has = np.zeros(len(offsets), dtype), np.zeros(len(offsets), bool)
+            self._aligned = key, rows, has
+        return self._aligned[1], self._aligned[2]
+
+    def groups(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Summaries of runs of `GROUP` consecutive blocks (so a long overview merges a
+        row per run, not per block): ``(info, rows)``, info holding each run's tmin, tmax,
+        count and whether every block in it has a summary. Extended as the segment grows."""
+        n = len(self.index) // GROUP
+        done = 0 if self._groups is None else len(self._groups[0])
+        if self._groups is None or done != n:
+            rows, has = self.aligned_summaries(dtype)
+            part = slice(done * GROUP, n * GROUP)
+            info, merged = group_summaries(self.index[part], rows[part], has[part], GROUP,
+                                           dtype)
+            if self._groups is not None:
+                info = np.concatenate([self._groups[0], info])
+                merged = np.concatenate([self._groups[1], merged])
+            self._groups = info, merged
+        assert self._groups is not None
+        return self._groups
+
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""
         if self._head is None:
@@ -131,10 +173,15 @@ class SegmentView:
         t = mtime_ns(self.path)
         return t, t
 
+    def span(self, lo: int, last: int) -> tuple[int, int]:
+        """The index positions [a, b) of the blocks that may hold records with
+        lo <= time <= last (some in between may not)."""
+        return (int(np.searchsorted(self.runmax, lo, "left")),
+                int(np.searchsorted(self.sufmin, last, "right")))
+
     def blocks(self, lo: int, last: int) -> np.ndarray:
         """Index entries of blocks that may hold records with lo <= time <= last."""
-        a = np.searchsorted(self.runmax, lo, "left")
-        b = np.searchsorted(self.sufmin, last, "right")
+        a, b = self.span(lo, last)
         cand = self.index[a:b]
         return cand[(cand["tmax"] >= lo) & (cand["tmin"] <= last)]
 

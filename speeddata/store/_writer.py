@@ -17,7 +17,7 @@ from ..codec import Plan, decode
 from ..errors import StoreError
 from ..stats import ChannelStats
 from ._lock import take_lock
-from ._overview import numeric_signals, summarize
+from ._overview import numeric_signals, summarize, summary_dtype
 from ._segment import SegmentWriter, parse_stem, segment_stem, store_error
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class Writer:
         self.builder = BlockBuilder(Plan(schema, wire=True), stamp=schema.stamped)
         self._stored_plan = Plan(schema)
         self._numeric = [s.name for s in numeric_signals(schema)]
+        self._summary_dtype = summary_dtype(schema)
         self.schema_json = schema.to_json()
         self.configure()
         self.segment: SegmentWriter | None = None
@@ -132,7 +133,7 @@ class Writer:
             return None
         try:
             cols = decode(self._stored_plan, body, info["count"], self._numeric)
-            return summarize(cols, self.channel.schema, 0)
+            return summarize(cols, self.channel.schema, 0, self._summary_dtype)
         except Exception as e:   # a summary is optional: never lose the block over it
             log.warning("channel %s: block written without its summary (overviews decode "
                         "it instead): %s", self.channel.name, e)

@@ -1,0 +1,156 @@
+"""Per-bucket statistics for overviews and block summaries, in one pass without numpy
+temporaries: count, sum, min, max, first and last of a signal, with the times of the min,
+max, first and last.
+
+Records and summary rows merge by the same rules, so any order of merging gives the same
+answer: the min (max) takes the earliest time among equal values, ``first`` the smallest
+value among the records at the earliest time, ``last`` the largest among those at the latest.
+"""
+
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport int64_t, uint8_t
+
+import numpy as np
+
+cdef int64_t I64_MAX = 0x7fffffffffffffff
+cdef int64_t I64_MIN = -I64_MAX - 1
+
+
+cdef inline void merge(int64_t* n, double* total, double* mn, int64_t* tmn, double* mx,
+                       int64_t* tmx, double* f, int64_t* tf, double* l, int64_t* tl,
+                       int64_t n2, double total2, double mn2, int64_t tmn2, double mx2,
+                       int64_t tmx2, double f2, int64_t tf2, double l2,
+                       int64_t tl2) noexcept nogil:
+    """Merge the statistics of a second set of records (``*2``) into the first's."""
+    n[0] += n2
+    total[0] += total2
+    if mn2 < mn[0] or (mn2 == mn[0] and tmn2 < tmn[0]):
+        mn[0] = mn2
+        tmn[0] = tmn2
+    if mx2 > mx[0] or (mx2 == mx[0] and tmx2 < tmx[0]):
+        mx[0] = mx2
+        tmx[0] = tmx2
+    if tf2 < tf[0] or (tf2 == tf[0] and f2 < f[0]):
+        f[0] = f2
+        tf[0] = tf2
+    if tl2 > tl[0] or (tl2 == tl[0] and l2 > l[0]):
+        l[0] = l2
+        tl[0] = tl2
+
+
+def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] valid):
+    """(n, sum, min, max, first, last, tmin, tmax, tfirst, tlast) of one block's values of
+    a signal, NaN and those with ``valid`` 0 left out (``valid`` may be None)."""
+    cdef int64_t n = 0, tmn = I64_MAX, tmx = I64_MAX, tf = I64_MAX, tl = I64_MIN
+    cdef double total = 0, mn = INFINITY, mx = -INFINITY, f = INFINITY, l = -INFINITY
+    cdef Py_ssize_t i
+    cdef double xi
+    if t.shape[0] != x.shape[0] or (valid is not None and valid.shape[0] != x.shape[0]):
+        raise ValueError(f"{x.shape[0]} values, {t.shape[0]} times")
+    with nogil:
+        for i in range(x.shape[0]):
+            xi = x[i]
+            if isnan(xi) or (valid is not None and not valid[i]):
+                continue
+            merge(&n, &total, &mn, &tmn, &mx, &tmx, &f, &tf, &l, &tl,
+                  1, xi, xi, t[i], xi, t[i], xi, t[i], xi, t[i])
+    return n, total, mn, mx, f, l, tmn, tmx, tf, tl
+
+
+cdef class Stats:
+    """Statistics of one signal in ``buckets`` buckets, as numpy arrays (``n``, ``sum``,
+    ``min``, ``max``, ``first``, ``last``, ``tmin``, ``tmax``, ``tfirst``, ``tlast``). An
+    empty bucket holds n = 0, min = +inf, max = -inf and times at the int64 limits."""
+
+    cdef readonly object n, sum, min, max, first, last, tmin, tmax, tfirst, tlast
+    cdef readonly Py_ssize_t buckets
+    cdef int64_t[::1] _n, _tmin, _tmax, _tfirst, _tlast
+    cdef double[::1] _sum, _min, _max, _first, _last
+
+    def __init__(self, Py_ssize_t buckets):
+        if buckets < 1:
+            raise ValueError(f"buckets must be at least 1, not {buckets}")
+        self.buckets = buckets
+        self.n = np.zeros(buckets, np.int64)
+        self.sum = np.zeros(buckets)
+        self.min = np.full(buckets, np.inf)
+        self.max = np.full(buckets, -np.inf)
+        self.first = np.full(buckets, np.inf)
+        self.last = np.full(buckets, -np.inf)
+        self.tmin = np.full(buckets, I64_MAX, np.int64)
+        self.tmax = np.full(buckets, I64_MAX, np.int64)
+        self.tfirst = np.full(buckets, I64_MAX, np.int64)
+        self.tlast = np.full(buckets, I64_MIN, np.int64)
+        self._n, self._sum, self._min, self._max = self.n, self.sum, self.min, self.max
+        self._first, self._last, self._tmin = self.first, self.last, self.tmin
+        self._tmax, self._tfirst, self._tlast = self.tmax, self.tfirst, self.tlast
+
+    cdef inline void merge(self, Py_ssize_t b, int64_t n, double total, double mn, int64_t tmn,
+                           double mx, int64_t tmx, double f, int64_t tf, double l,
+                           int64_t tl) noexcept nogil:
+        merge(&self._n[b], &self._sum[b], &self._min[b], &self._tmin[b], &self._max[b],
+              &self._tmax[b], &self._first[b], &self._tfirst[b], &self._last[b],
+              &self._tlast[b], n, total, mn, tmn, mx, tmx, f, tf, l, tl)
+
+    def add_records(self, const double[::1] x, const int64_t[::1] t,
+                    const uint8_t[::1] valid, const int64_t[::1] edges):
+        """Merge records into the buckets [edges[i], edges[i+1]); records outside
+        [edges[0], edges[-1]), NaN, or with ``valid`` 0 are left out (``valid`` may be None).
+        Records may come in any order; in time order each bucket is found in O(1)."""
+        cdef Py_ssize_t i, lo, hi, mid, b = 0, nb = edges.shape[0] - 1
+        cdef Py_ssize_t n = x.shape[0]
+        cdef int64_t ti
+        cdef double xi
+        if t.shape[0] != n or (valid is not None and valid.shape[0] != n):
+            raise ValueError(f"{n} values, {t.shape[0]} times, "
+                             f"{n if valid is None else valid.shape[0]} flags")
+        if nb != self.buckets:
+            raise ValueError(f"{nb + 1} edges for {self.buckets} buckets")
+        with nogil:
+            for i in range(n):
+                xi = x[i]
+                ti = t[i]
+                if isnan(xi) or (valid is not None and not valid[i]):
+                    continue
+                if ti < edges[0] or ti >= edges[nb]:
+                    continue
+                if not (edges[b] <= ti < edges[b + 1]):
+                    lo, hi = 0, nb        # the bucket b with edges[b] <= ti < edges[b + 1]
+                    while hi - lo > 1:
+                        mid = (lo + hi) >> 1
+                        if edges[mid] <= ti:
+                            lo = mid
+                        else:
+                            hi = mid
+                    b = lo
+                self.merge(b, 1, xi, xi, ti, xi, ti, xi, ti, xi, ti)
+
+    def add_rows(self, rows, int k, const int64_t[:] bucket, const int64_t[:] at=None):
+        """Merge summary rows (signal ``k``'s fields of a summary array) into buckets: row
+        ``at[i]`` (row i when ``at`` is None) into bucket ``bucket[i]``."""
+        cdef const int64_t[:] n = rows[f"n{k}"]
+        cdef const double[:] total = rows[f"sum{k}"]
+        cdef const double[:] mn = rows[f"min{k}"]
+        cdef const double[:] mx = rows[f"max{k}"]
+        cdef const double[:] f = rows[f"first{k}"]
+        cdef const double[:] l = rows[f"last{k}"]
+        cdef const int64_t[:] tmn = rows[f"tmin{k}"]
+        cdef const int64_t[:] tmx = rows[f"tmax{k}"]
+        cdef const int64_t[:] tf = rows[f"tfirst{k}"]
+        cdef const int64_t[:] tl = rows[f"tlast{k}"]
+        cdef Py_ssize_t i, j, m = bucket.shape[0]
+        if at is None and m != n.shape[0]:
+            raise ValueError(f"{n.shape[0]} rows, {m} buckets")
+        if at is not None and at.shape[0] != m:
+            raise ValueError(f"{at.shape[0]} rows chosen, {m} buckets")
+        for i in range(m):
+            if bucket[i] < 0 or bucket[i] >= self.buckets:
+                raise ValueError(f"row {i}: bucket {bucket[i]} of {self.buckets}")
+            if at is not None and (at[i] < 0 or at[i] >= n.shape[0]):
+                raise ValueError(f"row {at[i]} of {n.shape[0]}")
+        with nogil:
+            for i in range(m):
+                j = i if at is None else at[i]
+                if n[j] > 0:
+                    self.merge(bucket[i], n[j], total[j], mn[j], tmn[j], mx[j], tmx[j], f[j],
+                               tf[j], l[j], tl[j])
