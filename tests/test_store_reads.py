@@ -259,7 +259,6 @@ def test_records_and_summary_rows_merge_to_the_same_statistics(data):
     cuts = sorted(set(data.draw(st.lists(st.integers(0, n), max_size=6))) | {0, n})
     dtype = np.dtype([("offset", "<u8")] + [(f"{s}0", "<i8" if s in ("n", "tmin", "tmax",
                      "tfirst", "tlast") else "<f8") for s in O._STATS])
-    rows = np.zeros(len(cuts) - 1, dtype)
     pieces = []
     for a, b in zip(cuts[:-1], cuts[1:]):      # each piece summarised alone, per bucket
         part = Stats(buckets)
