@@ -215,6 +215,41 @@ def test_overview_reads_summaries_and_decodes_only_edges(store):
         ch.overview(T0, T0 + 10, signals=["s"])
 
 
+def _assert_overview_matches(ov, full, lo, hi, buckets):
+    part = full.take((full.time >= lo) & (full.time < hi))
+    for name in ("a", "c"):
+        ref = reference_overview(part, name, lo, hi, buckets)
+        assert ov.count.tolist() == ref["records"]
+        for key in ("min", "max", "first", "last"):
+            np.testing.assert_array_equal(getattr(ov[name], key), ref[key], err_msg=key)
+        np.testing.assert_array_equal(ov[name].min_time, ref["min_time"])
+
+
+def test_overview_merges_runs_of_blocks_and_falls_back_where_summaries_are_missing(tmp_path):
+    n = 40_000
+    rng = np.random.default_rng(7)
+    t = T0 + np.arange(n) * 1_000_000
+    with speeddata.store.open(tmp_path, block_bytes=256) as store:   # ~10 records a block
+        ch = store.create_channel("o", OV_SCHEMA)
+        ch.append_columns(t, {"a": rng.normal(size=n), "b": np.ones(n, np.float32),
+                              "c": rng.integers(-9, 9, n).astype(np.int32), "s": ["x"] * n})
+        blocks = sum(len(v.index) for v in ch.views())
+        assert blocks > 30 * 64
+        full = ch.read()
+        lo, hi = T0 + 1234, T0 + n * 1_000_000 - 999
+        ov = ch.overview(lo, hi, buckets=3)
+        assert ov.summarised_blocks > blocks - 4 * 64 and ov.decoded_blocks <= 6
+        _assert_overview_matches(ov, full, lo, hi, 3)
+        sums = [v.sum_path for v in ch.views()]
+    for p in sums:           # half of each segment's summaries lost: those blocks decode
+        with open(p, "r+b") as f:
+            f.truncate(os.path.getsize(p) // 2)
+    with speeddata.store.open(tmp_path, readonly=True) as store:
+        ov = store["o"].overview(lo, hi, buckets=3)
+        assert ov.decoded_blocks > blocks // 3
+        _assert_overview_matches(ov, full, lo, hi, 3)
+
+
 def test_overview_of_a_store_written_before_summaries(tmp_path):
     path = tmp_path / "old"
     with speeddata.store.open(path, block_bytes=2048, segment_bytes=16_384) as store:
