@@ -57,6 +57,35 @@ def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] va
     return n, total, mn, mx, f, l, tmn, tmx, tf, tl
 
 
+cdef inline Py_ssize_t find(const int64_t[::1] edges, Py_ssize_t b, int64_t t) noexcept nogil:
+    """The bucket b with edges[b] <= t < edges[b + 1], starting from a guess (the last
+    record's: in time order it is right, or the next). t lies within the edges."""
+    cdef Py_ssize_t lo = 0, hi = edges.shape[0] - 1, mid
+    if edges[b] <= t < edges[b + 1]:
+        return b
+    if b + 2 < edges.shape[0] and edges[b + 1] <= t < edges[b + 2]:
+        return b + 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if edges[mid] <= t:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def count_records(int64_t[::1] counts, const int64_t[::1] t, const int64_t[::1] edges):
+    """Add to ``counts[b]`` the records whose time lies in [edges[b], edges[b + 1])."""
+    cdef Py_ssize_t i, b = 0, nb = edges.shape[0] - 1
+    if counts.shape[0] != nb:
+        raise ValueError(f"{nb + 1} edges for {counts.shape[0]} buckets")
+    with nogil:
+        for i in range(t.shape[0]):
+            if edges[0] <= t[i] < edges[nb]:
+                b = find(edges, b, t[i])
+                counts[b] += 1
+
+
 cdef class Stats:
     """Statistics of one signal in ``buckets`` buckets, as numpy arrays (``n``, ``sum``,
     ``min``, ``max``, ``first``, ``last``, ``tmin``, ``tmax``, ``tfirst``, ``tlast``). An
@@ -97,7 +126,7 @@ cdef class Stats:
         """Merge records into the buckets [edges[i], edges[i+1]); records outside
         [edges[0], edges[-1]), NaN, or with ``valid`` 0 are left out (``valid`` may be None).
         Records may come in any order; in time order each bucket is found in O(1)."""
-        cdef Py_ssize_t i, lo, hi, mid, b = 0, nb = edges.shape[0] - 1
+        cdef Py_ssize_t i, b = 0, nb = edges.shape[0] - 1
         cdef Py_ssize_t n = x.shape[0]
         cdef int64_t ti
         cdef double xi
@@ -114,15 +143,7 @@ cdef class Stats:
                     continue
                 if ti < edges[0] or ti >= edges[nb]:
                     continue
-                if not (edges[b] <= ti < edges[b + 1]):
-                    lo, hi = 0, nb        # the bucket b with edges[b] <= ti < edges[b + 1]
-                    while hi - lo > 1:
-                        mid = (lo + hi) >> 1
-                        if edges[mid] <= ti:
-                            lo = mid
-                        else:
-                            hi = mid
-                    b = lo
+                b = find(edges, b, ti)
                 self.merge(b, 1, xi, xi, ti, xi, ti, xi, ti, xi, ti)
 
     def add_rows(self, rows, int k, const int64_t[:] bucket, const int64_t[:] at=None):

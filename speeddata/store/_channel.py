@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
 import threading
 import warnings
@@ -269,8 +268,9 @@ class Channel:
             summarised += got.blocks
             if len(got.straddling):
                 straddling.append((seg, got.straddling))
-        cols = self._decode(straddling, lo, last, names)
-        counts += np.bincount(O.bucket_of(edges, cols.time), minlength=buckets).astype(np.int64)
+        # merged record by record below, in any order: records outside [lo, hi) are left out
+        cols = self._decode(straddling, lo, last, names, trim=False)
+        O.count_records(counts, cols.time, edges)
         stats = {}
         for name in names:
             stats[name] = O.Stats(buckets)
@@ -344,10 +344,11 @@ class Channel:
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise DecodeError(f"channel {self.name!r}: columns do not fit the schema: {e}",
                               reason="encode", offset=0) from e
-        # datagrams of about a block each: validated and copied once, whole
+        # datagrams of just over a block each (a block closes once it holds block_bytes):
+        # validated and copied once, whole
         n = len(ends)
         per = max(1, min(MAX_RECORDS_PER_DATAGRAM,
-                         int(self.option("block_bytes")) * n // max(1, len(body))))
+                         -(-int(self.option("block_bytes")) * n // max(1, len(body)))))
         cuts = np.concatenate([[0], ends[per - 1::per], [] if n % per == 0 else ends[-1:]])
         view = memoryview(body)
         chunks = [view[int(a):int(b)] for a, b in zip(cuts[:-1], cuts[1:])]
@@ -410,9 +411,10 @@ class Channel:
             if out is not None and len(out):
                 yield out
 
-    def _decode(self, selected, lo: int, last: int, signals) -> Columns:
+    def _decode(self, selected, lo: int, last: int, signals, *, trim: bool = True) -> Columns:
         """Decode the selected blocks into one set of columns: records with lo <= time <=
-        last, sorted by time; damaged blocks are skipped with a warning naming them."""
+        last, sorted by time (with ``trim`` false: as stored, outside records and all);
+        damaged blocks are skipped with a warning naming them."""
         total = sum(int(b["count"].sum()) for _, b in selected)
         time_col, columns, masks = allocate(self.schema, total, signals)
         tasks, lost = _tasks(selected)
@@ -457,11 +459,8 @@ class Channel:
             if problem:
                 warnings.warn(problem, StoreWarning, stacklevel=3)
                 lost.append((task.row, task.records))
-        # the mappings go with the last view of them (a pool thread may still hold its
-        # task for a moment, so no explicit close, which would fail while a view exists)
-        del tasks
         cols = finish(self.schema, time_col, columns, masks, self.name)
-        return _trim(cols, selected, lost, lo, last)
+        return _trim(cols, selected if trim else [], lost, lo, last)
 
     # ---- what it holds -------------------------------------------------------------------
 
@@ -678,18 +677,20 @@ def _summarised(seg: SegmentView, lo: int, last: int, edges: np.ndarray,
     rows, has = seg.aligned_summaries(dtype)
     use_block = np.ones(b - a, bool)
     parts, counts, covered = [], np.zeros(buckets, np.int64), 0
-    info, merged = seg.groups(dtype)
-    g0, g1 = -(-a // O.GROUP), min(b // O.GROUP, len(info))
-    if g1 > g0:
+    for size, info, merged in reversed(seg.groups(dtype)):     # the longest runs first
+        g0, g1 = -(-a // size), min(b // size, len(info))
+        if g1 <= g0:
+            continue
         g = info[g0:g1]
+        free = use_block[g0 * size - a:g1 * size - a:size]  # not inside a longer run taken
         b0, b1 = O.bucket_of(edges, g["tmin"]), O.bucket_of(edges, g["tmax"])
-        ok = g["complete"] & (g["tmin"] >= lo) & (g["tmax"] <= last) & (b0 == b1)
+        ok = free & g["complete"] & (g["tmin"] >= lo) & (g["tmax"] <= last) & (b0 == b1)
         if ok.any():
             parts.append((merged, g0 + np.flatnonzero(ok), b0[ok]))
             counts += np.bincount(b0[ok], weights=g["count"][ok], minlength=buckets
                                   ).astype(np.int64)
-            covered += int(ok.sum()) * O.GROUP
-            use_block[g0 * O.GROUP - a:g1 * O.GROUP - a] = ~np.repeat(ok, O.GROUP)
+            covered += int(ok.sum()) * size
+            use_block[g0 * size - a:g1 * size - a] &= ~np.repeat(ok, size)
     at = a + np.flatnonzero(use_block)
     tmin, tmax = seg.index["tmin"][at], seg.index["tmax"][at]
     near = (tmax >= lo) & (tmin <= last)
@@ -767,14 +768,14 @@ def _ns_array(time: Any, channel: str) -> np.ndarray:
 
 def _tasks(selected) -> tuple[list[_Task], list[tuple[int, int]]]:
     """One task per block, over the mapped segments (blocks decompress straight from the
-    page cache; only repair shrinks a segment, and only past its last indexed block), and
+    page cache; only repair shrinks a segment, and only past its last indexed block; a
+    segment that retention deletes stays readable while a read maps it), and
     the (row, count) of records lost to segments gone or damaged."""
     tasks, lost, row = [], [], 0
     for seg, blocks in selected:
         count = int(blocks["count"].sum())
         try:
-            with open(seg.path, "rb") as f:
-                mem = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            mem = seg.mapped()
             head = seg.head()
         except FileNotFoundError:   # deleted by retention meanwhile
             lost.append((row, count))

@@ -3,6 +3,7 @@ range search needs."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from ..errors import FormatError, StoreWarning
 from . import _format as F
-from ._overview import GROUP, group_summaries
+from ._overview import GROUP_DTYPE, GROUPS, group_summaries
 from ._segment import idx_path_of, mtime_ns, scan_index
 
 I64_MAX = np.iinfo(np.int64).max
@@ -26,7 +27,7 @@ class SegmentView:
     """
 
     __slots__ = ("stem", "path", "idx_path", "plan", "index", "runmax", "sufmin", "idx_bytes",
-                 "closed", "file_bytes", "_head", "_sums", "_aligned", "_groups")
+                 "closed", "file_bytes", "_head", "_sums", "_aligned", "_groups", "_mem")
 
     def __init__(self, directory: str, stem: str, plan, *, closed: bool):
         self.stem = stem
@@ -39,10 +40,11 @@ class SegmentView:
         self._head: tuple[str, bytes] | None = None
         self._sums: tuple[int, np.ndarray] | None = None
         self._aligned: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
-        self._groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._groups: list[tuple[int, np.ndarray, np.ndarray]] | None = None
         self.load()
 
     def load(self) -> None:
+        self._mem: memoryview | None = None    # mapped again at the size now indexed
         self.idx_bytes = _size(self.idx_path)
         self.file_bytes = _size(self.path)
         index = F.load_index(self.idx_path)
@@ -127,23 +129,40 @@ class SegmentView:
             self._aligned = key, rows, has
         return self._aligned[1], self._aligned[2]
 
-    def groups(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """Summaries of runs of `GROUP` consecutive blocks (so a long overview merges a
-        row per run, not per block): ``(info, rows)``, info holding each run's tmin, tmax,
-        count and whether every block in it has a summary. Extended as the segment grows."""
-        n = len(self.index) // GROUP
-        done = 0 if self._groups is None else len(self._groups[0])
-        if self._groups is None or done != n:
-            rows, has = self.aligned_summaries(dtype)
-            part = slice(done * GROUP, n * GROUP)
-            info, merged = group_summaries(self.index[part], rows[part], has[part], GROUP,
-                                           dtype)
-            if self._groups is not None:
-                info = np.concatenate([self._groups[0], info])
-                merged = np.concatenate([self._groups[1], merged])
-            self._groups = info, merged
-        assert self._groups is not None
-        return self._groups
+    def groups(self, dtype: np.dtype) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Summaries of aligned runs of blocks, one level per size in `GROUPS` (so a long
+        overview merges a row per run, not per block): ``(size, info, rows)``, info holding
+        each run's tmin, tmax, count and whether every block in it has a summary. Extended
+        as the segment grows."""
+        levels = self._groups or []
+        parts, rows, has = self.index, *self.aligned_summaries(dtype)
+        out, finer = [], 1
+        for level, size in enumerate(GROUPS):
+            step = size // finer             # parts of the finer level per run
+            n = len(parts) // step
+            info, merged = levels[level][1:] if level < len(levels) else \
+                (np.zeros(0, GROUP_DTYPE), np.zeros(0, dtype))
+            if len(info) != n:
+                done = len(info)
+                more = group_summaries(parts[done * step:n * step], rows[done * step:n * step],
+                                       has[done * step:n * step], step, dtype)
+                info, merged = np.concatenate([info, more[0]]), np.concatenate([merged, more[1]])
+            out.append((size, info, merged))
+            parts, rows, has, finer = info, merged, info["complete"], size
+        self._groups = out
+        return out
+
+    def mapped(self) -> memoryview:
+        """The segment file, memory-mapped. A closed segment's mapping is kept, so its page
+        tables serve every later read (a fresh mapping faults on every page it touches).
+        Raises OSError, or ValueError for an empty file."""
+        if self._mem is not None and self.closed:
+            return self._mem
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if self._mem is None or len(self._mem) != size:
+                self._mem = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        return self._mem
 
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""
