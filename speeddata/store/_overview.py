@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._summary import Stats, block_stats, count_records
+from .._summary import Stats, block_stats
+from .._summary import count_records as count_records  # for overviews, with Stats
 from ..columns import Columns
 from ..schema import ChannelSchema, Signal
 
