@@ -2,6 +2,7 @@
 
 - overview of 24 h at 1 kHz (86 M records, 4 doubles), 1200 buckets: < 50 ms, within 3x of
   a 1-minute overview
+- ingest CPU per datagram with summaries: within 5% of the same run without
 - append_columns, example schema: >= 5 M records/s
 - full read of the example schema with its string field, 1 M records: >= 10 M records/s
   (the fastavro baseline is in test_store_bench.py)
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 import speeddata
+from speeddata._block import BlockBuilder
 
-from benchdata import T0, example_columns
+from benchdata import T0, example_columns, example_datagrams
 
 FOUR = {"type": "record", "name": "four", "fields": [{"name": "time", "type": "long"}] + [
     {"name": f"s{k}", "type": "double"} for k in range(4)]}
@@ -48,14 +50,15 @@ def day(tmp_path_factory, full_size):
 def test_overview(benchmark, day, span):
     path, seconds = day
     benchmark.group = "overview, 1200 buckets"
-    width = 60 * 10**9 if span == "minute" else seconds * 10**9
-    start = T0 + (seconds * 10**9 - width) // 2
+    width = 60 * 10**9 if span == "minute" else seconds * 10**9 - 10**9
+    # off the grid of blocks (0.4 s at 1 kHz), so that every bucket edge cuts a block
+    start = T0 + (seconds * 10**9 - width) // 2 + 123_456_789
     with speeddata.store.open(path, readonly=True) as store:
         ch = store["four"]
         ov = benchmark(ch.overview, start, start + width, 1200)
         benchmark.extra_info["decoded_blocks"] = ov.decoded_blocks
         benchmark.extra_info["summarised_blocks"] = ov.summarised_blocks
-    assert ov.count.sum() == width // 1_000_000
+    assert abs(ov.count.sum() - width // 1_000_000) <= 1
 
 
 def test_append_columns(benchmark, tmp_path, full_size):
@@ -131,3 +134,31 @@ def test_one_second_range_all_signals(benchmark, example_store):
         mid = T0 + (n // 2) * 100_000
         cols = benchmark(ch.read, mid, mid + 10**9)
     assert len(cols) == min(10_000, n - n // 2)
+
+
+@pytest.mark.parametrize("summaries", ["with", "without"])
+def test_ingest_with_and_without_summaries(benchmark, tmp_path, full_size, example_schema,
+                                           summaries):
+    """The store's side of ingest (validate, block, compress, index, summarise) for the
+    example schema at 20 records per datagram; "without" skips the block summaries."""
+    n = 400_000 if full_size else 4_000
+    datagrams = example_datagrams(example_schema, n, per_datagram=20)
+    benchmark.group = "ingest, 20 records per datagram"
+    counter = iter(range(10**6))
+
+    def setup():
+        store = speeddata.store.open(tmp_path / f"s{next(counter)}")
+        ch = store.create_channel("example", speeddata.send.builtin_schema("example"))
+        ch.append_datagrams(datagrams[:1], receive_time=T0)       # the writer is open
+        if summaries == "without":
+            w = ch._writer
+            w.builder = BlockBuilder(w.builder.plan, stamp=ch.schema.stamped, summaries=False)
+        return (ch,), {}
+
+    def ingest(ch):
+        ch.append_datagrams(datagrams, receive_time=T0)
+        ch.close()
+        ch.store.close()
+
+    benchmark.pedantic(ingest, setup=setup, rounds=7 if full_size else 1)
+    _rate(benchmark, n)

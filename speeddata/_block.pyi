@@ -11,8 +11,10 @@ class BlockInfo(TypedDict):
     rmin: int
     rmax: int
     in_order: bool
+    summary: bytes | None             # its summary row (offset 0), None: nothing numeric
 
 class BlockBuilder:
+    plan: Plan
     tmin: int
     tmax: int
     rmin: int
@@ -25,7 +27,8 @@ class BlockBuilder:
     pending: int
     age: float
     rejects: dict[str, int]
-    def __init__(self, plan: Plan, stamp: bool = ..., skew_ns: int = ...) -> None: ...
+    def __init__(self, plan: Plan, stamp: bool = ..., skew_ns: int = ...,
+                 summaries: bool = ...) -> None: ...
     def add_datagrams(self, datagrams: list[bytes | memoryview] | list[Any], recv_ns: int,
                       start: int = ...,
                       max_bytes: int = ...) -> tuple[int, int]: ...

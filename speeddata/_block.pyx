@@ -9,11 +9,20 @@ The store's writer takes the block when it is full or old enough; the ingest rec
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t
-from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
 
-from ._codec cimport Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
+from ._codec cimport ColOut, Plan, R_COUNT, R_NO_MEMORY, R_OK, put_varint
 from ._codec import REASONS
+from ._summary cimport (SUMMARY_FIELDS, V_BOOL, V_FLOAT32, V_FLOAT64, V_INT32, V_INT64,
+                        summarise_values)
+
+import numpy as np
+
+# numeric signals, kept value by value as the block fills (its summary needs no decode)
+_NUMERIC = {"boolean": (np.uint8, V_BOOL), "int": (np.int32, V_INT32),
+            "long": (np.int64, V_INT64), "float": (np.float32, V_FLOAT32),
+            "double": (np.float64, V_FLOAT64)}
 
 cdef extern from "<time.h>" nogil:
     struct timespec:
@@ -44,9 +53,13 @@ cdef class BlockBuilder:
     skew_ns : int
         Count records whose time is further than this from their receive time
         (``clock_skew``).
+    summaries : bool
+        Keep numeric values as records arrive, for the block's summary row (False: no
+        summary; for measuring what summaries cost).
     """
 
-    def __cinit__(self, Plan plan not None, bint stamp=False, int64_t skew_ns=CLOCK_SKEW_NS):
+    def __cinit__(self, Plan plan not None, bint stamp=False, int64_t skew_ns=CLOCK_SKEW_NS,
+                  bint summaries=True):
         self.plan = plan
         self.started_ns = 0
         self.stamp = stamp
@@ -58,8 +71,20 @@ cdef class BlockBuilder:
         self.times = <int64_t*>malloc(self.tcap * sizeof(int64_t))
         self.dg_times = <int64_t*>malloc(MAX_RECORDS * sizeof(int64_t))
         self.dg_ends = <Py_ssize_t*>malloc(MAX_RECORDS * sizeof(Py_ssize_t))
-        if not (self.buf and self.times and self.dg_times and self.dg_ends):
+        self.cols = <ColOut*>calloc(max(1, plan.ncols), sizeof(ColOut))
+        if not (self.buf and self.times and self.dg_times and self.dg_ends and self.cols):
             raise MemoryError()
+        self.numeric = []
+        for k, sig in enumerate(plan.schema.signals):
+            if summaries and sig.type in _NUMERIC:
+                dtype, kind = _NUMERIC[sig.type]
+                self.numeric.append((k, kind))
+                self.cols[k].itemsize = np.dtype(dtype).itemsize
+                self.cols[k].data = <char*>malloc(self.tcap * self.cols[k].itemsize)
+                if sig.nullable:
+                    self.cols[k].mask = <uint8_t*>malloc(self.tcap)
+                if self.cols[k].data == NULL or (sig.nullable and self.cols[k].mask == NULL):
+                    raise MemoryError()
         self.reset()
         for i in range(R_COUNT):
             self.reject_counts[i] = 0
@@ -67,6 +92,12 @@ cdef class BlockBuilder:
         self.records = 0
 
     def __dealloc__(self):
+        cdef int k
+        if self.cols != NULL:
+            for k in range(self.plan.ncols):
+                free(self.cols[k].data)
+                free(self.cols[k].mask)
+            free(self.cols)
         free(self.buf)
         free(self.times)
         free(self.dg_times)
@@ -99,7 +130,25 @@ cdef class BlockBuilder:
             if p == NULL:
                 return False
             self.times = <int64_t*>p
+            if not self.grow_columns(tcap):
+                return False
             self.tcap = tcap
+        return True
+
+    cdef bint grow_columns(self, Py_ssize_t tcap) noexcept nogil:
+        cdef int k
+        cdef void* p
+        for k in range(self.plan.ncols):
+            if self.cols[k].data != NULL:
+                p = realloc(self.cols[k].data, tcap * self.cols[k].itemsize)
+                if p == NULL:
+                    return False
+                self.cols[k].data = <char*>p
+            if self.cols[k].mask != NULL:
+                p = realloc(self.cols[k].mask, tcap)
+                if p == NULL:
+                    return False
+                self.cols[k].mask = <uint8_t*>p
         return True
 
     cdef int add(self, const uint8_t* data, Py_ssize_t n, int64_t recv_ns) noexcept nogil:
@@ -107,8 +156,13 @@ cdef class BlockBuilder:
         cdef int reason = R_OK
         cdef Py_ssize_t where = 0, k, prev = 0, got
         cdef int64_t t
-        got = self.plan.parse(data, n, MAX_RECORDS, self.dg_times, self.dg_ends, NULL, 0,
-                              &reason, &where)
+        # room for as many records as the datagram has bytes (the most it can hold): the
+        # parse writes numeric values straight into the block's columns
+        if not self.reserve(0, min(n, MAX_RECORDS)):
+            self.reject_counts[R_NO_MEMORY] += 1
+            return -R_NO_MEMORY
+        got = self.plan.parse(data, n, MAX_RECORDS, self.dg_times, self.dg_ends, self.cols,
+                              self.count, &reason, &where)
         if got > 0 and self.count == 0:
             self.started_ns = monotonic_ns()
         if got < 0:
@@ -188,11 +242,29 @@ cdef class BlockBuilder:
 
     def take(self):
         """The open block as (body bytes, info dict: count, tmin, tmax, rmin, rmax,
-        in_order) and start anew; None when empty."""
+        in_order, and its summary row as bytes) and start
+        anew; None when empty."""
         if self.count == 0:
             return None
         body = PyBytes_FromStringAndSize(<char*>self.buf, self.size)
         info = {"count": self.count, "tmin": self.tmin, "tmax": self.tmax,
-                "rmin": self.rmin, "rmax": self.rmax, "in_order": bool(self.in_order)}
+                "rmin": self.rmin, "rmax": self.rmax, "in_order": bool(self.in_order),
+                "summary": self._summary()}
         self.reset()
         return body, info
+
+    cdef _summary(self):
+        """The open block's summary row (`_overview.summary_dtype`, offset 0) from the
+        values kept as it filled; None when no signal is numeric."""
+        cdef Py_ssize_t j = 0
+        cdef int k, kind
+        if not self.numeric:
+            return None
+        row = PyBytes_FromStringAndSize(NULL, 8 + 8 * SUMMARY_FIELDS * len(self.numeric))
+        cdef char* out = PyBytes_AS_STRING(row)
+        memset(out, 0, 8)
+        for k, kind in self.numeric:
+            summarise_values(self.cols[k].data, kind, self.cols[k].mask, self.times,
+                             self.count, self.in_order, out + 8 + 8 * SUMMARY_FIELDS * j)
+            j += 1
+        return row

@@ -10,32 +10,12 @@ value among the records at the earliest time, ``last`` the largest among those a
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint8_t
 
+from ._summary cimport merge
+
 import numpy as np
 
 cdef int64_t I64_MAX = 0x7fffffffffffffff
 cdef int64_t I64_MIN = -I64_MAX - 1
-
-
-cdef inline void merge(int64_t* n, double* total, double* mn, int64_t* tmn, double* mx,
-                       int64_t* tmx, double* f, int64_t* tf, double* l, int64_t* tl,
-                       int64_t n2, double total2, double mn2, int64_t tmn2, double mx2,
-                       int64_t tmx2, double f2, int64_t tf2, double l2,
-                       int64_t tl2) noexcept nogil:
-    """Merge the statistics of a second set of records (``*2``) into the first's."""
-    n[0] += n2
-    total[0] += total2
-    if mn2 < mn[0] or (mn2 == mn[0] and tmn2 < tmn[0]):
-        mn[0] = mn2
-        tmn[0] = tmn2
-    if mx2 > mx[0] or (mx2 == mx[0] and tmx2 < tmx[0]):
-        mx[0] = mx2
-        tmx[0] = tmx2
-    if tf2 < tf[0] or (tf2 == tf[0] and f2 < f[0]):
-        f[0] = f2
-        tf[0] = tf2
-    if tl2 > tl[0] or (tl2 == tl[0] and l2 > l[0]):
-        l[0] = l2
-        tl[0] = tl2
 
 
 def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] valid):

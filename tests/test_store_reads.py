@@ -250,6 +250,44 @@ def test_overview_merges_runs_of_blocks_and_falls_back_where_summaries_are_missi
         _assert_overview_matches(ov, full, lo, hi, 3)
 
 
+def test_block_summaries_from_ingest_equal_those_from_decoding(tmp_path):
+    """The block stage keeps numeric values as it validates; its summaries must be the
+    ones a decode of the stored block gives, for every numeric type, nulls and NaN."""
+    from speeddata.store._overview import summary_dtype
+    schema = {"type": "record", "name": "m", "fields": [
+        {"name": "time", "type": "long"}, {"name": "flag", "type": "boolean"},
+        {"name": "n", "type": "long"}, {"name": "i", "type": ["null", "int"]},
+        {"name": "f", "type": ["null", "float"]}, {"name": "d", "type": "double"},
+        {"name": "s", "type": "string"}]}
+    n = 3000
+    rng = np.random.default_rng(3)
+    d = rng.normal(size=n)
+    d[rng.random(n) < 0.05] = np.nan
+    with speeddata.store.open(tmp_path, block_bytes=700) as store:
+        ch = store.create_channel("m", schema)
+        ch.append_columns(np.sort(rng.integers(0, 10**6, n)), {
+            "flag": rng.random(n) < 0.5, "n": rng.integers(-2**40, 2**40, n),
+            "i": np.ma.MaskedArray(rng.integers(-9, 9, n).astype(np.int32),
+                                   mask=rng.random(n) < 0.3),
+            "f": np.ma.MaskedArray(rng.normal(size=n).astype(np.float32),
+                                   mask=rng.random(n) < 0.3),
+            "d": d, "s": ["x"] * n})
+        ch.flush()
+        views = ch.views()
+        assert sum(len(v.index) for v in views) > 20
+        dtype = summary_dtype(ch.schema)
+        written = [v.summaries(dtype).copy() for v in views]
+        paths = [v.sum_path for v in views]
+    for p in paths:
+        os.remove(p)
+    with speeddata.store.open(tmp_path) as store:
+        ch = store["m"]
+        ch.build_summaries()
+        rebuilt = [np.fromfile(p, dtype) for p in paths]
+    for a, b in zip(written, rebuilt):
+        assert len(a) and a.tobytes() == b.tobytes()
+
+
 def test_overview_of_a_store_written_before_summaries(tmp_path):
     path = tmp_path / "old"
     with speeddata.store.open(path, block_bytes=2048, segment_bytes=16_384) as store:

@@ -113,10 +113,12 @@ class Channel:
         return self.writer().add(datagrams, recv)
 
     def flush(self) -> None:
-        """Write the open block now (appends flush by size and age on their own)."""
+        """Write the open block, and the summary rows held back, now (appends flush by
+        size and age on their own)."""
         with self.lock:
             if self._writer is not None:
                 self._writer.flush()
+                self._writer.write_summaries()
 
     def close(self) -> None:
         """Flush and give up the writer lock."""
@@ -307,7 +309,8 @@ class Channel:
                     log.warning("%s: block at byte %d left without a summary (overviews "
                                 "decode it): %s", seg.path, int(b["offset"]), e)
                     continue
-                rows.append(O.summarize(cols, self.schema, int(b["offset"]), dtype))
+                rows.append(O.summarize(cols.time, cols.data, self.schema, int(b["offset"]),
+                                        dtype))
             O.write_summaries(seg.sum_path, rows, dtype)
             done += len(rows)
             if progress:

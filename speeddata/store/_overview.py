@@ -15,7 +15,7 @@ among those at the latest.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,19 +45,19 @@ def summary_dtype(schema: ChannelSchema) -> np.dtype:
     return np.dtype(fields)
 
 
-def summarize(cols: Columns, schema: ChannelSchema, offset: int,
-              dtype: np.dtype | None = None) -> np.ndarray:
-    """The summary row of one block's records."""
-    values: list = [offset]
+def summarize(times: np.ndarray, values: Mapping[str, np.ndarray], schema: ChannelSchema,
+              offset: int, dtype: np.dtype | None = None) -> np.ndarray:
+    """The summary row of one block's records: their times and numeric signals' values
+    (masked arrays where nullable), as `Columns` holds them or the block stage keeps them."""
+    row: list = [offset]
     for sig in numeric_signals(schema):
-        x, valid = _values(cols, sig.name)
-        values += block_stats(x, cols.time, valid)
-    return np.array([tuple(values)], dtype=dtype or summary_dtype(schema))
+        x, valid = _values(values[sig.name])
+        row += block_stats(x, times, valid)
+    return np.array([tuple(row)], dtype=dtype or summary_dtype(schema))
 
 
-def _values(cols: Columns, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A signal's values as float64, and 1 where one is not null (None: none is)."""
-    v = cols[name]
+def _values(v: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values as float64, and 1 where one is not null (None: none is)."""
     x = np.ascontiguousarray(np.ma.getdata(v), dtype=np.float64)
     mask = np.ma.getmask(v)
     return x, None if mask is np.ma.nomask else np.ascontiguousarray(~mask).view(np.uint8)
@@ -65,7 +65,7 @@ def _values(cols: Columns, name: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def add_records(stats: Stats, cols: Columns, name: str, edges: np.ndarray) -> None:
     """Merge one signal's records into per-bucket statistics (nulls and NaN left out)."""
-    x, valid = _values(cols, name)
+    x, valid = _values(cols[name])
     stats.add_records(x, cols.time, valid, edges)
 
 

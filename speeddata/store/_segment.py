@@ -36,6 +36,9 @@ def idx_path_of(path: str) -> str:
     return path[: -len(".avro")] + ".idx"
 
 
+SUMMARY_BATCH = 64     # summary rows written together
+
+
 class SegmentWriter:
     """Appends blocks to a new segment file and an entry per block to its index.
 
@@ -62,13 +65,15 @@ class SegmentWriter:
         self.size = 0
         self.blocks = 0
         self.first_recv: int | None = None     # receive time of the first block (roll by span)
+        self._sums = bytearray()               # summary rows not yet written
+        self._pending = 0
         self._write(self.fd, head, 0)
         self.size = len(head)
 
-    def write(self, body: bytes, info: Mapping[str, Any],
-              summary: np.ndarray | None = None) -> int:
-        """Compress and append one block, its index entry and (when given) its summary row;
-        return the bytes it took on disk."""
+    def write(self, body: bytes, info: Mapping[str, Any], summary: bytes | None = None) -> int:
+        """Compress and append one block, its index entry and (when given) its summary row
+        (bytes of `_overview.summary_dtype`; its offset is set here); return the bytes it
+        took on disk."""
         data = F.block(info["count"], self._zstd.compress(body), self.sync)
         self._write(self.fd, data, self.size)
         if self.fsync:
@@ -85,14 +90,14 @@ class SegmentWriter:
             self.first_recv = info["rmin"]
         written = len(data) + F.INDEX_DTYPE.itemsize
         if summary is not None:
-            # matched to its block by offset, so a row lost to a full disk costs only a
-            # decode of that block when an overview needs it
-            summary["offset"] = self.size
-            try:
-                os.write(self.sum_fd, summary.tobytes())
-                written += summary.nbytes
-            except OSError:
-                pass
+            # matched to its block by offset, so a row lost (to a crash before the batch is
+            # written, or a full disk) costs only a decode of that block when an overview
+            # needs it
+            self._sums += self.size.to_bytes(8, "little") + summary[8:]
+            self._pending += 1
+            written += len(summary)
+            if self._pending >= SUMMARY_BATCH:
+                self.write_summaries()
         self.size += len(data)
         self.blocks += 1
         return written
@@ -109,7 +114,18 @@ class SegmentWriter:
                 pass
             raise store_error(e, self.path) from e
 
+    def write_summaries(self) -> None:
+        """Append the summary rows held back (a write per batch, not per block)."""
+        if self._sums:
+            try:
+                os.write(self.sum_fd, self._sums)
+            except OSError:
+                pass
+            self._sums.clear()
+            self._pending = 0
+
     def close(self) -> None:
+        self.write_summaries()
         for fd in (self.fd, self.idx_fd, self.sum_fd):
             try:
                 os.close(fd)

@@ -10,14 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .._block import BlockBuilder
-from ..codec import Plan, decode
+from ..codec import Plan
 from ..errors import StoreError
 from ..stats import ChannelStats
 from ._lock import take_lock
-from ._overview import numeric_signals, summarize, summary_dtype
 from ._segment import SegmentWriter, parse_stem, segment_stem, store_error
 
 if TYPE_CHECKING:
@@ -52,9 +49,6 @@ class Writer:
             raise
         schema = channel.schema
         self.builder = BlockBuilder(Plan(schema, wire=True), stamp=schema.stamped)
-        self._stored_plan = Plan(schema)
-        self._numeric = [s.name for s in numeric_signals(schema)]
-        self._summary_dtype = summary_dtype(schema)
         self.schema_json = schema.to_json()
         self.configure()
         self.segment: SegmentWriter | None = None
@@ -104,8 +98,11 @@ class Writer:
     def maybe_flush(self) -> None:
         """Flush when the open block is full or its oldest record is flush_interval old."""
         b = self.builder
-        if b.nbytes >= self.block_bytes or (b.pending and b.age >= self.flush_interval):
+        if b.nbytes >= self.block_bytes:
             self.flush()
+        elif b.pending and b.age >= self.flush_interval:
+            self.flush()               # a slow channel: its summaries go out as they come
+            self.write_summaries()
 
     def flush(self) -> None:
         taken = self.builder.take()
@@ -116,7 +113,7 @@ class Writer:
             if self.segment is None or self._should_roll(info):
                 self._roll(info)
             assert self.segment is not None
-            self.bytes_written += self.segment.write(body, info, self._summary(body, info))
+            self.bytes_written += self.segment.write(body, info, info["summary"])
             self.blocks_written += 1
             self.last_time = max(self.last_time, info["tmax"])
             self.error = ""
@@ -127,17 +124,10 @@ class Writer:
         if time.monotonic() >= self.next_retention:
             self._retention()
 
-    def _summary(self, body: bytes, info: BlockInfo) -> np.ndarray | None:
-        """The block's summary row (for overviews), from its records as stored."""
-        if not self._numeric:
-            return None
-        try:
-            cols = decode(self._stored_plan, body, info["count"], self._numeric)
-            return summarize(cols, self.channel.schema, 0, self._summary_dtype)
-        except Exception as e:   # a summary is optional: never lose the block over it
-            log.warning("channel %s: block written without its summary (overviews decode "
-                        "it instead): %s", self.channel.name, e)
-            return None
+    def write_summaries(self) -> None:
+        """Write the summary rows the segment holds back (it writes them in batches)."""
+        if self.segment is not None:
+            self.segment.write_summaries()
 
     def _should_roll(self, info: BlockInfo) -> bool:
         """By size, or by the span of receive times (a device's clock never decides)."""
