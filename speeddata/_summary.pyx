@@ -7,10 +7,12 @@ answer: the min (max) takes the earliest time among equal values, ``first`` the 
 value among the records at the earliest time, ``last`` the largest among those at the latest.
 """
 
-from libc.math cimport INFINITY, isnan
+from libc.math cimport isnan
 from libc.stdint cimport int64_t, uint8_t
 
-from ._summary cimport merge
+from libc.string cimport memcpy
+
+from ._summary cimport SUMMARY_FIELDS, V_FLOAT64, merge, summarise_values
 
 import numpy as np
 
@@ -18,22 +20,29 @@ cdef int64_t I64_MAX = 0x7fffffffffffffff
 cdef int64_t I64_MIN = -I64_MAX - 1
 
 
-def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] valid):
+def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] null):
     """(n, sum, min, max, first, last, tmin, tmax, tfirst, tlast) of one block's values of
-    a signal, NaN and those with ``valid`` 0 left out (``valid`` may be None)."""
-    cdef int64_t n = 0, tmn = I64_MAX, tmx = I64_MAX, tf = I64_MAX, tl = I64_MIN
-    cdef double total = 0, mn = INFINITY, mx = -INFINITY, f = INFINITY, l = -INFINITY
-    cdef Py_ssize_t i
-    cdef double xi
-    if t.shape[0] != x.shape[0] or (valid is not None and valid.shape[0] != x.shape[0]):
+    a signal, NaN and those with ``null`` 1 left out (``null`` may be None): what the block
+    stage writes as it fills, for a block decoded instead."""
+    cdef int64_t n = 0, tmn, tmx, tf, tl
+    cdef double total, mn, mx, f, l
+    cdef char out[8 * SUMMARY_FIELDS]
+    if t.shape[0] != x.shape[0] or (null is not None and null.shape[0] != x.shape[0]):
         raise ValueError(f"{x.shape[0]} values, {t.shape[0]} times")
     with nogil:
-        for i in range(x.shape[0]):
-            xi = x[i]
-            if isnan(xi) or (valid is not None and not valid[i]):
-                continue
-            merge(&n, &total, &mn, &tmn, &mx, &tmx, &f, &tf, &l, &tl,
-                  1, xi, xi, t[i], xi, t[i], xi, t[i], xi, t[i])
+        summarise_values(<const char*>&x[0] if x.shape[0] else NULL, V_FLOAT64,
+                         &null[0] if null is not None and null.shape[0] else NULL,
+                         &t[0] if t.shape[0] else NULL, x.shape[0], False, out)
+    memcpy(&n, out, 8)
+    memcpy(&total, out + 8, 8)
+    memcpy(&mn, out + 16, 8)
+    memcpy(&mx, out + 24, 8)
+    memcpy(&f, out + 32, 8)
+    memcpy(&l, out + 40, 8)
+    memcpy(&tmn, out + 48, 8)
+    memcpy(&tmx, out + 56, 8)
+    memcpy(&tf, out + 64, 8)
+    memcpy(&tl, out + 72, 8)
     return n, total, mn, mx, f, l, tmn, tmx, tf, tl
 
 
@@ -102,24 +111,24 @@ cdef class Stats:
               &self._tlast[b], n, total, mn, tmn, mx, tmx, f, tf, l, tl)
 
     def add_records(self, const double[::1] x, const int64_t[::1] t,
-                    const uint8_t[::1] valid, const int64_t[::1] edges):
+                    const uint8_t[::1] null, const int64_t[::1] edges):
         """Merge records into the buckets [edges[i], edges[i+1]); records outside
-        [edges[0], edges[-1]), NaN, or with ``valid`` 0 are left out (``valid`` may be None).
+        [edges[0], edges[-1]), NaN, or with ``null`` 1 are left out (``null`` may be None).
         Records may come in any order; in time order each bucket is found in O(1)."""
         cdef Py_ssize_t i, b = 0, nb = edges.shape[0] - 1
         cdef Py_ssize_t n = x.shape[0]
         cdef int64_t ti
         cdef double xi
-        if t.shape[0] != n or (valid is not None and valid.shape[0] != n):
+        if t.shape[0] != n or (null is not None and null.shape[0] != n):
             raise ValueError(f"{n} values, {t.shape[0]} times, "
-                             f"{n if valid is None else valid.shape[0]} flags")
+                             f"{n if null is None else null.shape[0]} flags")
         if nb != self.buckets:
             raise ValueError(f"{nb + 1} edges for {self.buckets} buckets")
         with nogil:
             for i in range(n):
                 xi = x[i]
                 ti = t[i]
-                if isnan(xi) or (valid is not None and not valid[i]):
+                if isnan(xi) or (null is not None and null[i]):
                     continue
                 if ti < edges[0] or ti >= edges[nb]:
                     continue

@@ -325,17 +325,17 @@ def test_records_and_summary_rows_merge_to_the_same_statistics(data):
     t = np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)), np.int64)
     x = np.array(data.draw(st.lists(st.sampled_from([-1.0, 0.0, 2.0, np.nan]), min_size=n,
                                     max_size=n)))
-    valid = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))).view(np.uint8)
+    null = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))).view(np.uint8)
     edges = np.array([-3 + 57 * k // buckets for k in range(buckets + 1)], np.int64)
     direct = Stats(buckets)
-    direct.add_records(x, t, valid, edges)
+    direct.add_records(x, t, null, edges)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, n), max_size=6))) | {0, n})
     dtype = np.dtype([("offset", "<u8")] + [(f"{s}0", "<i8" if s in ("n", "tmin", "tmax",
                      "tfirst", "tlast") else "<f8") for s in O._STATS])
     pieces = []
     for a, b in zip(cuts[:-1], cuts[1:]):      # each piece summarised alone, per bucket
         part = Stats(buckets)
-        part.add_records(x[a:b], t[a:b], valid[a:b], edges)
+        part.add_records(x[a:b], t[a:b], null[a:b], edges)
         pieces.append(part)
     merged = Stats(buckets)
     for part in reversed(pieces):
@@ -346,5 +346,5 @@ def test_records_and_summary_rows_merge_to_the_same_statistics(data):
             merged.add_rows(row, 0, np.array([k], np.int64))
     for stat in O._STATS:
         np.testing.assert_array_equal(getattr(merged, stat), getattr(direct, stat), err_msg=stat)
-    keep = valid.astype(bool) & ~np.isnan(x)
+    keep = ~null.astype(bool) & ~np.isnan(x)
     assert direct.n.sum() == keep.sum()

@@ -51,22 +51,22 @@ def summarize(times: np.ndarray, values: Mapping[str, np.ndarray], schema: Chann
     (masked arrays where nullable), as `Columns` holds them or the block stage keeps them."""
     row: list = [offset]
     for sig in numeric_signals(schema):
-        x, valid = _values(values[sig.name])
-        row += block_stats(x, times, valid)
+        x, null = _values(values[sig.name])
+        row += block_stats(x, times, null)
     return np.array([tuple(row)], dtype=dtype or summary_dtype(schema))
 
 
 def _values(v: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values as float64, and 1 where one is not null (None: none is)."""
+    """Values as float64, and 1 where one is null (None: none is)."""
     x = np.ascontiguousarray(np.ma.getdata(v), dtype=np.float64)
     mask = np.ma.getmask(v)
-    return x, None if mask is np.ma.nomask else np.ascontiguousarray(~mask).view(np.uint8)
+    return x, None if mask is np.ma.nomask else np.ascontiguousarray(mask).view(np.uint8)
 
 
 def add_records(stats: Stats, cols: Columns, name: str, edges: np.ndarray) -> None:
     """Merge one signal's records into per-bucket statistics (nulls and NaN left out)."""
-    x, valid = _values(cols[name])
-    stats.add_records(x, cols.time, valid, edges)
+    x, null = _values(cols[name])
+    stats.add_records(x, cols.time, null, edges)
 
 
 # Blocks per group summary, level by level: a day of 0.1 s blocks (864,000) merges about
