@@ -5,7 +5,7 @@ One parse routine serves validation (no outputs) and decoding (columns given): t
 hot path and the store's reader run the same bounds-checked code, which never reads past
 the buffer and reports why and where a datagram is bad.
 """
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
@@ -531,11 +531,13 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
         raise ValueError(f"{len(columns)} columns and {len(masks)} masks for a plan of "
                          f"{plan.ncols} signals")
     keep = []    # arrays whose memory the pointers below use
-    objects = [None] * plan.ncols
+    cdef list objects = [None] * plan.ncols
+    cdef list values
     ends = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] ev = ends
     cdef char** data = <char**>PyMem_Malloc(max(1, plan.ncols) * sizeof(char*))
     cdef uint8_t** nulls = <uint8_t**>PyMem_Malloc(max(1, plan.ncols) * sizeof(uint8_t*))
+    out = NULL
     try:
         if data == NULL or nulls == NULL:
             raise MemoryError()
@@ -551,7 +553,8 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                 keep.append(a)
                 data[c] = <char*><uintptr_t>a.__array_interface__["data"][0]
             else:
-                a = objects[c] = list(columns[c])
+                a = list(columns[c])
+                objects[c] = a
             if len(a) != n:
                 raise ValueError(f"column {c} has {len(a)} values for {n} records")
             if masks[c] is not None:
@@ -560,9 +563,11 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                     raise ValueError(f"mask {c} has {len(m)} values for {n} records")
                 keep.append(m)
                 nulls[c] = <uint8_t*><uintptr_t>m.__array_interface__["data"][0]
-        buf = bytearray(max(64, n * 16))
-        cap = len(buf)            # kept here: len() on every value costs more than encoding
-        out = <char*>buf
+        # not zeroed, grown rarely (the guess is close), copied once at the end
+        cap = max(64, n * _record_guess(plan, objects))
+        out = <char*>PyMem_Malloc(cap)
+        if out == NULL:
+            raise MemoryError()
         for row in range(n):
             i = 0
             while i < plan.nops:
@@ -570,9 +575,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                 kind = op.kind
                 c = op.col
                 if cap - pos < 32:
-                    buf.extend(bytes(cap))
-                    cap = len(buf)
-                    out = <char*>buf
+                    out = _grow(out, &cap, cap)
                 if i == plan.time_op or kind == K_LONG or kind == K_INT or kind == K_ENUM \
                         or kind == K_UNION:
                     if i == plan.time_op:
@@ -609,7 +612,8 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                     out[pos] = 1 if (<uint8_t*>data[c])[row] else 0
                     pos += 1
                 elif kind == K_STRING or kind == K_BYTES or kind == K_FIXED:
-                    value = objects[c][row]
+                    values = <list>objects[c]
+                    value = values[row]
                     if kind == K_STRING:
                         s = PyUnicode_AsUTF8AndSize(value, &length)
                     else:
@@ -620,19 +624,49 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                             raise ValueError(f"fixed value of {length} bytes where the "
                                              f"schema says {op.arg}")
                     if cap - pos < length + 10:
-                        buf.extend(bytes(length + cap))
-                        cap = len(buf)
-                        out = <char*>buf
+                        out = _grow(out, &cap, length + cap)
                     if kind != K_FIXED:
                         pos += put_varint(<uint8_t*>out + pos, length)
                     memcpy(out + pos, s, length)
                     pos += length
                 i += 1
             ev[row] = pos
+        return PyBytes_FromStringAndSize(out, pos), ends
     finally:
         PyMem_Free(data)
         PyMem_Free(nulls)
-    return bytes(buf[:pos]), ends
+        PyMem_Free(out)
+
+
+cdef char* _grow(char* out, Py_ssize_t* cap, Py_ssize_t more) except NULL:
+    cdef char* bigger = <char*>PyMem_Realloc(out, cap[0] + more)
+    if bigger == NULL:
+        raise MemoryError()
+    cap[0] += more
+    return bigger
+
+
+cdef Py_ssize_t _record_guess(Plan plan, list objects):
+    """Bytes a record will take, about: fixed sizes, 10 per varint, the first value of each
+    string column (so the output is rarely grown)."""
+    cdef Py_ssize_t size = 0
+    cdef int i
+    for i in range(plan.nops):
+        kind = plan.ops[i].kind
+        if kind == K_DOUBLE:
+            size += 8
+        elif kind == K_FLOAT:
+            size += 4
+        elif kind == K_BOOLEAN:
+            size += 1
+        elif kind == K_FIXED:
+            size += plan.ops[i].arg
+        elif kind == K_STRING or kind == K_BYTES:
+            col = objects[plan.ops[i].col] if plan.ops[i].col >= 0 else None
+            size += 2 + (len(col[0]) if col else 16)
+        else:
+            size += 10
+    return size + 16
 
 
 def read_varint(data, Py_ssize_t pos=0):

@@ -812,8 +812,10 @@ def _trim(cols: Columns, selected, lost: list[tuple[int, int]], lo: int, last: i
         for arr in [cols.time, *cols.data.values()] + ([keep] if keep is not None else []):
             arr[r0:r1] = arr[r0:r1][perm]
     if any(((bl["tmin"] < lo) | (bl["tmax"] > last)).any() for bl in entries):
-        inside = (cols.time >= lo) & (cols.time <= last)
-        keep = inside if keep is None else keep & inside
+        if keep is None:       # sorted by time now: the records inside are one stretch
+            return cols.take(slice(int(np.searchsorted(cols.time, lo, "left")),
+                                   int(np.searchsorted(cols.time, last, "right"))))
+        keep &= (cols.time >= lo) & (cols.time <= last)
     if keep is not None:
         cols = cols.take(keep)
     return cols
