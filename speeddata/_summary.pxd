@@ -48,45 +48,8 @@ cdef inline double value_at(const char* data, int kind, Py_ssize_t i) noexcept n
     return 1.0 if (<const uint8_t*>data)[i] else 0.0
 
 
-cdef inline void summarise_values(const char* data, int kind, const uint8_t* null,
-                                  const int64_t* t, Py_ssize_t n, bint in_order,
-                                  char* out) noexcept nogil:
-    """Write one signal's summary fields (as `_overview.summary_dtype` lays them out, 80
-    bytes) for n values of a column (``null[i]`` 1 where value i is null; NULL: none is).
-    NaN is left out, as nulls are. ``in_order``: times never decrease, so the first of
-    equal values is the earliest and a plain comparison does what `merge` does."""
-    cdef int64_t cnt = 0, tmn = 0x7fffffffffffffff, tmx = 0x7fffffffffffffff
-    cdef int64_t tf = 0x7fffffffffffffff, tl = -0x7fffffffffffffff - 1
-    cdef double total = 0, mn = INFINITY, mx = -INFINITY, f = INFINITY, l = -INFINITY, x
-    cdef Py_ssize_t i
-    for i in range(n):
-        if null != NULL and null[i]:
-            continue
-        x = value_at(data, kind, i)
-        if isnan(x):
-            continue
-        if not in_order:
-            merge(&cnt, &total, &mn, &tmn, &mx, &tmx, &f, &tf, &l, &tl,
-                  1, x, x, t[i], x, t[i], x, t[i], x, t[i])
-            continue
-        if cnt == 0:
-            tf = t[i]
-            f = x
-        elif t[i] == tf and x < f:
-            f = x
-        cnt += 1
-        total += x
-        if x < mn:
-            mn = x
-            tmn = t[i]
-        if x > mx:
-            mx = x
-            tmx = t[i]
-        if t[i] > tl:
-            l = x
-            tl = t[i]
-        elif x > l:                     # times never decrease: here t[i] == tl
-            l = x
+cdef inline void _put(char* out, int64_t cnt, double total, double mn, double mx, double f,
+                      double l, int64_t tmn, int64_t tmx, int64_t tf, int64_t tl) noexcept nogil:
     memcpy(out, &cnt, 8)
     memcpy(out + 8, &total, 8)
     memcpy(out + 16, &mn, 8)
@@ -97,3 +60,54 @@ cdef inline void summarise_values(const char* data, int kind, const uint8_t* nul
     memcpy(out + 56, &tmx, 8)
     memcpy(out + 64, &tf, 8)
     memcpy(out + 72, &tl, 8)
+
+
+cdef inline void summarise_values(const char* data, int kind, const uint8_t* null,
+                                  const int64_t* t, Py_ssize_t n, bint in_order,
+                                  char* out) noexcept nogil:
+    """Write one signal's summary fields (as `_overview.summary_dtype` lays them out, 80
+    bytes) for n values of a column (``null[i]`` 1 where value i is null; NULL: none is).
+    NaN is left out, as nulls are. ``in_order``: times never decrease, so the first of
+    equal values is the earliest and plain comparisons do what `merge` does."""
+    cdef int64_t cnt = 0, tmn = 0x7fffffffffffffff, tmx = 0x7fffffffffffffff
+    cdef int64_t tf = 0x7fffffffffffffff, tl = -0x7fffffffffffffff - 1
+    cdef double total = 0, mn = INFINITY, mx = -INFINITY, f = INFINITY, l = -INFINITY, x
+    cdef Py_ssize_t i, i0 = 0
+    cdef const double* xs = <const double*>data
+    if in_order and kind == V_FLOAT64 and null == NULL:
+        # the usual block: doubles, none null, in time order
+        while i0 < n and isnan(xs[i0]):
+            i0 += 1
+        if i0 < n:
+            mn = mx = f = l = xs[i0]
+            tmn = tmx = tf = tl = t[i0]
+            for i in range(i0, n):
+                x = xs[i]
+                if isnan(x):
+                    continue
+                cnt += 1
+                total += x
+                if x < mn:
+                    mn = x
+                    tmn = t[i]
+                elif x > mx:
+                    mx = x
+                    tmx = t[i]
+                if t[i] == tf and x < f:
+                    f = x
+                if t[i] > tl:
+                    l = x
+                    tl = t[i]
+                elif x > l:         # times never decrease: here t[i] == tl
+                    l = x
+        _put(out, cnt, total, mn, mx, f, l, tmn, tmx, tf, tl)
+        return
+    for i in range(n):
+        if null != NULL and null[i]:
+            continue
+        x = value_at(data, kind, i)
+        if isnan(x):
+            continue
+        merge(&cnt, &total, &mn, &tmn, &mx, &tmx, &f, &tf, &l, &tl,
+              1, x, x, t[i], x, t[i], x, t[i], x, t[i])
+    _put(out, cnt, total, mn, mx, f, l, tmn, tmx, tf, tl)

@@ -791,10 +791,10 @@ def _tasks(selected) -> tuple[list[_Task], list[tuple[int, int]]]:
             lost.append((row, count))
             row += count
             continue
-        for b in blocks:
-            tasks.append(_Task(seg.path, head, mem, int(b["offset"]), int(b["length"]),
-                               int(b["count"]), row))
-            row += int(b["count"])
+        for offset, length, records in zip(blocks["offset"].tolist(),
+                                           blocks["length"].tolist(), blocks["count"].tolist()):
+            tasks.append(_Task(seg.path, head, mem, offset, length, records, row))
+            row += records
     return tasks, lost
 
 
