@@ -250,6 +250,28 @@ def test_overview_merges_runs_of_blocks_and_falls_back_where_summaries_are_missi
         _assert_overview_matches(ov, full, lo, hi, 3)
 
 
+def test_summary_rows_held_back_by_the_writer_do_not_spoil_runs_of_blocks(tmp_path):
+    """While a segment is open its newest summary rows wait to be written 64 at a time; an
+    overview in between decodes those blocks, and once the rows are written the runs of
+    blocks that hold them are merged from summaries again."""
+    n = 30_000
+    t = T0 + np.arange(n) * 1_000_000
+    data = {"a": np.sin(np.arange(n) / 50), "b": np.ones(n, np.float32),
+            "c": np.zeros(n, np.int32), "s": ["x"] * n}
+    with speeddata.store.open(tmp_path, block_bytes=256) as store, \
+            speeddata.store.open(tmp_path, readonly=True) as server:   # as serve reads
+        ch = store.create_channel("o", OV_SCHEMA)
+        ch.append_columns(t, data)                    # blocks written, newest rows held
+        lo, hi = T0, T0 + n * 1_000_000
+        before = server["o"].overview(lo, hi, buckets=2)
+        ch.flush()                                    # every row written
+        after = server["o"].overview(lo, hi, buckets=2)
+        full = ch.read()
+    assert before.decoded_blocks > 2
+    assert after.decoded_blocks <= 2
+    _assert_overview_matches(after, full, lo, hi, 2)
+
+
 def test_block_summaries_from_ingest_equal_those_from_decoding(tmp_path):
     """The block stage keeps numeric values as it validates; its summaries must be the
     ones a decode of the stored block gives, for every numeric type, nulls and NaN."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import FormatError, StoreWarning
 from . import _format as F
-from ._overview import GROUP_DTYPE, GROUPS, group_summaries
+from ._overview import GROUPS, group_summaries
 from ._segment import idx_path_of, mtime_ns, scan_index
 
 I64_MAX = np.iinfo(np.int64).max
@@ -40,7 +40,8 @@ class SegmentView:
         self._head: tuple[str, bytes] | None = None
         self._sums: tuple[int, np.ndarray] | None = None
         self._aligned: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
-        self._groups: list[tuple[int, np.ndarray, np.ndarray]] | None = None
+        self._groups: tuple[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray]]] | None \
+            = None
         self.load()
 
     def load(self) -> None:
@@ -132,25 +133,18 @@ class SegmentView:
     def groups(self, dtype: np.dtype) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Summaries of aligned runs of blocks, one level per size in `GROUPS` (so a long
         overview merges a row per run, not per block): ``(size, info, rows)``, info holding
-        each run's tmin, tmax, count and whether every block in it has a summary. Extended
-        as the segment grows."""
-        levels = self._groups or []
-        parts, rows, has = self.index, *self.aligned_summaries(dtype)
-        out, finer = [], 1
-        for level, size in enumerate(GROUPS):
-            step = size // finer             # parts of the finer level per run
-            n = len(parts) // step
-            info, merged = levels[level][1:] if level < len(levels) else \
-                (np.zeros(0, GROUP_DTYPE), np.zeros(0, dtype))
-            if len(info) != n:
-                done = len(info)
-                more = group_summaries(parts[done * step:n * step], rows[done * step:n * step],
-                                       has[done * step:n * step], step, dtype)
-                info, merged = np.concatenate([info, more[0]]), np.concatenate([merged, more[1]])
-            out.append((size, info, merged))
-            parts, rows, has, finer = info, merged, info["complete"], size
-        self._groups = out
-        return out
+        each run's tmin, tmax, count and whether every block in it has a summary. Made
+        again when the index or the summaries grew."""
+        rows, has = self.aligned_summaries(dtype)
+        assert self._aligned is not None
+        if self._groups is None or self._groups[0] != self._aligned[0]:
+            parts, levels, finer = self.index, [], 1
+            for size in GROUPS:
+                info, merged = group_summaries(parts, rows, has, size // finer, dtype)
+                levels.append((size, info, merged))
+                parts, rows, has, finer = info, merged, info["complete"], size
+            self._groups = self._aligned[0], levels
+        return self._groups[1]
 
     def mapped(self) -> memoryview:
         """The segment file, memory-mapped. A closed segment's mapping is kept, so its page
