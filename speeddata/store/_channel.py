@@ -450,9 +450,10 @@ class Channel:
                         problems[i] = _skipping(t, failed)
             return problems
 
-        # Blocks decode independently (zstd and the codec's parse run without the GIL),
-        # so large reads spread over the cores: a few runs of blocks, each a thread's, not a
-        # hand-off between threads per block (which costs more than a small block's decode).
+        # Blocks decode independently and the codec's parse runs without the GIL (zstandard's
+        # decompression holds it), so large reads spread over the cores: a few runs of
+        # blocks, each a thread's, not a hand-off between threads per block (which costs more
+        # than a small block's decode).
         if total >= _PARALLEL_RECORDS and len(tasks) > 1:
             problems = [p for part in _pool().map(run, _split(tasks, 4 * _WORKERS))
                         for p in part]

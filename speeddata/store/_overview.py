@@ -2,9 +2,12 @@
 signal, with the times of the min, max, first and last (the M4 idea: a line drawn through
 them is exact at pixel resolution).
 
-Each block's numeric signals are summarised when it is written (``<segment>.sum``, one row
-per block, beside the index). An overview combines the summaries of blocks that fall inside
-one bucket and decodes only the blocks that straddle a bucket edge or the range's ends.
+Each block's numeric signals are summarised by the block stage as it fills (``_block.pyx``;
+``<segment>.sum``, one row per block beside the index, written 64 rows at a time). Runs of
+16 and 256 blocks are merged from those rows when a segment is first read (`group_summaries`).
+An overview takes the longest runs, then single blocks, that fall inside one bucket, and
+decodes only the blocks that straddle a bucket edge or the range's ends. The merging itself
+is `_summary.pyx`'s, record by record or row by row in one pass.
 
 Values are float64; nulls and NaN are left out. Ties are broken so that any order of
 combining gives the same answer: the min (max) takes the earliest time among equal values,
