@@ -163,9 +163,10 @@ class Service:
 
     def query(self, channel: str, start: int, end: int | None,
               signals: Sequence[str] | None = None, decimation: Decimation | None = None,
-              buckets: int = 0, chunk_records: int = 1 << 18) -> Iterator[Columns]:
-        """Columns of [start, end) in time order, in chunks of bounded size: decimated,
-        or (``buckets``) an overview of that many buckets from the block summaries."""
+              buckets: int = 0, chunk_bytes: int = 64 << 20) -> Iterator[Columns]:
+        """Columns of [start, end) in time order, in chunks of about ``chunk_bytes`` of
+        columns (few and large: each chunk is one parallel decode): decimated, or
+        (``buckets``) an overview of that many buckets from the block summaries."""
         start, end = self._check_range(start, end)
         ch = self._stored(channel)
         wanted = list(signals) if signals else None
@@ -184,7 +185,9 @@ class Service:
                                     hint="ask for a shorter range, or for N buckets")
         dec = Decimator(decimation) if decimation and decimation.kind != "none" else None
         row = 0
-        for cols in ch.iter_read(start, end, wanted, chunk_records=chunk_records):
+        width = 8 + 8 * len(wanted or ch.schema.signals)     # bytes a record's columns take
+        for cols in ch.iter_read(start, end, wanted, chunk_records=max(1 << 16,
+                                                                        chunk_bytes // width)):
             if dec is not None:
                 out, _ = dec.push(cols, row)
                 row += len(cols)

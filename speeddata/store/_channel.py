@@ -396,23 +396,31 @@ class Channel:
         range, is dropped on decoding and holds nothing back.
         """
         selected, lo, last = self._selected(start, end)
-        flat = [(seg, e) for seg, entries in selected for e in entries]
-        order = sorted(range(len(flat)), key=lambda i: max(int(flat[i][1]["tmin"]), lo))
+        if not selected:
+            return
+        segs = [seg for seg, _ in selected]
+        seg_of = np.repeat(np.arange(len(segs)), [len(e) for _, e in selected])
+        entries = np.concatenate([e for _, e in selected])
+        first = np.maximum(entries["tmin"], lo)
+        order = np.argsort(first, kind="stable")
+        entries, seg_of, first = entries[order], seg_of[order], first[order]
+        ends = np.cumsum(entries["count"])
         pending: list[Columns] = []
-        k = 0
-        while k < len(order):
-            batch, n = [], 0
-            while k < len(order) and n < chunk_records:
-                batch.append(flat[order[k]])
-                n += int(flat[order[k]][1]["count"])
-                k += 1
-            cols = self._decode(_regroup(batch), lo, last, _data_signals(signals))
+        a = 0
+        while a < len(entries):
+            # blocks until the chunk holds chunk_records (the block that crosses it too)
+            done = int(ends[a - 1]) if a else 0
+            b = min(len(entries), max(a + 1, int(np.searchsorted(
+                ends, done + chunk_records, "left")) + 1))
+            cols = self._decode(_runs(segs, seg_of[a:b], entries[a:b]), lo, last,
+                                _data_signals(signals))
             if len(cols):
                 pending.append(cols)
-            watermark = max(int(flat[order[k]][1]["tmin"]), lo) if k < len(order) else None
+            watermark = int(first[b]) if b < len(entries) else None
             out, pending = _release(pending, watermark)
             if out is not None and len(out):
                 yield out
+            a = b
 
     def _decode(self, selected, lo: int, last: int, signals, *, trim: bool = True) -> Columns:
         """Decode the selected blocks into one set of columns: records with lo <= time <=
@@ -844,15 +852,11 @@ def _unsorted_runs(entries: np.ndarray, time: np.ndarray) -> list[tuple[int, int
     return runs
 
 
-def _regroup(pairs):
-    """(segment, entry) pairs to (segment, entries) runs, in the given order."""
-    out: list = []
-    for seg, e in pairs:
-        if out and out[-1][0] is seg:
-            out[-1][1].append(e)
-        else:
-            out.append((seg, [e]))
-    return [(seg, np.array(es, dtype=F.INDEX_DTYPE)) for seg, es in out]
+def _runs(segs: list[SegmentView], seg_of: np.ndarray, entries: np.ndarray) -> list:
+    """Index entries (with the segment each is in) as (segment, entries) runs, in order."""
+    cuts = (np.flatnonzero(np.diff(seg_of)) + 1).tolist()
+    bounds = [0, *cuts, len(entries)]
+    return [(segs[int(seg_of[x])], entries[x:y]) for x, y in zip(bounds[:-1], bounds[1:])]
 
 
 def _release(pending: list[Columns], watermark: int | None):
