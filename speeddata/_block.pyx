@@ -242,8 +242,7 @@ cdef class BlockBuilder:
 
     def take(self):
         """The open block as (body bytes, info dict: count, tmin, tmax, rmin, rmax,
-        in_order, and its summary row as bytes) and start
-        anew; None when empty."""
+        in_order, and its summary row as bytes) and start anew; None when empty."""
         if self.count == 0:
             return None
         body = PyBytes_FromStringAndSize(<char*>self.buf, self.size)
