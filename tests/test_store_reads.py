@@ -371,3 +371,24 @@ def test_records_and_summary_rows_merge_to_the_same_statistics(data):
         np.testing.assert_array_equal(getattr(merged, stat), getattr(direct, stat), err_msg=stat)
     keep = ~null.astype(bool) & ~np.isnan(x)
     assert direct.n.sum() == keep.sum()
+
+
+def test_reads_keep_a_bounded_number_of_segments_mapped(tmp_path):
+    """A mapping holds a file descriptor: reading many segments must not hold one each,
+    and closing the store lets go of them all."""
+    from speeddata.store import _view
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+    n = 120_000
+    with speeddata.store.open(tmp_path, block_bytes=1024, segment_bytes=4096) as store:
+        ch = store.create_channel("o", OV_SCHEMA)
+        ch.append_columns(T0 + np.arange(n) * 1000, {
+            "a": np.zeros(n), "b": np.ones(n, np.float32), "c": np.zeros(n, np.int32),
+            "s": ["x"] * n})
+    with speeddata.store.open(tmp_path, readonly=True) as store:
+        before = fds()
+        segments = len(store["o"].segments())
+        assert segments > 2 * _view.MAX_MAPPED
+        assert len(store["o"].read()) == n
+        assert fds() - before <= _view.MAX_MAPPED
+    assert fds() <= before

@@ -121,8 +121,10 @@ class Channel:
                 self._writer.write_summaries()
 
     def close(self) -> None:
-        """Flush and give up the writer lock."""
+        """Flush, give up the writer lock and the segments' mappings."""
         with self.lock:
+            for view in self._segments:
+                view.release()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
@@ -150,6 +152,10 @@ class Channel:
                 else:
                     view.refresh(closed)
                 views.append(view)
+            kept = {id(v) for v in views}
+            for gone in self._segments:
+                if id(gone) not in kept:
+                    gone.release()
             self._segments = views
             self._dir_mtime = st.st_mtime_ns
             self._seg_tmin = np.array([s.tmin for s in views], dtype=np.int64)

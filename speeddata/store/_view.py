@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 
@@ -147,16 +149,27 @@ class SegmentView:
         return self._groups[1]
 
     def mapped(self) -> memoryview:
-        """The segment file, memory-mapped. A closed segment's mapping is kept, so its page
-        tables serve every later read (a fresh mapping faults on every page it touches).
+        """The segment file, memory-mapped. The mappings of the `MAX_MAPPED` closed
+        segments read last are kept, so their page tables serve later reads (a fresh mapping
+        faults on every page it touches); each holds a file descriptor, hence the bound.
         Raises OSError, or ValueError for an empty file."""
         if self._mem is not None and self.closed:
+            _keep_mapped(self)
             return self._mem
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if self._mem is None or len(self._mem) != size:
                 self._mem = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-        return self._mem
+        mem = self._mem
+        _keep_mapped(self)
+        return mem
+
+    def release(self) -> None:
+        """Drop the mapping (the segment left the listing: deleted by retention); the
+        file's space comes back once no read holds it."""
+        with _MAPPED_LOCK:
+            _MAPPED.pop(id(self), None)
+        self._mem = None
 
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""
@@ -197,6 +210,21 @@ class SegmentView:
         a, b = self.span(lo, last)
         cand = self.index[a:b]
         return cand[(cand["tmax"] >= lo) & (cand["tmin"] <= last)]
+
+
+MAX_MAPPED = 64            # segment mappings kept between reads, process-wide
+_MAPPED: OrderedDict[int, SegmentView] = OrderedDict()
+_MAPPED_LOCK = threading.Lock()
+
+
+def _keep_mapped(view: SegmentView) -> None:
+    """Note that ``view`` was read; drop the mappings of the segments read longest ago."""
+    with _MAPPED_LOCK:
+        _MAPPED[id(view)] = view
+        _MAPPED.move_to_end(id(view))
+        while len(_MAPPED) > MAX_MAPPED:
+            _, old = _MAPPED.popitem(last=False)
+            old._mem = None          # a read still using it keeps its own reference
 
 
 def _size(path: str) -> int:
