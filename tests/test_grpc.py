@@ -242,7 +242,8 @@ def test_fifty_subscribers_on_one_channel_each_get_every_record(serve, client):
 def test_several_channels_share_one_stream_fairly(serve, client):
     s = serve()
     c = client(s.address)
-    fast_port, slow_port = free_udp_port(), free_udp_port()
+    fast_port = free_udp_port(count=2)          # two ports, never the same one twice
+    slow_port = fast_port + 1
     c.register_channel("fast", fast_port, EXAMPLE)
     c.register_channel("slow", slow_port, EXAMPLE)
     wait_for(lambda: running(c, "fast") and running(c, "slow"), what="the workers")

@@ -487,7 +487,8 @@ def test_a_channel_that_cannot_start_leaves_the_others_running(tmp_path, child_p
     and the failed one is reported with its reason and retried."""
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        taken, free = free_udp_port(), free_udp_port()
+        taken = free_udp_port(count=2)          # two ports, never the same one twice
+        free = taken + 1
         blocker.bind(("127.0.0.1", taken))
         config = tmp_path / "speeddata.yaml"
         config.write_text(f"channels:\n"
