@@ -4,7 +4,6 @@ ingest workers receiving real UDP datagrams."""
 import json
 import socket
 import threading
-import time
 
 import fastavro
 import grpc
@@ -56,6 +55,12 @@ def running(c: Client, name: str) -> bool:
     return c.get_channel(name).status == "running"
 
 
+def subscribed(c: Client, n: int, *names: str) -> None:
+    """Wait until each named channel has n live subscriptions at the server."""
+    wait_for(lambda: all(st["subscribers"] >= n for st in c.stats(list(names)).values()),
+             what=f"{n} subscriptions")
+
+
 class Follower:
     """Reads a Subscription in a thread until it has ``want`` records."""
 
@@ -94,7 +99,7 @@ def test_register_send_then_subscribe_and_query_exact_values(serve, client):
     wait_for(lambda: running(c, "rig"), what="the worker")
     follower = Follower(c.subscribe("rig"), 2_000)
     envelope = Follower(c.subscribe("rig", ["sine_wave"], "minmax:10"), 190)
-    time.sleep(0.3)                              # the streams are open at the server
+    subscribed(c, 2, "rig")
     send(port=port, rate=10_000, count=2_000)
     follower.join()
     envelope.join()
@@ -174,7 +179,7 @@ def test_resume_gets_what_the_ring_still_holds_or_says_what_was_lost(serve, clie
     wait_for(lambda: running(c, "rig"), what="the worker")
     first = c.subscribe("rig", ["counter"])
     f = Follower(first, 1_000)
-    time.sleep(0.3)
+    subscribed(c, 1, "rig")
     send(port=port, rate=10_000, count=1_000)
     f.join()
     resume = dict(first.next_record)
@@ -213,7 +218,7 @@ def test_a_slow_subscriber_does_not_slow_a_fast_one_or_the_worker(serve, client)
     reader = threading.Thread(target=lambda: next(stalled_iter, None), daemon=True)
     reader.start()                               # starts the call, takes one batch, stops
     fast = Follower(c.subscribe("rig", ["counter"]), 60_000)
-    time.sleep(0.3)
+    subscribed(c, 2, "rig")
     send(port=port, rate=30_000, count=60_000)
     fast.join(timeout=30)
     assert fast.column("counter").tolist() == list(range(60_000))
@@ -233,7 +238,7 @@ def test_fifty_subscribers_on_one_channel_each_get_every_record(serve, client):
     c.register_channel("rig", port, EXAMPLE)
     wait_for(lambda: running(c, "rig"), what="the worker")
     followers = [Follower(c.subscribe("rig", ["counter"]), 3_000) for _ in range(50)]
-    wait_for(lambda: c.stats(["rig"])["rig"]["subscribers"] == 50, what="50 subscriptions")
+    subscribed(c, 50, "rig")
     send(port=port, rate=5_000, count=3_000)
     for f in followers:
         assert f.join().column("counter").tolist() == list(range(3_000))
@@ -257,7 +262,7 @@ def test_several_channels_share_one_stream_fairly(serve, client):
                 break
     t = threading.Thread(target=follow, daemon=True)
     t.start()
-    time.sleep(0.3)
+    subscribed(c, 1, "fast", "slow")
     flood = threading.Thread(target=send, kwargs=dict(port=fast_port, rate=0, count=300_000))
     flood.start()
     send(port=slow_port, rate=50, count=20)      # 1 record per 20 ms while the other floods

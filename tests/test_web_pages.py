@@ -129,10 +129,11 @@ def test_the_dashboard_draws_the_live_signal(browser, server):
         page, errors = open_page(browser, s.url)
         page.wait_for_function("SpeedData.charts.length > 0 && SpeedData.charts[0].frames > 5",
                                timeout=20_000)
-        before = sum(page.evaluate(COUNT_COLOR, [0, c]) for c in PALETTE)
-        time.sleep(2.0)
-        after = sum(page.evaluate(COUNT_COLOR, [0, c]) for c in PALETTE)
-        assert after > 1000 and after > before         # the signals' colours, growing live
+        def inked():
+            return sum(page.evaluate(COUNT_COLOR, [0, c]) for c in PALETTE)
+        before = inked()
+        wait_for(lambda: inked() > max(1000, before),   # the signals' colours, growing live
+                 what="the live traces to grow")
         legend = page.locator(".stripchart-legend .item").first.inner_text()
         assert "example.sine_wave" in legend and "–" not in legend   # its latest value
         assert "example" in page.locator("#channels").inner_text()
@@ -173,9 +174,8 @@ def test_a_single_sample_spike_is_drawn_in_a_60_s_window(browser, server):
     page.wait_for_function("SpeedData.charts.length > 0", timeout=20_000)
     send_spike(port)
     page.wait_for_function("SpeedData.charts[0].latest[0] !== null", timeout=10_000)
-    time.sleep(1.5)
     # autoscaled to the spike: the top fifth of the plot holds it (one sample in 30,000)
-    assert page.evaluate(COUNT_INK, [0, 0.2]) > 3
+    wait_for(lambda: page.evaluate(COUNT_INK, [0, 0.2]) > 3, what="the spike drawn")
     shot(page, "spike")
     assert errors == []
 
@@ -275,10 +275,10 @@ def test_dark_and_light_themes(browser, server):
     backgrounds = {}
     for theme in ("dark", "light"):
         page, errors = open_page(browser, s.url, theme)
-        page.wait_for_function("SpeedData.charts.length > 0", timeout=20_000)
-        time.sleep(0.3)
-        backgrounds[theme] = page.evaluate(
-            "Array.from(SpeedData.charts[0].canvas.getContext('2d').getImageData(2, 2, 1, 1).data)")
+        pixel = "SpeedData.charts[0].canvas.getContext('2d').getImageData(2, 2, 1, 1).data"
+        page.wait_for_function(f"SpeedData.charts.length > 0 && {pixel}[3] === 255",
+                               timeout=20_000)                   # painted
+        backgrounds[theme] = page.evaluate(f"Array.from({pixel})")
         shot(page, f"dashboard-{theme}")
         page.close()
         assert errors == []
