@@ -385,6 +385,8 @@ def test_19_bad_values_are_refused_before_anything_is_saved(tmp_path):
             store.configure(compression_level=1000)
         with pytest.raises(StoreError, match="fsync must be true or false"):
             store.configure(fsync="no")
+        with pytest.raises(StoreError, match="block_bytes must be at most"):
+            store.configure(block_bytes=1 << 30)       # reads take more as damage
         with pytest.raises(StoreError, match="max_bytes"):
             store.create_channel("k", SCHEMA, max_bytes=-5)
         assert store.options["compression_level"] == -1 and store.options["fsync"] is False
@@ -427,8 +429,8 @@ def test_20_codec_edges(tmp_path):
 
 # ---- faults on purpose ---------------------------------------------------------------------
 
-KINDS = ["segment head", "segment middle", "segment tail", "index", "HEAD", "channel.json",
-         "schema.avsc", "tags.sqlite", "speeddata.json"]
+KINDS = ["segment head", "segment middle", "block frame size", "segment tail", "index", "HEAD",
+         "channel.json", "schema.avsc", "tags.sqlite", "speeddata.json"]
 
 
 def _build(path):
@@ -465,6 +467,15 @@ def _damage(path, kind, segs, which):
         with open(seg, "r+b") as f:
             f.seek(int(e["offset"]) + int(e["length"]) // 2)
             f.write(b"\xff" * 16)
+    elif kind == "block frame size":     # the zstandard frame claims 32 TiB of records
+        e = idx[len(idx) // 2]
+        hit = (seg.name, int(e["offset"]))
+        with open(seg, "r+b") as f:
+            f.seek(int(e["offset"]))
+            block = f.read(int(e["length"]))
+            at = block.find(b"\x28\xb5\x2f\xfd") + 4          # the frame descriptor
+            f.seek(int(e["offset"]) + at)
+            f.write(bytes([block[at] | 0xC0]) + (1 << 45).to_bytes(8, "little"))
     elif kind == "segment tail":
         e = idx[-1]
         hit = (seg.name, int(e["offset"]))

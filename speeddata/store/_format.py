@@ -38,6 +38,7 @@ FLAG_SCANNED = 2         # rebuilt by scanning the segment: its receive times ar
 # Far beyond any block SpeedData writes (16 KiB of records by default): an index entry or a
 # block header that claims more is damage, not data.
 MAX_BLOCK_RECORDS = 1 << 28
+MAX_BLOCK_BYTES = 1 << 30       # decompressed; the block_bytes setting stays 4x below it
 
 
 def encode_long(value: int) -> bytes:
@@ -148,6 +149,12 @@ class Decompressor:
 
     def __call__(self, payload) -> bytes:
         if self.codec == "zstandard":
+            # a damaged frame header can claim terabytes, which would fail the whole read
+            # with a MemoryError instead of costing this block
+            size = zstandard.frame_content_size(payload)
+            if size > MAX_BLOCK_BYTES:
+                raise FormatError(f"its zstandard frame claims {size} bytes of records, "
+                                  f"more than any block holds")
             try:
                 return self._zstd.decompress(payload)
             except zstandard.ZstdError:

@@ -32,7 +32,7 @@ from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, 
                       TimeRangeError)
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
-from . import _retention
+from . import _format as F, _retention
 from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel, stored_avro
 from ._lock import writer_active
 from ._segment import parse_stem
@@ -110,6 +110,9 @@ def check_options(options: dict[str, Any], where: str = "") -> dict[str, Any]:
                 raise StoreError(f"{where}{key} must be a positive number of bytes, "
                                  f"not {value!r}")
             out[key] = int(value)
+            if key == "block_bytes" and value > F.MAX_BLOCK_BYTES // 4:
+                raise StoreError(f"{where}block_bytes must be at most "
+                                 f"{F.MAX_BLOCK_BYTES // 4} bytes, not {value!r}")
         elif key == "compression_level":
             lo, hi = -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL
             if not _is_int(value) or not lo <= value <= hi:
