@@ -19,6 +19,11 @@ from ._summary cimport (SUMMARY_FIELDS, V_BOOL, V_FLOAT32, V_FLOAT64, V_INT32, V
 
 import numpy as np
 
+# a datagram this large (append_columns hands over a block's worth at once) is validated
+# without the GIL, so a writer's compressing threads go on meanwhile; small ones are not
+# worth the hand-over
+cdef Py_ssize_t GIL_FREE_BYTES = 4096
+
 # numeric signals, kept value by value as the block fills (its summary needs no decode)
 _NUMERIC = {"boolean": (np.uint8, V_BOOL), "int": (np.int32, V_INT32),
             "long": (np.int64, V_INT64), "float": (np.float32, V_FLOAT32),
@@ -205,18 +210,24 @@ cdef class BlockBuilder:
                       Py_ssize_t max_bytes=-1):
         """Add datagrams[start:] (bytes-like objects), stopping once the block holds
         ``max_bytes`` (if > 0); return (records added, index of the next datagram)."""
-        cdef Py_ssize_t added = 0, i
+        cdef Py_ssize_t added = 0, i, n
         cdef int got
+        cdef const uint8_t* p
         cdef const uint8_t[::1] view
         for i in range(start, len(datagrams)):
             if max_bytes > 0 and self.size >= max_bytes:
                 return added, i
             d = datagrams[i]
             if PyBytes_CheckExact(d):
-                got = self.add(<const uint8_t*>PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d), recv_ns)
+                p, n = <const uint8_t*>PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d)
             else:
                 view = memoryview(d).cast("B")
-                got = self.add(&view[0] if view.shape[0] else NULL, view.shape[0], recv_ns)
+                p, n = (&view[0] if view.shape[0] else NULL), view.shape[0]
+            if n >= GIL_FREE_BYTES:     # many records (append_columns): others run meanwhile
+                with nogil:
+                    got = self.add(p, n, recv_ns)
+            else:
+                got = self.add(p, n, recv_ns)
             if got > 0:
                 added += got
         return added, len(datagrams)
