@@ -324,6 +324,47 @@ def test_full_disk_is_a_clear_error_and_loses_nothing_stored(small_disk):
         assert len(list(fastavro.reader(f))) == len(cols)
 
 
+def example_columns(n):
+    k = np.arange(n)
+    return T0 + k * 1000, {
+        "message": np.array(["alpha", "bravo"], dtype=object)[k % 2],
+        "counter": k.astype(np.int32), "sine_wave": np.sin(k / 20), "ramp": k % 40 / 40,
+        "square_wave": np.where(k % 20 < 10, 1.0, -1.0),
+        "noise": np.random.default_rng(0).normal(size=n)}       # does not compress
+
+
+def test_a_long_append_is_written_block_after_block_in_order(tmp_path):
+    """append_columns compresses its blocks in the writer's threads: the file still holds
+    them in the order given."""
+    with speeddata.store.open(tmp_path, block_bytes=4096) as store:
+        ch = store.create_channel("example", EXAMPLE_AVSC)
+        got = ch.append_columns(*example_columns(300_000))
+        assert got.records == 300_000
+        ch.flush()
+        segments = ch.segments()
+        counters = []
+        for seg in segments:
+            with open(seg, "rb") as f:
+                counters += [r["counter"] for r in fastavro.reader(f)]
+        assert counters == list(range(300_000))
+
+
+def test_full_disk_during_a_long_append_keeps_what_went_before(small_disk):
+    with speeddata.store.open(small_disk, block_bytes=4096) as store:
+        ch = store.create_channel("example", EXAMPLE_AVSC)
+        with pytest.raises(StoreError, match="disk full"):
+            ch.append_columns(*example_columns(400_000))      # about 16 MB of records
+        cols = ch.read()
+        assert len(cols) > 1000 and cols.counter.tolist() == list(range(len(cols)))
+        st = ch.stats()
+        assert st.dropped_records > 0 and st.records - st.dropped_records == len(cols)
+    n = 0
+    for seg in ch.segments():
+        with open(seg, "rb") as f:
+            n += len(list(fastavro.reader(f)))
+    assert n == len(cols)
+
+
 def test_read_only_filesystem_reads_and_refuses_writes_clearly(small_disk):
     import subprocess
     with speeddata.store.open(small_disk / "data") as store:

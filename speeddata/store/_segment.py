@@ -39,6 +39,12 @@ def idx_path_of(path: str) -> str:
 SUMMARY_BATCH = 64     # summary rows written together
 
 
+def compressor(level: int) -> zstandard.ZstdCompressor:
+    """How blocks are compressed. The frame checksum makes a damaged block fail to
+    decompress instead of reading wrong."""
+    return zstandard.ZstdCompressor(level=level, write_checksum=True)
+
+
 class SegmentWriter:
     """Appends blocks to a new segment file and an entry per block to its index.
 
@@ -46,13 +52,11 @@ class SegmentWriter:
     segment holds; a crash between the two leaves a short index that repair rebuilds.
     """
 
-    def __init__(self, path: str, schema_json: str, *, level: int = 3, fsync: bool = False):
+    def __init__(self, path: str, schema_json: str, *, fsync: bool = False):
         self.path = path
         self.idx_path = idx_path_of(path)
         self.sync = os.urandom(F.SYNC_SIZE)
         self.fsync = fsync
-        # the frame checksum makes damaged blocks fail to decompress instead of reading wrong
-        self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=True)
         head = F.header(schema_json, self.sync)
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
@@ -70,11 +74,12 @@ class SegmentWriter:
         self._write(self.fd, head, 0)
         self.size = len(head)
 
-    def write(self, body: bytes, info: Mapping[str, Any], summary: bytes | None = None) -> int:
-        """Compress and append one block, its index entry and (when given) its summary row
-        (bytes of `_overview.summary_dtype`; its offset is set here); return the bytes it
-        took on disk."""
-        data = F.block(info["count"], self._zstd.compress(body), self.sync)
+    def write(self, payload: bytes, info: Mapping[str, Any], summary: bytes | None = None
+              ) -> int:
+        """Append one block (its records compressed by `compressor`), its index entry and
+        (when given) its summary row (bytes of `_overview.summary_dtype`; its offset is set
+        here); return the bytes it took on disk."""
+        data = F.block(info["count"], payload, self.sync)
         self._write(self.fd, data, self.size)
         if self.fsync:
             os.fsync(self.fd)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +18,7 @@ from ..codec import Plan
 from ..errors import StoreError
 from ..stats import ChannelStats
 from ._lock import take_lock
-from ._segment import SegmentWriter, parse_stem, segment_stem, store_error
+from ._segment import SegmentWriter, compressor, parse_stem, segment_stem, store_error
 
 if TYPE_CHECKING:
     from .._block import BlockInfo
@@ -25,6 +28,9 @@ log = logging.getLogger("speeddata.store")
 HEAD_FILE = "HEAD"
 MIN_SEGMENT_BYTES = 4096
 RETENTION_EVERY = 10.0     # s between retention passes of a writing library user
+PIPELINE_BYTES = 1 << 20   # records an append hands to a compressing thread at a time
+PIPELINE_THREADS = 2
+_LOCAL = threading.local()
 
 
 @dataclass
@@ -50,6 +56,11 @@ class Writer:
         schema = channel.schema
         self.builder = BlockBuilder(Plan(schema, wire=True), stamp=schema.stamped)
         self.schema_json = schema.to_json()
+        # blocks held to be compressed together, and those compressing (see flush)
+        self._batch: list[tuple[bytes, BlockInfo]] = []
+        self._batch_bytes = 0
+        self._compressing: deque[tuple[Future[list[bytes]], list[BlockInfo]]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
         self.configure()
         self.segment: SegmentWriter | None = None
         stems = sorted(n[:-5] for n in os.listdir(channel.path) if n.endswith(".avro"))
@@ -75,8 +86,10 @@ class Writer:
             self.block_bytes = max(1024, min(self.block_bytes, self.segment_bytes // 4))
         self.flush_interval = float(ch.option("flush_interval"))
         self.segment_span = int(ch.option("segment_span"))
-        self.level = int(ch.option("compression_level"))
         self.fsync = bool(ch.option("fsync"))
+        self.drain()                   # what is compressing keeps the level it began with
+        self.level = int(ch.option("compression_level"))
+        self._zstd = compressor(self.level)
 
     def add(self, datagrams: Iterable[bytes | memoryview], recv_ns: int) -> Appended:
         b = self.builder
@@ -88,32 +101,85 @@ class Writer:
             while True:  # a long list fills several blocks
                 got, i = b.add_datagrams(datagrams, recv_ns, i, self.block_bytes)
                 added += got
-                self.maybe_flush()
+                self.maybe_flush(pipelined=True)
                 if i >= len(datagrams):
                     break
+            self.drain()
         rejected = {k: v - before_rej.get(k, 0) for k, v in b.rejects.items()
                     if v != before_rej.get(k, 0)}
         return Appended(added, b.datagrams - before_dg + sum(rejected.values()), rejected)
 
-    def maybe_flush(self) -> None:
+    def maybe_flush(self, *, pipelined: bool = False) -> None:
         """Flush when the open block is full or its oldest record is flush_interval old."""
         b = self.builder
         if b.nbytes >= self.block_bytes:
-            self.flush()
+            self.flush(pipelined=pipelined)
         elif b.pending and b.age >= self.flush_interval:
             self.flush()               # a slow channel: its summaries go out as they come
             self.write_summaries()
 
-    def flush(self) -> None:
+    def flush(self, *, pipelined: bool = False) -> None:
+        """Compress and write the open block, and the blocks still being compressed.
+
+        ``pipelined`` (an append that fills block after block): blocks are compressed a
+        megabyte at a time in the writer's threads while the caller validates the next
+        ones (zstandard and the block stage let go of the GIL), so an append uses more
+        than one core. Blocks are written in order all the same, and `drain` writes the
+        last before the append returns."""
         taken = self.builder.take()
-        if taken is None:
-            return
-        body, info = taken
+        if taken is not None:
+            self._batch.append(taken)
+            self._batch_bytes += len(taken[0])
+            if pipelined:
+                if self._batch_bytes >= PIPELINE_BYTES:
+                    self._hand_off()
+                while len(self._compressing) > PIPELINE_THREADS:
+                    self._write_next()
+                return
+        self.drain()
+
+    def drain(self) -> None:
+        """Write the blocks handed off or held for compression, in order."""
+        while self._compressing:
+            self._write_next()
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._write_all([self._zstd.compress(body) for body, _ in batch],
+                            [info for _, info in batch])
+
+    def _hand_off(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PIPELINE_THREADS,
+                                            thread_name_prefix="speeddata-zstd")
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._compressing.append((
+            self._pool.submit(_compress, [body for body, _ in batch], self.level),
+            [info for _, info in batch]))
+
+    def _write_next(self) -> None:
+        future, infos = self._compressing.popleft()
+        self._write_all(future.result(), infos)
+
+    def _write_all(self, payloads: list[bytes], infos: list[BlockInfo]) -> None:
+        for k, (payload, info) in enumerate(zip(payloads, infos)):
+            try:
+                self._write(payload, info)
+            except StoreError:
+                # as a failed block is, the blocks queued behind it are dropped (counted)
+                self.dropped_records += sum(i["count"] for i in infos[k + 1:])
+                self.dropped_records += sum(i["count"] for _, queued in self._compressing
+                                            for i in queued)
+                self.dropped_records += sum(i["count"] for _, i in self._batch)
+                self._compressing.clear()
+                self._batch, self._batch_bytes = [], 0
+                raise
+
+    def _write(self, payload: bytes, info: BlockInfo) -> None:
         try:
             if self.segment is None or self._should_roll(info):
                 self._roll(info)
             assert self.segment is not None
-            self.bytes_written += self.segment.write(body, info, info["summary"])
+            self.bytes_written += self.segment.write(payload, info, info["summary"])
             self.blocks_written += 1
             self.last_time = max(self.last_time, info["tmax"])
             self.error = ""
@@ -144,7 +210,7 @@ class Writer:
         self.last_name_time = max(info["rmin"], self.last_name_time)
         stem = segment_stem(self.last_name_time, self.seq)
         self.segment = SegmentWriter(os.path.join(self.channel.path, stem + ".avro"),
-                                     self.schema_json, level=self.level, fsync=self.fsync)
+                                     self.schema_json, fsync=self.fsync)
         head = os.path.join(self.channel.path, HEAD_FILE)
         try:
             with open(head + ".tmp", "w") as f:
@@ -173,6 +239,17 @@ class Writer:
         try:
             self.flush()
         finally:
+            if self._pool is not None:
+                self._pool.shutdown()
             if self.segment is not None:
                 self.segment.close()
             os.close(self.lock_fd)
+
+
+def _compress(bodies: list[bytes], level: int) -> list[bytes]:
+    """Blocks compressed in a pipeline thread (with a compressor of its own: they are not
+    thread-safe)."""
+    cache = _LOCAL.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = compressor(level)
+    return [cache[level].compress(b) for b in bodies]
