@@ -5,12 +5,14 @@ import os
 import fastavro
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import speeddata
 from speeddata import DecodeError
 from speeddata.codec import Plan, decode
+from speeddata.errors import StoreWarning
 from speeddata.send import example_columns
 from speeddata.store import _format as F
 
@@ -248,6 +250,61 @@ def test_overview_merges_runs_of_blocks_and_falls_back_where_summaries_are_missi
         ov = store["o"].overview(lo, hi, buckets=3)
         assert ov.decoded_blocks > blocks // 3
         _assert_overview_matches(ov, full, lo, hi, 3)
+
+
+def test_an_overview_skips_a_damaged_block_it_decodes_and_names_it(tmp_path):
+    """Every block straddles a bucket edge here, so all 250k records are decoded (in
+    parallel runs, each folding its own statistics): the damaged block is left out with a
+    warning, and the rest equals numpy on what a read returns."""
+    n = 250_000
+    rng = np.random.default_rng(3)
+    with speeddata.store.open(tmp_path, block_bytes=1024) as store:
+        ch = store.create_channel("o", OV_SCHEMA)
+        ch.append_columns(T0 + np.arange(n) * 1_000_000, {
+            "a": rng.normal(size=n), "b": np.ones(n, np.float32),
+            "c": rng.integers(-9, 9, n).astype(np.int32), "s": ["x"] * n})
+        ch.flush()
+        view = ch.views()[0]
+        rot, junk = view.index[len(view.index) // 3], view.index[2 * len(view.index) // 3]
+        sync = view.head()[1]
+    with open(view.path, "r+b") as f:
+        f.seek(int(rot["offset"]) + int(rot["length"]) // 2)     # fails to decompress
+        f.write(b"\xff" * 16)
+        f.seek(int(junk["offset"]))                                # decompresses, not records
+        count, payload, _ = F.parse_block(f.read(int(junk["length"])), 0, sync)
+        for size in range(len(payload) - 64, len(payload)):     # a frame of the same length
+            frame = zstandard.ZstdCompressor(write_checksum=True).compress(rng.bytes(size))
+            if len(frame) == len(payload):
+                break
+        assert len(frame) == len(payload)
+        f.seek(int(junk["offset"]) + int(junk["length"]) - F.SYNC_SIZE - len(payload))
+        f.write(frame)
+    lo, hi, buckets = T0, T0 + n * 1_000_000, n // 20
+    named = "|".join(f"skipping corrupt block at byte {int(e['offset'])}" for e in (rot, junk))
+    with speeddata.store.open(tmp_path, readonly=True) as store:
+        ch = store["o"]
+        with pytest.warns(StoreWarning, match=named) as read_warnings:
+            full = ch.read()
+        with pytest.warns(StoreWarning, match=named) as overview_warnings:
+            ov = ch.overview(lo, hi, buckets=buckets)
+    for caught in (read_warnings, overview_warnings):
+        assert len([w for w in caught if "skipping corrupt block" in str(w.message)]) == 2
+    assert len(full) == n - int(rot["count"]) - int(junk["count"])
+    assert ov.decoded_blocks >= sum(len(v.index) for v in store["o"].views()) - 1
+    edges = np.array([lo + (hi - lo) * k // buckets for k in range(buckets + 1)])
+    b = np.searchsorted(edges, full.time, "right") - 1
+    counts = np.bincount(b, minlength=buckets)
+    assert ov.count.tolist() == counts.tolist()
+    has = counts > 0
+    starts = np.flatnonzero(np.diff(np.r_[-1, b]))          # read back in time order
+    ends = np.r_[starts[1:], len(b)]
+    for name in ("a", "c"):
+        x = full[name].astype(float)
+        got = ov[name]
+        np.testing.assert_array_equal(got.min[has], np.minimum.reduceat(x, starts))
+        np.testing.assert_array_equal(got.max[has], np.maximum.reduceat(x, starts))
+        np.testing.assert_array_equal(got.first[has], x[starts])
+        np.testing.assert_array_equal(got.last[has], x[ends - 1])
 
 
 def test_summary_rows_held_back_by_the_writer_do_not_spoil_runs_of_blocks(tmp_path):

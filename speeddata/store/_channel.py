@@ -276,15 +276,12 @@ class Channel:
             summarised += got.blocks
             if len(got.straddling):
                 straddling.append((seg, got.straddling))
-        # merged record by record below, in any order: records outside [lo, hi) are left out
-        cols = self._decode(straddling, lo, last, names, trim=False)
-        O.count_records(counts, cols.time, edges)
-        stats = {}
+        # merged record by record, in any order: records outside [lo, hi) are left out
+        counted, stats = self._fold(straddling, names, edges)
+        counts += counted
         for name in names:
-            stats[name] = O.Stats(buckets)
             for rows, at, bucket in parts:
                 stats[name].add_rows(rows, column[name], bucket, at)
-            O.add_records(stats[name], cols, name, edges)
         return O.finish(self.name, edges, counts, stats,
                         sum(len(b) for _, b in straddling), summarised)
 
@@ -436,59 +433,62 @@ class Channel:
         time_col, columns, masks = allocate(self.schema, total, signals)
         tasks, lost = _tasks(selected)
 
-        def run(part: list[_Task]) -> list[str | None]:
-            """Decompress a run of blocks about a megabyte at a time, and parse each
-            megabyte in one call of the codec while it is still in cache (a batch of 64
-            large blocks, parsed from memory, read 25% slower); a damaged block costs its
-            own records only."""
-            problems: list[str | None] = [None] * len(part)
-            bodies: list[bytes] = []
-            at: list[int] = []
-            held = 0
+        def into_columns(_run: int, bodies: list[bytes], batch: list[_Task]) -> list:
+            return self._plan.decode_blocks(bodies, [t.records for t in batch],
+                                            [t.row for t in batch], time_col, columns, masks)
 
-            def parse() -> None:
-                decoded = self._plan.decode_blocks(bodies, [part[i].records for i in at],
-                                                   [part[i].row for i in at], time_col,
-                                                   columns, masks)
-                for i, failed in zip(at, decoded):
-                    if failed is not None:
-                        problems[i] = _skipping(part[i], failed)
-                bodies.clear()
-                at.clear()
-
-            for i, t in enumerate(part):
-                try:
-                    if t.offset + t.length > len(t.mem):
-                        raise FormatError(f"the file ends at byte {len(t.mem)}")
-                    _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
-                                                  t.head[1])
-                    bodies.append(_decompressor(t.head[0])(payload))
-                    at.append(i)
-                    held += len(bodies[-1])
-                except (FormatError, zstandard.ZstdError, ValueError) as err:
-                    problems[i] = _skipping(t, err)
-                if held >= _BATCH_BYTES:
-                    parse()
-                    held = 0
-            if bodies:
-                parse()
-            return problems
-
-        # Blocks decode independently, and both zstandard and the codec's parse run without
-        # the GIL, so large reads spread over the cores: a few runs of blocks, each a
-        # thread's, not a hand-off between threads per block (which costs more than a small
-        # block's decode).
-        if total >= _PARALLEL_RECORDS and len(tasks) > 1:
-            problems = [p for part in _pool().map(run, _split(tasks, 4 * _WORKERS))
-                        for p in part]
-        else:
-            problems = run(tasks)
-        for task, problem in zip(tasks, problems):
+        parallel = total >= _PARALLEL_RECORDS
+        for task, problem in zip(tasks, _parse_runs(_runs_of(tasks), into_columns, parallel)):
             if problem:
                 warnings.warn(problem, StoreWarning, stacklevel=3)
                 lost.append((task.row, task.records))
         cols = finish(self.schema, time_col, columns, masks, self.name)
         return _trim(cols, selected if trim else [], lost, lo, last)
+
+    def _fold(self, selected, names: list[str], edges: np.ndarray
+              ) -> tuple[np.ndarray, dict[str, O.Stats]]:
+        """Records per bucket of ``edges``, and each named signal's statistics, of the
+        selected blocks: decoded a megabyte at a time into small columns and folded in at
+        once by the thread that decoded them (each run of blocks its own statistics, merged
+        at the end), so no column of all their records is ever made. Damaged blocks are
+        skipped with a warning naming them."""
+        buckets = len(edges) - 1
+        tasks, _ = _tasks(selected)
+        parts = _runs_of(tasks)
+        counts = [np.zeros(buckets, np.int64) for _ in parts]
+        stats = [{name: O.Stats(buckets) for name in names} for _ in parts]
+
+        def fold(k: int, bodies: list[bytes], batch: list[_Task]) -> list:
+            n = sum(t.records for t in batch)
+            time_col, columns, masks = allocate(self.schema, n, names)
+            rows = np.cumsum([0] + [t.records for t in batch])
+            failed = self._plan.decode_blocks(bodies, [t.records for t in batch],
+                                              rows[:-1], time_col, columns, masks)
+            cols = finish(self.schema, time_col, columns, masks, self.name)
+            if any(f is not None for f in failed):      # a damaged block's rows are not data
+                keep = np.ones(n, bool)
+                for i, f in enumerate(failed):
+                    if f is not None:
+                        keep[rows[i]:rows[i + 1]] = False
+                cols = cols.take(keep)
+            O.count_records(counts[k], cols.time, edges)
+            for name in names:
+                O.add_records(stats[k][name], cols, name, edges)
+            return failed
+
+        parallel = sum(t.records for t in tasks) >= _PARALLEL_RECORDS
+        for problem in _parse_runs(parts, fold, parallel):
+            if problem:
+                warnings.warn(problem, StoreWarning, stacklevel=3)
+        merged = {name: O.Stats(buckets) for name in names}
+        every = np.arange(buckets, dtype=np.int64)
+        rows_of = np.zeros(buckets, O.summary_dtype(self.schema))
+        column = {s.name: k for k, s in enumerate(O.numeric_signals(self.schema))}
+        for part_stats in stats:
+            for name, st in part_stats.items():
+                O.put(rows_of, column[name], st)
+                merged[name].add_rows(rows_of, column[name], every)
+        return sum(counts, np.zeros(buckets, np.int64)), merged
 
     # ---- what it holds -------------------------------------------------------------------
 
@@ -735,6 +735,61 @@ def _summarised(seg: SegmentView, lo: int, last: int, edges: np.ndarray,
 
 def _skipping(t: _Task, err: Exception) -> str:
     return f"{t.path}: skipping corrupt block at byte {t.offset} ({t.records} records): {err}"
+
+
+def _parse_runs(parts: list[list[_Task]], parse, parallel: bool) -> list[str | None]:
+    """Decompress each run of blocks about a megabyte at a time and hand each megabyte to
+    ``parse(number of its run, bodies, their tasks)`` while it is still in cache (64 large
+    blocks parsed from memory read 25% slower). ``parse`` returns, per body, None or the
+    error that kept it from being parsed. Returns, per task in order, None or the warning
+    that names it: a damaged block costs its own records only.
+
+    Blocks decode independently, and both zstandard and the codec's parse run without the
+    GIL, so a large read spreads over the cores (``parallel``): a few runs of blocks, each
+    a thread's, not a hand-off between threads per block (which costs more than a small
+    block's decode)."""
+
+    def run(k: int, part: list[_Task]) -> list[str | None]:
+        problems: list[str | None] = [None] * len(part)
+        bodies: list[bytes] = []
+        at: list[int] = []
+        held = 0
+
+        def flush() -> None:
+            failed = parse(k, bodies, [part[i] for i in at])
+            for i, error in zip(at, failed):
+                if error is not None:
+                    problems[i] = _skipping(part[i], error)
+            bodies.clear()
+            at.clear()
+
+        for i, t in enumerate(part):
+            try:
+                if t.offset + t.length > len(t.mem):
+                    raise FormatError(f"the file ends at byte {len(t.mem)}")
+                _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
+                                              t.head[1])
+                bodies.append(_decompressor(t.head[0])(payload))
+                at.append(i)
+                held += len(bodies[-1])
+            except (FormatError, zstandard.ZstdError, ValueError) as err:
+                problems[i] = _skipping(t, err)
+            if held >= _BATCH_BYTES:
+                flush()
+                held = 0
+        if bodies:
+            flush()
+        return problems
+
+    if parallel and len(parts) > 1:
+        return [p for problems in _pool().map(run, range(len(parts)), parts)
+                for p in problems]
+    return [p for k, part in enumerate(parts) for p in run(k, part)]
+
+
+def _runs_of(tasks: list[_Task]) -> list[list[_Task]]:
+    """The runs of blocks a read hands to its threads (a few per thread, for balance)."""
+    return _split(tasks, 4 * _WORKERS) if len(tasks) > 1 else [tasks]
 
 
 def _split(tasks: list[_Task], parts: int) -> list[list[_Task]]:
