@@ -454,7 +454,8 @@ class Channel:
         skipped with a warning naming them."""
         buckets = len(edges) - 1
         tasks, _ = _tasks(selected)
-        parts = _runs_of(tasks)
+        parallel = sum(t.records for t in tasks) >= _PARALLEL_RECORDS
+        parts = _runs_of(tasks) if parallel else [tasks]
         counts = [np.zeros(buckets, np.int64) for _ in parts]
         stats = [{name: O.Stats(buckets) for name in names} for _ in parts]
 
@@ -476,10 +477,11 @@ class Channel:
                 O.add_records(stats[k][name], cols, name, edges)
             return failed
 
-        parallel = sum(t.records for t in tasks) >= _PARALLEL_RECORDS
         for problem in _parse_runs(parts, fold, parallel):
             if problem:
                 warnings.warn(problem, StoreWarning, stacklevel=3)
+        if len(parts) == 1:
+            return counts[0], stats[0]
         merged = {name: O.Stats(buckets) for name in names}
         every = np.arange(buckets, dtype=np.int64)
         rows_of = np.zeros(buckets, O.summary_dtype(self.schema))
