@@ -438,7 +438,8 @@ class Channel:
                                             [t.row for t in batch], time_col, columns, masks)
 
         parallel = total >= _PARALLEL_RECORDS
-        for task, problem in zip(tasks, _parse_runs(_runs_of(tasks), into_columns, parallel)):
+        for task, problem in zip(tasks, _parse_runs(_runs_of(tasks, parallel), into_columns,
+                                                    parallel)):
             if problem:
                 warnings.warn(problem, StoreWarning, stacklevel=3)
                 lost.append((task.row, task.records))
@@ -455,7 +456,7 @@ class Channel:
         buckets = len(edges) - 1
         tasks, _ = _tasks(selected)
         parallel = sum(t.records for t in tasks) >= _PARALLEL_RECORDS
-        parts = _runs_of(tasks) if parallel else [tasks]
+        parts = _runs_of(tasks, parallel)
         counts = [np.zeros(buckets, np.int64) for _ in parts]
         stats = [{name: O.Stats(buckets) for name in names} for _ in parts]
 
@@ -789,9 +790,10 @@ def _parse_runs(parts: list[list[_Task]], parse, parallel: bool) -> list[str | N
     return [p for k, part in enumerate(parts) for p in run(k, part)]
 
 
-def _runs_of(tasks: list[_Task]) -> list[list[_Task]]:
-    """The runs of blocks a read hands to its threads (a few per thread, for balance)."""
-    return _split(tasks, 4 * _WORKERS) if len(tasks) > 1 else [tasks]
+def _runs_of(tasks: list[_Task], parallel: bool) -> list[list[_Task]]:
+    """The runs of blocks a read hands to its threads (a few per thread, for balance), or
+    one run (a small read: each run costs a call of the codec)."""
+    return _split(tasks, 4 * _WORKERS) if parallel and len(tasks) > 1 else [tasks]
 
 
 def _split(tasks: list[_Task], parts: int) -> list[list[_Task]]:
