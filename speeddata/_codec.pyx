@@ -5,9 +5,11 @@ One parse routine serves validation (no outputs) and decoding (columns given): t
 hot path and the store's reader run the same bounds-checked code, which never reads past
 the buffer and reports why and where a datagram is bad.
 """
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.string cimport memcmp, memcpy, memset
@@ -525,7 +527,10 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     cdef char* out
     cdef int64_t v
     cdef bint null, seen
-    cdef int64_t[::1] tv = np.ascontiguousarray(time, dtype=np.int64)
+    # in the unit's ticks, floored, as one vectorised division (numpy divides by a constant
+    # without the CPU's slow divide instruction)
+    cdef int64_t[::1] tv = np.floor_divide(np.ascontiguousarray(time, dtype=np.int64),
+                                           plan.time_scale)
     masks = masks or [None] * plan.ncols
     if len(columns) != plan.ncols or len(masks) != plan.ncols:
         raise ValueError(f"{len(columns)} columns and {len(masks)} masks for a plan of "
@@ -537,7 +542,7 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
     cdef int64_t[::1] ev = ends
     cdef char** data = <char**>PyMem_Malloc(max(1, plan.ncols) * sizeof(char*))
     cdef uint8_t** nulls = <uint8_t**>PyMem_Malloc(max(1, plan.ncols) * sizeof(uint8_t*))
-    out = NULL
+    cdef PyObject* raw
     try:
         if data == NULL or nulls == NULL:
             raise MemoryError()
@@ -563,11 +568,11 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                     raise ValueError(f"mask {c} has {len(m)} values for {n} records")
                 keep.append(m)
                 nulls[c] = <uint8_t*><uintptr_t>m.__array_interface__["data"][0]
-        # not zeroed, grown rarely (the guess is close), copied once at the end
+        # written straight into the bytes object returned (grown rarely: the guess is
+        # close), cut to size in place at the end: no copy of the records
         cap = max(64, n * _record_guess(plan, objects))
-        out = <char*>PyMem_Malloc(cap)
-        if out == NULL:
-            raise MemoryError()
+        result = PyBytes_FromStringAndSize(NULL, cap)
+        out = PyBytes_AS_STRING(result)
         for row in range(n):
             i = 0
             while i < plan.nops:
@@ -575,11 +580,12 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                 kind = op.kind
                 c = op.col
                 if cap - pos < 32:
-                    out = _grow(out, &cap, cap)
+                    result = _grown(result, pos, &cap, cap)
+                    out = PyBytes_AS_STRING(result)
                 if i == plan.time_op or kind == K_LONG or kind == K_INT or kind == K_ENUM \
                         or kind == K_UNION:
                     if i == plan.time_op:
-                        v = tv[row] // plan.time_scale   # floor: the unit's tick it falls in
+                        v = tv[row]
                     elif kind == K_UNION:
                         # null when every signal under it is null: a record with one null
                         # field among others is itself present
@@ -624,24 +630,34 @@ def encode_columns(Plan plan, time, list columns, list masks=None):
                             raise ValueError(f"fixed value of {length} bytes where the "
                                              f"schema says {op.arg}")
                     if cap - pos < length + 10:
-                        out = _grow(out, &cap, length + cap)
+                        result = _grown(result, pos, &cap, length + cap)
+                        out = PyBytes_AS_STRING(result)
                     if kind != K_FIXED:
                         pos += put_varint(<uint8_t*>out + pos, length)
                     memcpy(out + pos, s, length)
                     pos += length
                 i += 1
             ev[row] = pos
-        return PyBytes_FromStringAndSize(out, pos), ends
+        raw = <PyObject*>result
+        Py_INCREF(result)
+        result = None                  # raw holds the only reference, as a resize needs
+        _PyBytes_Resize(&raw, pos)     # on failure it frees the object and raises
+        result = <object>raw
+        Py_DECREF(result)
+        return result, ends
     finally:
         PyMem_Free(data)
         PyMem_Free(nulls)
-        PyMem_Free(out)
 
 
-cdef char* _grow(char* out, Py_ssize_t* cap, Py_ssize_t more) except NULL:
-    cdef char* bigger = <char*>PyMem_Realloc(out, cap[0] + more)
-    if bigger == NULL:
-        raise MemoryError()
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** string, Py_ssize_t size) except -1
+
+
+cdef bytes _grown(bytes result, Py_ssize_t used, Py_ssize_t* cap, Py_ssize_t more):
+    """A bigger bytes object holding the first ``used`` bytes of ``result``."""
+    bigger = PyBytes_FromStringAndSize(NULL, cap[0] + more)
+    memcpy(PyBytes_AS_STRING(bigger), PyBytes_AS_STRING(result), used)
     cap[0] += more
     return bigger
 
