@@ -1,6 +1,8 @@
-"""Codec speed: decode-to-columns and validate against fastavro on the example schema.
+"""Codec speed: decode-to-columns, validate and encode against fastavro on the example schema.
 
 Targets (issue 2): decode >= 20x fastavro.schemaless_reader + numpy; validate >= 10 M records/s.
+Encoding columns (what append_columns and the senders do) is set against
+fastavro.schemaless_writer on the same records.
 Run: make bench  (or .venv/bin/pytest benchmarks/test_codec_bench.py --benchmark-enable)
 """
 
@@ -10,9 +12,9 @@ import fastavro
 import numpy as np
 import pytest
 
-from speeddata.codec import Plan, decode
+from speeddata.codec import Plan, decode, encode_columns
 
-from benchdata import example_datagrams
+from benchdata import example_columns, example_datagrams
 
 
 @pytest.fixture(scope="module")
@@ -56,4 +58,33 @@ def test_fastavro_baseline(benchmark, example_schema, block):
 
     time, cols = benchmark.pedantic(baseline, rounds=3, iterations=1)
     assert len(time) == n
+    _rate(benchmark, n)
+
+
+def test_encode_columns(benchmark, example_schema, block):
+    n, data = block
+    t, cols = example_columns(n)
+    plan = Plan(example_schema, wire=True)
+    body, ends = benchmark(encode_columns, plan, t, cols)
+    assert len(ends) == n and decode(plan, body, n).counter[-1] == cols["counter"][-1]
+    _rate(benchmark, n)
+
+
+def test_fastavro_encode_baseline(benchmark, example_schema, full_size):
+    """fastavro.schemaless_writer over dicts, a tenth of the records (it is slow)."""
+    n = 100_000 if full_size else 2_000
+    t, cols = example_columns(n)
+    names = list(cols)
+    rows = [dict(zip(names, values), time=int(ts))
+            for ts, *values in zip(t, *(cols[k].tolist() for k in names))]
+    parsed = fastavro.parse_schema(example_schema.avro)
+
+    def baseline():
+        stream = io.BytesIO()
+        write = fastavro.schemaless_writer
+        for r in rows:
+            write(stream, parsed, r)
+        return stream.getvalue()
+
+    assert len(benchmark.pedantic(baseline, rounds=3, iterations=1)) > n
     _rate(benchmark, n)
