@@ -449,7 +449,7 @@ class Channel:
     def _fold(self, selected, names: list[str], edges: np.ndarray
               ) -> tuple[np.ndarray, dict[str, O.Stats]]:
         """Records per bucket of ``edges``, and each named signal's statistics, of the
-        selected blocks: decoded a megabyte at a time into small columns and folded in at
+        selected blocks: decoded two megabytes at a time into small columns and folded in at
         once by the thread that decoded them (each run of blocks its own statistics, merged
         at the end), so no column of all their records is ever made. Damaged blocks are
         skipped with a warning naming them."""
@@ -675,7 +675,7 @@ def _read_head(path: str) -> str | None:
 
 
 _PARALLEL_RECORDS = 200_000
-_BATCH_BYTES = 1 << 21       # decompressed bytes parsed in one call (they stay in cache)
+_BATCH_BYTES = 1 << 21       # decompressed bytes parsed in one call (still in cache)
 _WORKERS = min(4, os.cpu_count() or 1)
 _POOL: ThreadPoolExecutor | None = None
 _LOCAL = threading.local()
@@ -741,7 +741,7 @@ def _skipping(t: _Task, err: Exception) -> str:
 
 
 def _parse_runs(parts: list[list[_Task]], parse, parallel: bool) -> list[str | None]:
-    """Decompress each run of blocks about a megabyte at a time and hand each megabyte to
+    """Decompress each run of blocks about two megabytes at a time and hand each batch to
     ``parse(number of its run, bodies, their tasks)`` while it is still in cache (64 large
     blocks parsed from memory read 25% slower). ``parse`` returns, per body, None or the
     error that kept it from being parsed. Returns, per task in order, None or the warning
