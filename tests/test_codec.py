@@ -5,12 +5,12 @@ from pathlib import Path
 import fastavro
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from speeddata import DecodeError
 from speeddata import schema as S
-from speeddata._codec import write_varint
+from speeddata._codec import read_varint, write_varint
 from speeddata.codec import REASONS, Plan, decode, encode, encode_columns, encoder
 
 from avro_strategies import channel_schema, flatten, records_for, same
@@ -175,6 +175,46 @@ def test_reject_reasons_and_offsets(data, reason, offset):
         plan.check(data)
     assert err.value.reason == reason and err.value.offset == offset
     assert f"at byte {offset}" in str(err.value)
+
+
+def _varint_by_the_spec(data: bytes, pos: int):
+    """(value, end) of the zigzag varint at pos, a byte at a time; None where the strict
+    reader must refuse it (truncated, overlong, past 64 bits)."""
+    acc = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            return None
+        b = data[pos]
+        pos += 1
+        acc |= (b & 0x7F) << shift
+        if not b & 0x80:
+            if (b == 0 and shift) or acc >= 1 << 64:
+                return None
+            return (acc >> 1) ^ -(acc & 1), pos
+        shift += 7
+
+
+@SETTINGS
+@given(st.one_of(st.integers(-2**63, 2**63 - 1).map(write_varint),
+                 st.builds(lambda more, last: bytes(more) + bytes([last]),   # varint-shaped
+                           st.lists(st.integers(0x80, 0xFF), max_size=11),
+                           st.integers(0, 0x7F)),
+                 st.binary(max_size=12)),
+       st.integers(0, 12), st.integers(0, 12))
+@example(b"\x80" * 9 + b"\x00", 0, 0)      # ten bytes, overlong
+@example(b"\x80" * 9 + b"\x02", 0, 3)      # ten bytes, past 64 bits
+@example(b"\xff" * 8 + b"\x00", 0, 3)      # nine bytes, overlong
+@example(b"\xff\x00", 0, 9)                 # two bytes, overlong
+def test_varints_read_as_the_spec_reads_them(body, before, after):
+    """The reader takes eight bytes at once where the buffer allows and one at a time near
+    its end: both ways agree with the spec on any bytes, valid or not."""
+    data = bytes(range(1, before + 1)) + body + b"\x81" * after
+    want = _varint_by_the_spec(data, before)
+    if want is None:
+        with pytest.raises(DecodeError):
+            read_varint(data, before)
+    else:
+        assert read_varint(data, before) == want
 
 
 def test_union_enum_boolean_and_int_range_rejects():
