@@ -1,7 +1,7 @@
 # Statistics merging, shared with the block stage (_block.pyx), which summarises each
 # block as it fills.
 from libc.math cimport INFINITY, isnan
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 
 cdef enum:
@@ -69,8 +69,8 @@ cdef inline void summarise_values(const char* data, int kind, const uint8_t* nul
     bytes) for n values of a column (``null[i]`` 1 where value i is null; NULL: none is).
     NaN is left out, as nulls are. ``in_order``: times never decrease, so the first of
     equal values is the earliest and plain comparisons do what `merge` does."""
-    cdef int64_t cnt = 0, tmn = 0x7fffffffffffffff, tmx = 0x7fffffffffffffff
-    cdef int64_t tf = 0x7fffffffffffffff, tl = -0x7fffffffffffffff - 1
+    cdef int64_t cnt = 0, tmn = INT64_MAX, tmx = INT64_MAX
+    cdef int64_t tf = INT64_MAX, tl = INT64_MIN
     cdef double total = 0, mn = INFINITY, mx = -INFINITY, f = INFINITY, l = -INFINITY, x
     cdef Py_ssize_t i, i0 = 0
     cdef const double* xs = <const double*>data

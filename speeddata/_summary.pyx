@@ -110,30 +110,55 @@ cdef class Stats:
               &self._tmax[b], &self._first[b], &self._tfirst[b], &self._last[b],
               &self._tlast[b], n, total, mn, tmn, mx, tmx, f, tf, l, tl)
 
+    cdef inline void merge_summary(self, Py_ssize_t b, const char* out) noexcept nogil:
+        """Merge a summary as `summarise_values` writes it (80 bytes) into bucket b."""
+        cdef int64_t n, tmn, tmx, tf, tl
+        cdef double total, mn, mx, f, l
+        memcpy(&n, out, 8)
+        if n == 0:
+            return
+        memcpy(&total, out + 8, 8)
+        memcpy(&mn, out + 16, 8)
+        memcpy(&mx, out + 24, 8)
+        memcpy(&f, out + 32, 8)
+        memcpy(&l, out + 40, 8)
+        memcpy(&tmn, out + 48, 8)
+        memcpy(&tmx, out + 56, 8)
+        memcpy(&tf, out + 64, 8)
+        memcpy(&tl, out + 72, 8)
+        self.merge(b, n, total, mn, tmn, mx, tmx, f, tf, l, tl)
+
     def add_records(self, const double[::1] x, const int64_t[::1] t,
                     const uint8_t[::1] null, const int64_t[::1] edges):
         """Merge records into the buckets [edges[i], edges[i+1]); records outside
         [edges[0], edges[-1]), NaN, or with ``null`` 1 are left out (``null`` may be None).
-        Records may come in any order; in time order each bucket is found in O(1)."""
-        cdef Py_ssize_t i, b = 0, nb = edges.shape[0] - 1
+        Records may come in any order: each stretch in time order inside one bucket is
+        summarised in one pass and merged once."""
+        cdef Py_ssize_t i = 0, j, b = 0, nb = edges.shape[0] - 1
         cdef Py_ssize_t n = x.shape[0]
-        cdef int64_t ti
-        cdef double xi
+        cdef int64_t ti, top
+        cdef char out[8 * SUMMARY_FIELDS]
         if t.shape[0] != n or (null is not None and null.shape[0] != n):
             raise ValueError(f"{n} values, {t.shape[0]} times, "
                              f"{n if null is None else null.shape[0]} flags")
         if nb != self.buckets:
             raise ValueError(f"{nb + 1} edges for {self.buckets} buckets")
         with nogil:
-            for i in range(n):
-                xi = x[i]
+            while i < n:
                 ti = t[i]
-                if isnan(xi) or (null is not None and null[i]):
-                    continue
                 if ti < edges[0] or ti >= edges[nb]:
+                    i += 1
                     continue
                 b = find(edges, b, ti)
-                self.merge(b, 1, xi, xi, ti, xi, ti, xi, ti, xi, ti)
+                top = edges[b + 1]
+                j = i + 1
+                while j < n and t[j] >= t[j - 1] and t[j] < top:
+                    j += 1
+                summarise_values(<const char*>&x[i], V_FLOAT64,
+                                 &null[i] if null is not None else NULL, &t[i], j - i, True,
+                                 out)
+                self.merge_summary(b, out)
+                i = j
 
     def add_rows(self, rows, int k, const int64_t[:] bucket, const int64_t[:] at=None):
         """Merge summary rows (signal ``k``'s fields of a summary array) into buckets: row
