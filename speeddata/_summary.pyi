@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,3 +24,5 @@ class Stats:
 def block_stats(x: np.ndarray, t: np.ndarray, null: np.ndarray | None
                 ) -> tuple[int, float, float, float, float, float, int, int, int, int]: ...
 def count_records(counts: np.ndarray, t: np.ndarray, edges: np.ndarray) -> None: ...
+def merge_rows(stats: list[Stats], signals: Sequence[int], rows: np.ndarray,
+               bucket: np.ndarray, at: np.ndarray | None = ...) -> None: ...

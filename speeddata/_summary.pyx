@@ -163,29 +163,94 @@ cdef class Stats:
     def add_rows(self, rows, int k, const int64_t[:] bucket, const int64_t[:] at=None):
         """Merge summary rows (signal ``k``'s fields of a summary array) into buckets: row
         ``at[i]`` (row i when ``at`` is None) into bucket ``bucket[i]``."""
-        cdef const int64_t[:] n = rows[f"n{k}"]
-        cdef const double[:] total = rows[f"sum{k}"]
-        cdef const double[:] mn = rows[f"min{k}"]
-        cdef const double[:] mx = rows[f"max{k}"]
-        cdef const double[:] f = rows[f"first{k}"]
-        cdef const double[:] l = rows[f"last{k}"]
-        cdef const int64_t[:] tmn = rows[f"tmin{k}"]
-        cdef const int64_t[:] tmx = rows[f"tmax{k}"]
-        cdef const int64_t[:] tf = rows[f"tfirst{k}"]
-        cdef const int64_t[:] tl = rows[f"tlast{k}"]
-        cdef Py_ssize_t i, j, m = bucket.shape[0]
-        if at is None and m != n.shape[0]:
-            raise ValueError(f"{n.shape[0]} rows, {m} buckets")
-        if at is not None and at.shape[0] != m:
-            raise ValueError(f"{at.shape[0]} rows chosen, {m} buckets")
+        merge_rows([self], [k], rows, bucket, at)
+
+
+_CHUNK = 64     # rows merged signal by signal while they are in cache
+
+
+def merge_rows(list stats, signals, rows, const int64_t[:] bucket, const int64_t[:] at=None):
+    """Merge summary rows into buckets, for several signals at once: signal
+    ``signals[s]``'s fields of row ``at[i]`` (row i when ``at`` is None) into bucket
+    ``bucket[i]`` of ``stats[s]``. The rows are read in place at their fields' offsets, a
+    few dozen at a time for every signal while they are in cache (an overview merges tens
+    of thousands of rows of a few hundred bytes, picked from many segments)."""
+    cdef Py_ssize_t i, j, c0, c1, s, m = bucket.shape[0], count = len(rows), stride
+    cdef const char* base
+    cdef const char* row
+    cdef const uint8_t[::1] raw
+    cdef Stats st
+    cdef int64_t n, tmn, tmx, tf, tl
+    cdef double total, mn, mx, f, l
+    if len(stats) != len(signals):
+        raise ValueError(f"{len(stats)} statistics for {len(signals)} signals")
+    offsets = [_signal_fields(rows, k) for k in signals]
+    if at is None and m != count:
+        raise ValueError(f"{count} rows, {m} buckets")
+    if at is not None and at.shape[0] != m:
+        raise ValueError(f"{at.shape[0]} rows chosen, {m} buckets")
+    for st in stats:
         for i in range(m):
-            if bucket[i] < 0 or bucket[i] >= self.buckets:
-                raise ValueError(f"row {i}: bucket {bucket[i]} of {self.buckets}")
-            if at is not None and (at[i] < 0 or at[i] >= n.shape[0]):
-                raise ValueError(f"row {at[i]} of {n.shape[0]}")
-        with nogil:
-            for i in range(m):
+            if bucket[i] < 0 or bucket[i] >= st.buckets:
+                raise ValueError(f"row {i}: bucket {bucket[i]} of {st.buckets}")
+    for i in range(m):
+        if at is not None and (at[i] < 0 or at[i] >= count):
+            raise ValueError(f"row {at[i]} of {count}")
+    if m == 0:
+        return
+    if not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows)
+    raw = rows.view(np.uint8)
+    stride = rows.dtype.itemsize
+    for c0 in range(0, m, _CHUNK):
+        c1 = min(m, c0 + _CHUNK)
+        for s in range(len(stats)):
+            st = stats[s]
+            base = <const char*>&raw[0] + <Py_ssize_t>offsets[s]
+            for i in range(c0, c1):
                 j = i if at is None else at[i]
-                if n[j] > 0:
-                    self.merge(bucket[i], n[j], total[j], mn[j], tmn[j], mx[j], tmx[j], f[j],
-                               tf[j], l[j], tl[j])
+                row = base + j * stride
+                memcpy(&n, row, 8)
+                if n > 0:
+                    memcpy(&total, row + 8, 8)
+                    memcpy(&mn, row + 16, 8)
+                    memcpy(&mx, row + 24, 8)
+                    memcpy(&f, row + 32, 8)
+                    memcpy(&l, row + 40, 8)
+                    memcpy(&tmn, row + 48, 8)
+                    memcpy(&tmx, row + 56, 8)
+                    memcpy(&tf, row + 64, 8)
+                    memcpy(&tl, row + 72, 8)
+                    st.merge(bucket[i], n, total, mn, tmn, mx, tmx, f, tf, l, tl)
+
+
+_FIELDS = ("n", "sum", "min", "max", "first", "last", "tmin", "tmax", "tfirst", "tlast")
+_KINDS = "ifffffiiii"
+
+
+_OFFSETS: dict = {}
+
+
+def _signal_fields(rows, int k):
+    """The byte offset of signal k's fields in a summary row, after checking (once per
+    dtype) that they lie as `_overview.summary_dtype` lays them out: ten little-endian
+    8-byte numbers in a row."""
+    if not isinstance(rows, np.ndarray) or rows.ndim != 1 or rows.dtype.fields is None:
+        raise ValueError("summary rows must be a one-dimensional structured array")
+    key = (rows.dtype, k)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = _check_fields(rows.dtype.fields, k)
+    return _OFFSETS[key]
+
+
+def _check_fields(fields, int k):
+    try:
+        first = fields[f"n{k}"][1]
+        for i, (name, kind) in enumerate(zip(_FIELDS, _KINDS)):
+            dt, at = fields[f"{name}{k}"][:2]
+            if at != first + 8 * i or dt.kind != kind or dt.itemsize != 8 or \
+                    dt.byteorder == ">":
+                raise ValueError(f"field {name}{k} is {dt} at byte {at}")
+    except KeyError as e:
+        raise ValueError(f"summary rows have no field {e} for signal {k}") from None
+    return first

@@ -279,9 +279,9 @@ class Channel:
         # merged record by record, in any order: records outside [lo, hi) are left out
         counted, stats = self._fold(straddling, names, edges)
         counts += counted
-        for name in names:
-            for rows, at, bucket in parts:
-                stats[name].add_rows(rows, column[name], bucket, at)
+        for rows, at, bucket in parts:
+            O.merge_rows([stats[n] for n in names], [column[n] for n in names], rows, bucket,
+                         at)
         return O.finish(self.name, edges, counts, stats,
                         sum(len(b) for _, b in straddling), summarised)
 

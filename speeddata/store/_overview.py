@@ -25,6 +25,7 @@ import numpy as np
 
 from .._summary import Stats, block_stats
 from .._summary import count_records as count_records  # for overviews, with Stats
+from .._summary import merge_rows as merge_rows
 from ..columns import Columns
 from ..schema import ChannelSchema, Signal
 
@@ -96,10 +97,10 @@ def group_summaries(parts: np.ndarray, rows: np.ndarray, has: np.ndarray, size: 
     signals = (len(dtype.names or ()) - 1) // len(_STATS)
     info["complete"] = has.reshape(n, size).all(axis=1) if signals else True
     ids = np.repeat(np.arange(n, dtype=np.int64), size)
-    for k in range(signals):
-        stats = Stats(n)
-        stats.add_rows(rows, k, ids)
-        put(merged, k, stats)
+    stats = [Stats(n) for _ in range(signals)]
+    merge_rows(stats, list(range(signals)), rows, ids)
+    for k, st in enumerate(stats):
+        put(merged, k, st)
     return info, merged
 
 
