@@ -62,45 +62,93 @@ cdef inline void _put(char* out, int64_t cnt, double total, double mn, double mx
     memcpy(out + 72, &tl, 8)
 
 
+ctypedef fused number:
+    uint8_t
+    int32_t
+    int64_t
+    float
+    double
+
+
+cdef inline void lane(double x, Py_ssize_t i, double* total, int64_t* cnt, double* mn,
+                      Py_ssize_t* at_mn, double* mx, Py_ssize_t* at_mx) noexcept nogil:
+    """One value into one lane of `summarise_in_order` (NaN counts nowhere and never wins
+    a comparison; the first of equal values stays)."""
+    if x == x:
+        total[0] += x
+        cnt[0] += 1
+    if x < mn[0]:
+        mn[0] = x
+        at_mn[0] = i
+    if x > mx[0]:
+        mx[0] = x
+        at_mx[0] = i
+
+
+cdef inline void summarise_in_order(const number* xs, const int64_t* t, Py_ssize_t n,
+                                    char* out) noexcept nogil:
+    """`summarise_values` for values in time order, none null: one pass over two
+    independent lanes (half the chain of dependent additions), then the first and the last
+    from the ends. The first of equal minima (maxima) is the earliest."""
+    cdef double s0 = 0, s1 = 0, m0 = INFINITY, m1 = INFINITY, M0 = -INFINITY, M1 = -INFINITY
+    cdef int64_t c0 = 0, c1 = 0, cnt, tmn = INT64_MAX, tmx = INT64_MAX
+    cdef int64_t tf = INT64_MAX, tl = INT64_MIN
+    cdef double f = INFINITY, l = -INFINITY, x
+    cdef Py_ssize_t i = 0, a, b, k0 = 0, k1 = 0, K0 = 0, K1 = 0
+    while i + 2 <= n:
+        lane(<double>xs[i], i, &s0, &c0, &m0, &k0, &M0, &K0)
+        lane(<double>xs[i + 1], i + 1, &s1, &c1, &m1, &k1, &M1, &K1)
+        i += 2
+    if i < n:
+        lane(<double>xs[i], i, &s0, &c0, &m0, &k0, &M0, &K0)
+    cnt = c0 + c1
+    if m1 < m0 or (m1 == m0 and k1 < k0):
+        m0, k0 = m1, k1
+    if M1 > M0 or (M1 == M0 and K1 < K0):
+        M0, K0 = M1, K1
+    if cnt:
+        tmn, tmx = t[k0], t[K0]
+        a = 0
+        while <double>xs[a] != <double>xs[a]:
+            a += 1
+        f, tf = <double>xs[a], t[a]
+        while a + 1 < n and t[a + 1] == tf:
+            a += 1
+            x = <double>xs[a]
+            f = x if x < f else f
+        b = n - 1
+        while <double>xs[b] != <double>xs[b]:
+            b -= 1
+        l, tl = <double>xs[b], t[b]
+        while b > 0 and t[b - 1] == tl:
+            b -= 1
+            x = <double>xs[b]
+            l = x if x > l else l
+    _put(out, cnt, s0 + s1, m0, M0, f, l, tmn, tmx, tf, tl)
+
+
 cdef inline void summarise_values(const char* data, int kind, const uint8_t* null,
                                   const int64_t* t, Py_ssize_t n, bint in_order,
                                   char* out) noexcept nogil:
     """Write one signal's summary fields (as `_overview.summary_dtype` lays them out, 80
     bytes) for n values of a column (``null[i]`` 1 where value i is null; NULL: none is).
     NaN is left out, as nulls are. ``in_order``: times never decrease, so the first of
-    equal values is the earliest and plain comparisons do what `merge` does."""
+    equal values is the earliest, and a block with no null is summarised in lanes."""
     cdef int64_t cnt = 0, tmn = INT64_MAX, tmx = INT64_MAX
     cdef int64_t tf = INT64_MAX, tl = INT64_MIN
     cdef double total = 0, mn = INFINITY, mx = -INFINITY, f = INFINITY, l = -INFINITY, x
-    cdef Py_ssize_t i, i0 = 0
-    cdef const double* xs = <const double*>data
-    if in_order and kind == V_FLOAT64 and null == NULL:
-        # the usual block: doubles, none null, in time order
-        while i0 < n and isnan(xs[i0]):
-            i0 += 1
-        if i0 < n:
-            mn = mx = f = l = xs[i0]
-            tmn = tmx = tf = tl = t[i0]
-            for i in range(i0, n):
-                x = xs[i]
-                if isnan(x):
-                    continue
-                cnt += 1
-                total += x
-                if x < mn:
-                    mn = x
-                    tmn = t[i]
-                elif x > mx:
-                    mx = x
-                    tmx = t[i]
-                if t[i] == tf and x < f:
-                    f = x
-                if t[i] > tl:
-                    l = x
-                    tl = t[i]
-                elif x > l:         # times never decrease: here t[i] == tl
-                    l = x
-        _put(out, cnt, total, mn, mx, f, l, tmn, tmx, tf, tl)
+    cdef Py_ssize_t i
+    if in_order and null == NULL:
+        if kind == V_FLOAT64:
+            summarise_in_order(<const double*>data, t, n, out)
+        elif kind == V_FLOAT32:
+            summarise_in_order(<const float*>data, t, n, out)
+        elif kind == V_INT64:
+            summarise_in_order(<const int64_t*>data, t, n, out)
+        elif kind == V_INT32:
+            summarise_in_order(<const int32_t*>data, t, n, out)
+        else:
+            summarise_in_order(<const uint8_t*>data, t, n, out)
         return
     for i in range(n):
         if null != NULL and null[i]:

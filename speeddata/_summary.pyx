@@ -29,10 +29,17 @@ def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] nu
     cdef char out[8 * SUMMARY_FIELDS]
     if t.shape[0] != x.shape[0] or (null is not None and null.shape[0] != x.shape[0]):
         raise ValueError(f"{x.shape[0]} values, {t.shape[0]} times")
+    cdef Py_ssize_t i
+    cdef bint in_order = True
     with nogil:
+        for i in range(1, t.shape[0]):
+            if t[i] < t[i - 1]:
+                in_order = False
+                break
+        # as the block stage does, so that a summary rebuilt from the block is the same
         summarise_values(<const char*>&x[0] if x.shape[0] else NULL, V_FLOAT64,
                          &null[0] if null is not None and null.shape[0] else NULL,
-                         &t[0] if t.shape[0] else NULL, x.shape[0], False, out)
+                         &t[0] if t.shape[0] else NULL, x.shape[0], in_order, out)
     memcpy(&n, out, 8)
     memcpy(&total, out + 8, 8)
     memcpy(&mn, out + 16, 8)
