@@ -53,6 +53,26 @@ def test_append_columns_round_trips_through_read_and_fastavro(store):
     assert again.read().counter.tolist() == list(range(20))
 
 
+def test_a_long_append_is_stored_in_slices_and_a_bad_value_anywhere_stores_nothing(store):
+    from speeddata.store._channel import APPEND_SLICE_RECORDS
+    ch = store.create_channel("example", EXAMPLE_AVSC)
+    n = 3 * APPEND_SLICE_RECORDS + 123
+    t, data = example_columns(0, n, T0, 1_000_000)
+    late = n - 5                                      # in the last slice
+    for bad, why in ((42, "int, not a string"), ("\ud800", "surrogates not allowed"),
+                     (None, "NoneType, not a string")):
+        message = data["message"].copy()
+        message[late] = bad
+        with pytest.raises(DecodeError, match=rf"'message', row {late}: .*({why})"):
+            ch.append_columns(t, {**data, "message": message})
+        assert ch.count() == 0 and ch.stats().stored_records == 0
+    assert ch.append_columns(t, data).records == n
+    cols = ch.read()
+    assert cols.time.tolist() == t.tolist()
+    assert cols.message.tolist() == data["message"].tolist()
+    assert cols.counter.tolist() == data["counter"].tolist()
+
+
 def test_append_columns_nullable_strings_and_bad_columns(store):
     ch = store.create_channel("n", NULLABLE)
     v = np.ma.MaskedArray([1.5, 0.0, 2.5], mask=[False, True, False])
@@ -324,7 +344,9 @@ def test_summary_rows_held_back_by_the_writer_do_not_spoil_runs_of_blocks(tmp_pa
     with speeddata.store.open(tmp_path, block_bytes=256) as store, \
             speeddata.store.open(tmp_path, readonly=True) as server:   # as serve reads
         ch = store.create_channel("o", OV_SCHEMA)
-        ch.append_columns(t, data)                    # blocks written, newest rows held
+        ch.append_columns(t[:-300], {k: v[:-300] for k, v in data.items()})
+        # a few more blocks: written, their rows held back (fewer than a batch)
+        ch.append_columns(t[-300:], {k: v[-300:] for k, v in data.items()})
         lo, hi = T0, T0 + n * 1_000_000
         before = server["o"].overview(lo, hi, buckets=2)
         ch._writer.write_summaries()     # the rows come, as a worker writes them: no block

@@ -7,7 +7,7 @@ import errno
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -74,37 +74,45 @@ class SegmentWriter:
         self._write(self.fd, head, 0)
         self.size = len(head)
 
-    def write(self, payload: bytes, info: Mapping[str, Any], summary: bytes | None = None
-              ) -> int:
-        """Append one block (its records compressed by `compressor`), its index entry and
-        (when given) its summary row (bytes of `_overview.summary_dtype`; its offset is set
-        here); return the bytes it took on disk."""
-        data = F.block(info["count"], payload, self.sync)
+    def frame(self, payload: bytes, info: Mapping[str, Any]) -> bytes:
+        """A block as the segment holds it: its records compressed by `compressor`, framed."""
+        return F.block(info["count"], payload, self.sync)
+
+    def write(self, frames: Sequence[bytes], infos: Sequence[Mapping[str, Any]]) -> int:
+        """Append blocks (as `frame` makes them), their index entries, and their summary
+        rows (``info["summary"]``: bytes of `_overview.summary_dtype`, or None; the offset
+        is set here): one write for the blocks, one for their entries. Returns the bytes
+        they took on disk. A failed write leaves none of them behind."""
+        offsets = np.cumsum([self.size] + [len(f) for f in frames[:-1]])
+        entries = np.array([(at, len(f), i["count"], i["tmin"], i["tmax"], i["rmin"],
+                             i["rmax"], F.FLAG_IN_ORDER if i["in_order"] else 0)
+                            for at, f, i in zip(offsets.tolist(), frames, infos)],
+                           dtype=F.INDEX_DTYPE)
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         self._write(self.fd, data, self.size)
         if self.fsync:
             os.fsync(self.fd)
-        entry = np.array([(self.size, len(data), info["count"], info["tmin"], info["tmax"],
-                           info["rmin"], info["rmax"],
-                           F.FLAG_IN_ORDER if info["in_order"] else 0)], dtype=F.INDEX_DTYPE)
         try:
-            self._write(self.idx_fd, entry.tobytes(), self.blocks * F.INDEX_DTYPE.itemsize)
+            self._write(self.idx_fd, entries.tobytes(), self.blocks * F.INDEX_DTYPE.itemsize)
         except StoreError:
             os.ftruncate(self.fd, self.size)  # keep segment and index in step
             raise
         if self.first_recv is None:
-            self.first_recv = info["rmin"]
-        written = len(data) + F.INDEX_DTYPE.itemsize
-        if summary is not None:
-            # matched to its block by offset, so a row lost (to a crash before the batch is
-            # written, or a full disk) costs only a decode of that block when an overview
-            # needs it
-            self._sums += self.size.to_bytes(8, "little") + summary[8:]
-            self._pending += 1
-            written += len(summary)
-            if self._pending >= SUMMARY_BATCH:
-                self.write_summaries()
+            self.first_recv = infos[0]["rmin"]
+        written = len(data) + len(entries) * F.INDEX_DTYPE.itemsize
+        for at, info in zip(offsets.tolist(), infos):
+            summary = info.get("summary")
+            if summary is not None:
+                # matched to its block by offset, so a row lost (to a crash before the
+                # batch is written, or a full disk) costs only a decode of that block
+                # when an overview needs it
+                self._sums += at.to_bytes(8, "little") + summary[8:]
+                self._pending += 1
+                written += len(summary)
+        if self._pending >= SUMMARY_BATCH:
+            self.write_summaries()
         self.size += len(data)
-        self.blocks += 1
+        self.blocks += len(frames)
         return written
 
     def _write(self, fd: int, data: bytes, undo_to: int) -> None:

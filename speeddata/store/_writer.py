@@ -30,6 +30,7 @@ MIN_SEGMENT_BYTES = 4096
 RETENTION_EVERY = 10.0     # s between retention passes of a writing library user
 PIPELINE_BYTES = 1 << 20   # records an append hands to a compressing thread at a time
 PIPELINE_THREADS = 2
+PIPELINE_DEPTH = 4          # batches handed off and not yet written (megabytes in flight)
 _LOCAL = threading.local()
 
 
@@ -92,19 +93,29 @@ class Writer:
         self._zstd = compressor(self.level)
 
     def add(self, datagrams: Iterable[bytes | memoryview], recv_ns: int) -> Appended:
+        return self.add_batches([datagrams], recv_ns)
+
+    def add_batches(self, batches: Iterable[Iterable[bytes | memoryview]], recv_ns: int
+                    ) -> Appended:
+        """Add batches of datagrams, made as they are taken (so that the blocks of one are
+        compressed while the next is made); the last block is written before this returns."""
         b = self.builder
         before_dg, before_rej = b.datagrams, dict(b.rejects)
-        if not isinstance(datagrams, list):
-            datagrams = list(datagrams)
-        added = i = 0
+        added = 0
         with self.channel.lock:
-            while True:  # a long list fills several blocks
-                got, i = b.add_datagrams(datagrams, recv_ns, i, self.block_bytes)
-                added += got
-                self.maybe_flush(pipelined=True)
-                if i >= len(datagrams):
-                    break
-            self.drain()
+            try:
+                for datagrams in batches:
+                    if not isinstance(datagrams, list):
+                        datagrams = list(datagrams)
+                    i = 0
+                    while True:  # a long list fills several blocks
+                        got, i = b.add_datagrams(datagrams, recv_ns, i, self.block_bytes)
+                        added += got
+                        self.maybe_flush(pipelined=True)
+                        if i >= len(datagrams):
+                            break
+            finally:
+                self.drain()
         rejected = {k: v - before_rej.get(k, 0) for k, v in b.rejects.items()
                     if v != before_rej.get(k, 0)}
         return Appended(added, b.datagrams - before_dg + sum(rejected.values()), rejected)
@@ -133,7 +144,7 @@ class Writer:
             if pipelined:
                 if self._batch_bytes >= PIPELINE_BYTES:
                     self._hand_off()
-                while len(self._compressing) > PIPELINE_THREADS:
+                while len(self._compressing) > PIPELINE_DEPTH:
                     self._write_next()
                 return
         self.drain()
@@ -161,34 +172,40 @@ class Writer:
         self._write_all(future.result(), infos)
 
     def _write_all(self, payloads: list[bytes], infos: list[BlockInfo]) -> None:
-        for k, (payload, info) in enumerate(zip(payloads, infos)):
+        """Write compressed blocks in order: each run of them that goes to one segment with
+        one write (and one for their index entries), not two writes a block."""
+        k = 0
+        while k < len(payloads):
             try:
-                self._write(payload, info)
-            except StoreError:
+                if self.segment is None or self._should_roll(infos[k]):
+                    self._roll(infos[k])
+                seg = self.segment
+                assert seg is not None
+                frames = [seg.frame(payloads[k], infos[k])]
+                size = seg.size + len(frames[0])
+                first = infos[k]["rmin"] if seg.first_recv is None else seg.first_recv
+                end = k + 1
+                while end < len(payloads) and not self._rolls(size, first, infos[end]):
+                    frames.append(seg.frame(payloads[end], infos[end]))
+                    size += len(frames[-1])
+                    end += 1
+                self.bytes_written += seg.write(frames, infos[k:end])
+            except StoreError as e:
                 # as a failed block is, the blocks queued behind it are dropped (counted)
-                self.dropped_records += sum(i["count"] for i in infos[k + 1:])
+                self.error = str(e)
+                self.dropped_records += sum(i["count"] for i in infos[k:])
                 self.dropped_records += sum(i["count"] for _, queued in self._compressing
                                             for i in queued)
                 self.dropped_records += sum(i["count"] for _, i in self._batch)
                 self._compressing.clear()
                 self._batch, self._batch_bytes = [], 0
                 raise
-
-    def _write(self, payload: bytes, info: BlockInfo) -> None:
-        try:
-            if self.segment is None or self._should_roll(info):
-                self._roll(info)
-            assert self.segment is not None
-            self.bytes_written += self.segment.write(payload, info, info["summary"])
-            self.blocks_written += 1
-            self.last_time = max(self.last_time, info["tmax"])
+            self.blocks_written += end - k
+            self.last_time = max(self.last_time, *(i["tmax"] for i in infos[k:end]))
             self.error = ""
-        except StoreError as e:
-            self.dropped_records += info["count"]
-            self.error = str(e)
-            raise
-        if time.monotonic() >= self.next_retention:
-            self._retention()
+            k = end
+            if time.monotonic() >= self.next_retention:
+                self._retention()
 
     def write_summaries(self) -> None:
         """Write the summary rows the segment holds back (it writes them in batches)."""
@@ -196,11 +213,16 @@ class Writer:
             self.segment.write_summaries()
 
     def _should_roll(self, info: BlockInfo) -> bool:
-        """By size, or by the span of receive times (a device's clock never decides)."""
         seg = self.segment
         assert seg is not None
-        return seg.size >= self.segment_bytes or (
-            seg.first_recv is not None and info["rmax"] - seg.first_recv >= self.segment_span)
+        return self._rolls(seg.size, seg.first_recv, info)
+
+    def _rolls(self, size: int, first_recv: int | None, info: BlockInfo) -> bool:
+        """Whether a block goes to a new segment, after one of ``size`` bytes whose first
+        block came at ``first_recv``: by size, or by the span of receive times (a device's
+        clock never decides)."""
+        return size >= self.segment_bytes or (
+            first_recv is not None and info["rmax"] - first_recv >= self.segment_span)
 
     def _roll(self, info: BlockInfo) -> None:
         if self.segment is not None:
