@@ -6,7 +6,7 @@ hot path and the store's reader run the same bounds-checked code, which never re
 the buffer and reports why and where a datagram is bad.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -561,10 +561,47 @@ def _decode_error(int reason, Py_ssize_t where, Py_ssize_t n):
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+    bint PyUnicode_IS_ASCII(PyObject* s)
 
 
 _ENCODE_DTYPES = {K_BOOLEAN: np.uint8, K_INT: np.int32, K_ENUM: np.int32, K_LONG: np.int64,
                   K_FLOAT: np.float32, K_DOUBLE: np.float64}
+
+
+def check_objects(Plan plan, list columns):
+    """Check, before any record is encoded, the values `encode_columns` can only check as
+    it goes (strings, bytes, fixed): so that encoding in slices never fails halfway.
+    Returns the columns with those as lists; raises ValueError naming the signal and row."""
+    cdef int i, kind, c
+    cdef Py_ssize_t row, length
+    cdef list values
+    out = list(columns)
+    for i in range(plan.nops):
+        kind, c = plan.ops[i].kind, plan.ops[i].col
+        if c < 0 or kind not in (K_STRING, K_BYTES, K_FIXED):
+            continue
+        col = columns[c]
+        values = col.tolist() if isinstance(col, np.ndarray) else list(col)
+        out[c] = values
+        name = plan.schema.signals[c].name
+        for row in range(len(values)):
+            if kind == K_STRING and PyUnicode_CheckExact(values[row]) and \
+                    PyUnicode_IS_ASCII(<PyObject*>values[row]):
+                continue             # the usual string: its bytes are its characters
+            try:
+                if kind == K_STRING and not isinstance(values[row], str):
+                    raise TypeError(f"{type(values[row]).__name__}, not a string")
+                if kind == K_STRING:
+                    PyUnicode_AsUTF8AndSize(values[row], &length)
+                elif kind == K_FIXED and len(bytes(values[row])) != plan.ops[i].arg:
+                    raise ValueError(f"{len(bytes(values[row]))} bytes where the schema "
+                                     f"says {plan.ops[i].arg}")
+                elif kind == K_BYTES:
+                    bytes(values[row])
+            except (TypeError, ValueError) as e:     # UnicodeError is a ValueError
+                raise ValueError(f"signal {name!r}, row {row}: {values[row]!r} "
+                                 f"cannot be encoded ({e})") from None
+    return out
 
 
 def encode_columns(Plan plan, time, list columns, list masks=None):

@@ -7,19 +7,19 @@ senders and tests, uses fastavro.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import fastavro
 import numpy as np
 
-from ._codec import REASONS, Plan
+from ._codec import REASONS, Plan, check_objects
 from ._codec import encode_columns as _encode_columns
 from .columns import Columns
 from .schema import ChannelSchema, load
 
 __all__ = ["Columns", "Plan", "REASONS", "allocate", "decode", "encode", "encode_columns",
-           "encoder"]
+           "encode_column_slices", "encoder"]
 
 
 def allocate(schema: ChannelSchema, n: int, signals: Sequence[str] | None = None):
@@ -126,6 +126,33 @@ def encode_columns(plan: Plan, time: np.ndarray, data: Mapping[str, Any]) -> tup
     strings or indexes). Returns the records back to back and the end offset of each, so
     ``body[ends[k-1]:ends[k]]`` is record k: one datagram each, or several per datagram.
     """
+    columns, masks = _prepared(plan, data)
+    return _encode_columns(plan, time, columns, masks)
+
+
+def encode_column_slices(plan: Plan, time: np.ndarray, data: Mapping[str, Any],
+                         records: int) -> Iterator[tuple[bytes, np.ndarray]]:
+    """`encode_columns` of ``records`` records at a time, for appends of any size in
+    bounded memory (a consumer stores one slice while the next is encoded). Every value is
+    checked here, before the first slice is encoded, so no slice fails: an error leaves
+    nothing half done."""
+    columns, masks = _prepared(plan, data)
+    n = len(time)
+    for s, col in zip(plan.schema.signals, columns):
+        if len(col) != n:
+            raise ValueError(f"signal {s.name!r} has {len(col)} values for {n} times")
+    columns = check_objects(plan, columns)
+
+    def slices() -> Iterator[tuple[bytes, np.ndarray]]:
+        for a in range(0, n, records):
+            b = a + records
+            yield _encode_columns(plan, time[a:b], [c[a:b] for c in columns],
+                                  [None if m is None else m[a:b] for m in masks])
+    return slices()
+
+
+def _prepared(plan: Plan, data: Mapping[str, Any]) -> tuple[list, list]:
+    """The columns and masks `_codec.encode_columns` takes, in the plan's signal order."""
     columns, masks = [], []
     for s in plan.schema.signals:
         if s.name not in data:
@@ -139,4 +166,4 @@ def encode_columns(plan: Plan, time: np.ndarray, data: Mapping[str, Any]) -> tup
             fill = "" if s.type == "string" else b"\0" * s.size
             col = [fill if m else v for v, m in zip(col, masks[-1])]
         columns.append(col)
-    return _encode_columns(plan, time, columns, masks)
+    return columns, masks

@@ -16,7 +16,7 @@ import numpy as np
 import zstandard
 
 from .. import schema as S
-from ..codec import Plan, allocate, decode, encode_columns, encoder, finish
+from ..codec import Plan, allocate, decode, encode_column_slices, encoder, finish
 from ..columns import Columns
 from ..errors import DecodeError, FormatError, StoreError, StoreWarning, TimeRangeError
 from ..stats import ChannelStats
@@ -109,8 +109,7 @@ class Channel:
         Datagrams that do not decode exactly are rejected and counted by reason; the rest
         are stored.
         """
-        recv = now_ns() if receive_time is None else to_ns(receive_time, what="receive_time")
-        return self.writer().add(datagrams, recv)
+        return self.writer().add(datagrams, _receive_ns(receive_time))
 
     def flush(self) -> None:
         """Write the open block, and the summary rows held back, now (appends flush by
@@ -330,6 +329,10 @@ class Channel:
 
         A channel without a time field stamps ``receive_time`` (default: now); give
         ``time=None`` for it.
+
+        Any number of records: they are encoded and stored 65,536 at a time, in bounded
+        memory, and every value is checked before the first is stored, so a column that
+        does not fit the schema stores nothing.
         """
         if isinstance(time, Columns):
             time, data = time.time, time.data
@@ -346,19 +349,13 @@ class Channel:
         else:
             times = _ns_array(time, self.name)
         try:
-            body, ends = encode_columns(self._wire_plan(), times, data)
+            slices = encode_column_slices(self._wire_plan(), times, data, APPEND_SLICE_RECORDS)
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise DecodeError(f"channel {self.name!r}: columns do not fit the schema: {e}",
                               reason="encode", offset=0) from e
-        # datagrams of just over a block each (a block closes once it holds block_bytes):
-        # validated and copied once, whole
-        n = len(ends)
-        per = max(1, min(MAX_RECORDS_PER_DATAGRAM,
-                         -(-int(self.option("block_bytes")) * n // max(1, len(body)))))
-        cuts = np.concatenate([[0], ends[per - 1::per], [] if n % per == 0 else ends[-1:]])
-        view = memoryview(body)
-        chunks = [view[int(a):int(b)] for a, b in zip(cuts[:-1], cuts[1:])]
-        return self.append_datagrams(chunks, receive_time=receive_time)
+        block_bytes = int(self.option("block_bytes"))
+        return self.writer().add_batches((_block_sized(body, ends, block_bytes)
+                                          for body, ends in slices), _receive_ns(receive_time))
 
     def _wire_plan(self) -> Plan:
         if self._wire is None:
@@ -824,6 +821,7 @@ class _Task(NamedTuple):
 
 
 MAX_RECORDS_PER_DATAGRAM = 65536     # the block stage's limit (a UDP payload's worth)
+APPEND_SLICE_RECORDS = 1 << 16       # append_columns encodes this many at a time
 
 
 class StoredBlock(NamedTuple):
@@ -851,6 +849,20 @@ def _ns_array(time: Any, channel: str) -> np.ndarray:
         raise DecodeError(f"channel {channel!r}: times must be int64 ns or datetime64, "
                           f"not {t.dtype}", reason="encode", offset=0)
     return np.ascontiguousarray(t, dtype=np.int64)
+
+
+def _receive_ns(receive_time: TimeLike | None) -> int:
+    return now_ns() if receive_time is None else to_ns(receive_time, what="receive_time")
+
+
+def _block_sized(body: bytes, ends: np.ndarray, block_bytes: int) -> list[memoryview]:
+    """Encoded records cut into datagrams of just over a block each (a block closes once it
+    holds block_bytes): validated and copied once, whole."""
+    n = len(ends)
+    per = max(1, min(MAX_RECORDS_PER_DATAGRAM, -(-block_bytes * n // max(1, len(body)))))
+    cuts = np.concatenate([[0], ends[per - 1::per], [] if n % per == 0 else ends[-1:]])
+    view = memoryview(body)
+    return [view[int(a):int(b)] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _tasks(selected) -> tuple[list[_Task], list[tuple[int, int]]]:
