@@ -112,6 +112,10 @@ def test_segments_are_real_avro(tmp_path):
         ch.flush()
         segments = ch.segments()
         assert len(segments) > 1 and segments == sorted(segments)
+        # one append's blocks are written a run at a time: a run stops where a segment
+        # is full, which it overfills by one block at most
+        for path in segments:
+            assert os.path.getsize(path) < 20_000 + 2 * 2048
         rows = []
         for path in segments:
             with open(path, "rb") as f:
