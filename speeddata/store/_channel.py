@@ -923,6 +923,8 @@ def _unsorted_runs(entries: np.ndarray, time: np.ndarray) -> list[tuple[int, int
     stray block costs the sort of its neighbourhood, not of the whole read."""
     in_order = (entries["flags"] & F.FLAG_IN_ORDER).astype(bool)
     tmin, tmax = entries["tmin"], entries["tmax"]
+    if in_order.all() and bool(np.all(tmin[1:] >= tmax[:-1])):
+        return []                         # the usual read: blocks in order, none overlaps
     runmax = np.maximum.accumulate(tmax)
     sufmin = np.minimum.accumulate(tmin[::-1])[::-1]
     cut = np.concatenate([[True], runmax[:-1] <= sufmin[1:], [True]])   # group boundaries
