@@ -30,7 +30,7 @@ MIN_SEGMENT_BYTES = 4096
 RETENTION_EVERY = 10.0     # s between retention passes of a writing library user
 PIPELINE_BYTES = 1 << 20   # records an append hands to a compressing thread at a time
 PIPELINE_THREADS = 2
-PIPELINE_DEPTH = 4          # batches handed off and not yet written (megabytes in flight)
+PIPELINE_DEPTH = 8          # batches handed off and not yet written (megabytes in flight)
 _LOCAL = threading.local()
 
 
