@@ -424,3 +424,38 @@ def test_a_mistyped_tag_name_is_named_as_a_tag(store, tmp_path):
     with pytest.raises(TagNotFound, match="no tag 'run-4'.*run-42"):
         store.export_hdf5(tmp_path / "x.h5", "run-4")
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_stream_writes_full_blocks_together_and_never_later_than_flush_interval(tmp_path):
+    """A worker's full blocks wait to be written together (up to HOLD_BYTES of them), but
+    no longer than flush_interval after the first of them was taken."""
+    import time
+    from speeddata.store._writer import HOLD_BYTES
+    with speeddata.store.open(tmp_path, block_bytes=1024, flush_interval=0.05) as store, \
+            speeddata.store.open(tmp_path, readonly=True) as reader:
+        ch = store.create_channel("example", EXAMPLE_AVSC)
+        one = encoder(ch.schema)
+        datagrams = [one(example_record(i)) for i in range(12_000)]
+        assert sum(map(len, datagrams)) > 2 * HOLD_BYTES
+        w = ch.writer()
+
+        def stream(first, last):       # as a worker feeds the writer: a block at a time
+            i = first                  # (to the end of the block that holds record last)
+            while i < last or w.builder.pending:
+                _, i = w.builder.add_datagrams(datagrams, T0, i, w.block_bytes)
+                w.maybe_flush()
+            return i
+
+        held = stream(0, 200)
+        assert w.builder.pending == 0                  # full blocks were taken...
+        assert w.blocks_written == 0 and reader["example"].count() == 0   # ...and held
+        deadline = time.monotonic() + 0.05
+        while time.monotonic() < deadline:
+            w.maybe_flush()
+        w.maybe_flush()                                # the first held is now old enough
+        assert reader["example"].count() == held
+        last = stream(held, 11_000)   # past HOLD_BYTES: written without waiting
+        unwritten = datagrams[reader["example"].count():last]
+        assert 0 < sum(map(len, unwritten)) <= HOLD_BYTES + 1024
+    with speeddata.store.open(tmp_path) as store:
+        assert store["example"].read().counter.tolist() == list(range(last))

@@ -53,7 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # uncompressed bytes that close a block: an overview decodes the blocks straddling its
     # bucket edges whole, and a short range reads whole blocks, so they stay small
     "block_bytes": 16 << 10,
-    "flush_interval": 0.1,             # s: a block is written once its oldest record is this old
+    # s: a stream's records are written at most this long after they came (the open block,
+    # and full blocks held to be written together)
+    "flush_interval": 0.1,
     "segment_bytes": 64 << 20,         # a segment rolls over at this size...
     "segment_span": 3600 * 10**9,      # ...or when its receive times span this many ns
     "compression_level": -1,           # zstandard level: -1 costs ~3% more disk than 3 and
