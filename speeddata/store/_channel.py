@@ -58,6 +58,7 @@ class Channel:
         self._seg_tmin = self._seg_tmax = np.empty(0, np.int64)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._dir_mtime: int | None = None
+        self._head_seen: tuple[tuple[int, int, int], str | None] | None = None
         self.lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -137,7 +138,7 @@ class Channel:
         there at once, where the directory's mtime (coarse-grained) might not. A segment
         that retention deleted since the last listing is simply skipped by a read."""
         st = os.stat(self.path)
-        head = _read_head(os.path.join(self.path, HEAD_FILE))
+        head = self._head()
         newest = self._segments[-1].stem if self._segments else None
         if st.st_mtime_ns != self._dir_mtime or (head is not None and head != newest):
             stems = sorted(n[:-5] for n in os.listdir(self.path) if n.endswith(".avro"))
@@ -170,6 +171,19 @@ class Channel:
             self._bounds = (np.maximum.accumulate(self._seg_tmax),
                             np.minimum.accumulate(self._seg_tmin[::-1])[::-1])
         return self._segments
+
+    def _head(self) -> str | None:
+        """The newest segment's stem, as HEAD names it; read again only when HEAD was
+        replaced (the writer replaces it whole as it rolls over)."""
+        path = os.path.join(self.path, HEAD_FILE)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._head_seen is None or self._head_seen[0] != key:
+            self._head_seen = key, _read_head(path)
+        return self._head_seen[1]
 
     def _segments_in(self, lo: int, last: int) -> list[SegmentView]:
         """Segments that may hold records with lo <= time <= last."""

@@ -153,8 +153,9 @@ class SegmentView:
         segments read last are kept, so their page tables serve later reads (a fresh mapping
         faults on every page it touches); each holds a file descriptor, hence the bound.
         Raises OSError, or ValueError for an empty file."""
-        if self._mem is not None and self.closed:
-            _keep_mapped(self)
+        if self._mem is not None and (self.closed or
+                                      os.stat(self.path).st_size == len(self._mem)):
+            _keep_mapped(self)          # (a stat: cheaper than opening the file to look)
             return self._mem
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
