@@ -36,6 +36,20 @@ cdef inline void merge(int64_t* n, double* total, double* mn, int64_t* tmn, doub
         tl[0] = tl2
 
 
+ctypedef struct Summary:
+    # one signal's summary fields, as `_put` writes them and `_overview.summary_dtype` lays
+    # them out: eight bytes each, no padding
+    int64_t n
+    double total, mn, mx, first, last
+    int64_t tmn, tmx, tfirst, tlast
+
+
+cdef inline Summary unpack(const char* fields) noexcept nogil:
+    cdef Summary s
+    memcpy(&s, fields, sizeof(Summary))
+    return s
+
+
 cdef inline double value_at(const char* data, int kind, Py_ssize_t i) noexcept nogil:
     if kind == V_FLOAT64:
         return (<const double*>data)[i]

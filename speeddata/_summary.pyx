@@ -10,9 +10,7 @@ value among the records at the earliest time, ``last`` the largest among those a
 from libc.math cimport isnan
 from libc.stdint cimport int64_t, uint8_t
 
-from libc.string cimport memcpy
-
-from ._summary cimport SUMMARY_FIELDS, V_FLOAT64, merge, summarise_values
+from ._summary cimport SUMMARY_FIELDS, V_FLOAT64, Summary, merge, summarise_values, unpack
 
 import numpy as np
 
@@ -24,8 +22,6 @@ def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] nu
     """(n, sum, min, max, first, last, tmin, tmax, tfirst, tlast) of one block's values of
     a signal, NaN and those with ``null`` 1 left out (``null`` may be None): what the block
     stage writes as it fills, for a block decoded instead."""
-    cdef int64_t n = 0, tmn, tmx, tf, tl
-    cdef double total, mn, mx, f, l
     cdef char out[8 * SUMMARY_FIELDS]
     if t.shape[0] != x.shape[0] or (null is not None and null.shape[0] != x.shape[0]):
         raise ValueError(f"{x.shape[0]} values, {t.shape[0]} times")
@@ -40,17 +36,8 @@ def block_stats(const double[::1] x, const int64_t[::1] t, const uint8_t[::1] nu
         summarise_values(<const char*>&x[0] if x.shape[0] else NULL, V_FLOAT64,
                          &null[0] if null is not None and null.shape[0] else NULL,
                          &t[0] if t.shape[0] else NULL, x.shape[0], in_order, out)
-    memcpy(&n, out, 8)
-    memcpy(&total, out + 8, 8)
-    memcpy(&mn, out + 16, 8)
-    memcpy(&mx, out + 24, 8)
-    memcpy(&f, out + 32, 8)
-    memcpy(&l, out + 40, 8)
-    memcpy(&tmn, out + 48, 8)
-    memcpy(&tmx, out + 56, 8)
-    memcpy(&tf, out + 64, 8)
-    memcpy(&tl, out + 72, 8)
-    return n, total, mn, mx, f, l, tmn, tmx, tf, tl
+    cdef Summary s = unpack(out)
+    return s.n, s.total, s.mn, s.mx, s.first, s.last, s.tmn, s.tmx, s.tfirst, s.tlast
 
 
 cdef inline Py_ssize_t find(const int64_t[::1] edges, Py_ssize_t b, int64_t t) noexcept nogil:
@@ -118,22 +105,12 @@ cdef class Stats:
               &self._tlast[b], n, total, mn, tmn, mx, tmx, f, tf, l, tl)
 
     cdef inline void merge_summary(self, Py_ssize_t b, const char* out) noexcept nogil:
-        """Merge a summary as `summarise_values` writes it (80 bytes) into bucket b."""
-        cdef int64_t n, tmn, tmx, tf, tl
-        cdef double total, mn, mx, f, l
-        memcpy(&n, out, 8)
-        if n == 0:
-            return
-        memcpy(&total, out + 8, 8)
-        memcpy(&mn, out + 16, 8)
-        memcpy(&mx, out + 24, 8)
-        memcpy(&f, out + 32, 8)
-        memcpy(&l, out + 40, 8)
-        memcpy(&tmn, out + 48, 8)
-        memcpy(&tmx, out + 56, 8)
-        memcpy(&tf, out + 64, 8)
-        memcpy(&tl, out + 72, 8)
-        self.merge(b, n, total, mn, tmn, mx, tmx, f, tf, l, tl)
+        """Merge one signal's summary fields (as `summarise_values` writes them, or a
+        summary row holds them) into bucket b."""
+        cdef Summary s = unpack(out)
+        if s.n > 0:
+            self.merge(b, s.n, s.total, s.mn, s.tmn, s.mx, s.tmx, s.first, s.tfirst, s.last,
+                       s.tlast)
 
     def add_records(self, const double[::1] x, const int64_t[::1] t,
                     const uint8_t[::1] null, const int64_t[::1] edges):
@@ -182,13 +159,10 @@ def merge_rows(list stats, signals, rows, const int64_t[:] bucket, const int64_t
     ``bucket[i]`` of ``stats[s]``. The rows are read in place at their fields' offsets, a
     few dozen at a time for every signal while they are in cache (an overview merges tens
     of thousands of rows of a few hundred bytes, picked from many segments)."""
-    cdef Py_ssize_t i, j, c0, c1, s, m = bucket.shape[0], count = len(rows), stride
+    cdef Py_ssize_t i, c0, c1, s, m = bucket.shape[0], count = len(rows), stride
     cdef const char* base
-    cdef const char* row
     cdef const uint8_t[::1] raw
     cdef Stats st
-    cdef int64_t n, tmn, tmx, tf, tl
-    cdef double total, mn, mx, f, l
     if len(stats) != len(signals):
         raise ValueError(f"{len(stats)} statistics for {len(signals)} signals")
     offsets = [_signal_fields(rows, k) for k in signals]
@@ -215,20 +189,7 @@ def merge_rows(list stats, signals, rows, const int64_t[:] bucket, const int64_t
             st = stats[s]
             base = <const char*>&raw[0] + <Py_ssize_t>offsets[s]
             for i in range(c0, c1):
-                j = i if at is None else at[i]
-                row = base + j * stride
-                memcpy(&n, row, 8)
-                if n > 0:
-                    memcpy(&total, row + 8, 8)
-                    memcpy(&mn, row + 16, 8)
-                    memcpy(&mx, row + 24, 8)
-                    memcpy(&f, row + 32, 8)
-                    memcpy(&l, row + 40, 8)
-                    memcpy(&tmn, row + 48, 8)
-                    memcpy(&tmx, row + 56, 8)
-                    memcpy(&tf, row + 64, 8)
-                    memcpy(&tl, row + 72, 8)
-                    st.merge(bucket[i], n, total, mn, tmn, mx, tmx, f, tf, l, tl)
+                st.merge_summary(bucket[i], base + (i if at is None else at[i]) * stride)
 
 
 _FIELDS = ("n", "sum", "min", "max", "first", "last", "tmin", "tmax", "tfirst", "tlast")
