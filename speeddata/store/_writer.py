@@ -145,7 +145,7 @@ class Writer:
 
         ``hold`` (a full block of a worker's stream): blocks are held until `HOLD_BYTES`
         of them, or the oldest is flush_interval old, then written with one write (two
-        writes a block were a fifth of ingest's cost)."""
+        writes a block were a sixth of ingest's cost)."""
         taken = self.builder.take()
         if taken is not None:
             self._batch.append(taken)
@@ -193,17 +193,9 @@ class Writer:
             try:
                 if self.segment is None or self._should_roll(infos[k]):
                     self._roll(infos[k])
-                seg = self.segment
-                assert seg is not None
-                frames = [seg.frame(payloads[k], infos[k])]
-                size = seg.size + len(frames[0])
-                first = infos[k]["rmin"] if seg.first_recv is None else seg.first_recv
-                end = k + 1
-                while end < len(payloads) and not self._rolls(size, first, infos[end]):
-                    frames.append(seg.frame(payloads[end], infos[end]))
-                    size += len(frames[-1])
-                    end += 1
-                self.bytes_written += seg.write(frames, infos[k:end])
+                assert self.segment is not None
+                frames = self._run(self.segment, payloads, infos, k)
+                self.bytes_written += self.segment.write(frames, infos[k:k + len(frames)])
             except StoreError as e:
                 # as a failed block is, the blocks queued behind it are dropped (counted)
                 self.error = str(e)
@@ -214,12 +206,26 @@ class Writer:
                 self._compressing.clear()
                 self._batch, self._batch_bytes = [], 0
                 raise
-            self.blocks_written += end - k
-            self.last_time = max(self.last_time, *(i["tmax"] for i in infos[k:end]))
+            self.blocks_written += len(frames)
+            self.last_time = max(self.last_time, *(i["tmax"] for i in infos[k:k + len(frames)]))
             self.error = ""
-            k = end
+            k += len(frames)
             if time.monotonic() >= self.next_retention:
                 self._retention()
+
+    def _run(self, seg: SegmentWriter, payloads: list[bytes], infos: list[BlockInfo],
+             k: int) -> list[bytes]:
+        """The framed blocks from k on that go to ``seg`` before it must roll over (at
+        least block k's)."""
+        frames = [seg.frame(payloads[k], infos[k])]
+        size = seg.size + len(frames[0])
+        first = infos[k]["rmin"] if seg.first_recv is None else seg.first_recv
+        for payload, info in zip(payloads[k + 1:], infos[k + 1:]):
+            if self._rolls(size, first, info):
+                break
+            frames.append(seg.frame(payload, info))
+            size += len(frames[-1])
+        return frames
 
     def write_summaries(self) -> None:
         """Write the summary rows the segment holds back (it writes them in batches)."""
