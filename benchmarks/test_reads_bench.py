@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import speeddata
-from speeddata._block import BlockBuilder
 
+import summary_cost
 from benchdata import T0, example_columns, example_datagrams
 
 FOUR = {"type": "record", "name": "four", "fields": [{"name": "time", "type": "long"}] + [
@@ -141,28 +141,18 @@ def test_ingest_with_and_without_summaries(benchmark, tmp_path, full_size, examp
                                            summaries):
     """The store's side of ingest (validate, block, compress, index, summarise) for the
     example schema at 20 records per datagram, in one thread as a worker runs it (an
-    append would compress in threads of its own); "without" skips the block summaries."""
+    append would compress in threads of its own); "without" skips the block summaries.
+    benchmarks/summary_cost.py measures the same with rounds that alternate."""
     n = 400_000 if full_size else 4_000
     datagrams = example_datagrams(example_schema, n, per_datagram=20)
     benchmark.group = "ingest, 20 records per datagram"
     counter = iter(range(10**6))
 
     def setup():
-        store = speeddata.store.open(tmp_path / f"s{next(counter)}")
-        ch = store.create_channel("example", speeddata.send.builtin_schema("example"))
-        ch.append_datagrams(datagrams[:1], receive_time=T0)       # the writer is open
-        if summaries == "without":
-            w = ch._writer
-            w.builder = BlockBuilder(w.builder.plan, stamp=ch.schema.stamped, summaries=False)
-        return (ch,), {}
+        return summary_cost.open_writer(tmp_path / f"s{next(counter)}", summaries == "with"), {}
 
-    def ingest(ch):
-        w, i = ch._writer, 0
-        while i < len(datagrams):      # as a worker does: fill a block, flush it, in one thread
-            _, i = w.builder.add_datagrams(datagrams, T0, i, w.block_bytes)
-            w.maybe_flush()
-        ch.close()
-        ch.store.close()
+    def ingest(store, ch):
+        summary_cost.stream(store, ch, datagrams)
 
     benchmark.pedantic(ingest, setup=setup, rounds=7 if full_size else 1)
     _rate(benchmark, n)
