@@ -37,8 +37,8 @@ cdef inline void merge(int64_t* n, double* total, double* mn, int64_t* tmn, doub
 
 
 ctypedef struct Summary:
-    # one signal's summary fields, as `_put` writes them and `_overview.summary_dtype` lays
-    # them out: eight bytes each, no padding
+    # one signal's summary fields, as `_put` writes and `unpack` reads them and
+    # `_overview.summary_dtype` lays them out: eight bytes each, no padding
     int64_t n
     double total, mn, mx, first, last
     int64_t tmn, tmx, tfirst, tlast
@@ -64,16 +64,8 @@ cdef inline double value_at(const char* data, int kind, Py_ssize_t i) noexcept n
 
 cdef inline void _put(char* out, int64_t cnt, double total, double mn, double mx, double f,
                       double l, int64_t tmn, int64_t tmx, int64_t tf, int64_t tl) noexcept nogil:
-    memcpy(out, &cnt, 8)
-    memcpy(out + 8, &total, 8)
-    memcpy(out + 16, &mn, 8)
-    memcpy(out + 24, &mx, 8)
-    memcpy(out + 32, &f, 8)
-    memcpy(out + 40, &l, 8)
-    memcpy(out + 48, &tmn, 8)
-    memcpy(out + 56, &tmx, 8)
-    memcpy(out + 64, &tf, 8)
-    memcpy(out + 72, &tl, 8)
+    cdef Summary s = Summary(cnt, total, mn, mx, f, l, tmn, tmx, tf, tl)
+    memcpy(out, &s, sizeof(Summary))
 
 
 ctypedef fused number:
