@@ -8,12 +8,13 @@ from ._version import __version__
 from .dataset import DataSet
 from .hdf5 import read_hdf5
 from .store._avro import read_avro
-from .errors import (ChannelExists, ChannelNotFound, ConfigError, DecodeError, FormatError,
-                     LimitExceeded, PortUnavailable, RequestError, SchemaError, SpeedDataError,
+from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
+                     DecodeError, Forbidden, FormatError, LimitExceeded, PortUnavailable, RequestError, SchemaError, SpeedDataError,
                      StoreError, TagExists, TagNotFound, TimeRangeError, Unauthenticated)
 
 __all__ = ["Client", "DataSet", "read_avro", "read_hdf5", "store", "ChannelExists",
-           "ChannelNotFound", "ConfigError", "DecodeError", "FormatError", "LimitExceeded",
+           "ChannelNotFound", "ClusterUnavailable", "ConfigError", "DecodeError", "Forbidden",
+           "FormatError", "LimitExceeded",
            "PortUnavailable", "RequestError", "SchemaError", "SpeedDataError", "StoreError",
            "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema"]
 

@@ -60,7 +60,8 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = Server(cfg, data=args.data, grpc=args.grpc, web=args.web, token=args.token)
+    server = Server(cfg, data=args.data, grpc=args.grpc, web=args.web, token=args.token,
+                    insecure=args.insecure)
     where = await server.start()
     sup = server.supervisor
     assert sup is not None
@@ -144,6 +145,9 @@ def _server_options(p: argparse.ArgumentParser) -> None:
                         "else 127.0.0.1:50051)")
     p.add_argument("--token", help="API calls that change something need "
                    "'authorization: Bearer TOKEN' (default: the config's token:, else none)")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve gRPC and the web beyond loopback without a token (refused "
+                        "otherwise)")
 
 
 def parser() -> argparse.ArgumentParser:

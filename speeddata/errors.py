@@ -90,6 +90,15 @@ class Unauthenticated(SpeedDataError, PermissionError):
     """A call that changes something, without the server's token."""
 
 
+class Forbidden(SpeedDataError, PermissionError):
+    """A request refused whoever sends it: from another web page's origin, or of a kind the
+    server does not take (a body that is not JSON)."""
+
+
+class ClusterUnavailable(SpeedDataError, ConnectionError):
+    """The cluster (its NATS servers, or the node that owns a channel) cannot be reached."""
+
+
 # One table for every API: each error as a gRPC status code (by name) and an HTTP status.
 # The first class of an error's MRO that is listed here decides.
 STATUS: dict[type[BaseException], tuple[str, int]] = {
@@ -99,6 +108,8 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     ConfigError: ("INVALID_ARGUMENT", 400),
     RequestError: ("INVALID_ARGUMENT", 400),
     Unauthenticated: ("UNAUTHENTICATED", 401),
+    Forbidden: ("PERMISSION_DENIED", 403),
+    ClusterUnavailable: ("UNAVAILABLE", 503),
     ChannelExists: ("ALREADY_EXISTS", 409),
     TagExists: ("ALREADY_EXISTS", 409),
     ChannelNotFound: ("NOT_FOUND", 404),

@@ -4,6 +4,7 @@ the gRPC service, on one asyncio event loop."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,29 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_exposure(addresses: dict[str, str], token: str | None, insecure: bool) -> None:
+    """Refuse to serve the control APIs beyond this machine without a token: anyone on the
+    network could then register channels and delete data. ``--insecure`` allows it, loudly."""
+    exposed = [f"{what} {address}" for what, address in addresses.items()
+               if not _loopback(parse_address(address, what)[0])]
+    if not exposed or token:
+        return
+    if not insecure:
+        raise ConfigError(f"refusing to serve {', '.join(exposed)} beyond this machine "
+                          "without a token: anyone who reaches it could change SpeedData",
+                          hint="set token: in the config (or --token), bind to 127.0.0.1, "
+                               "or pass --insecure if the network is yours alone")
+    log.warning("INSECURE: serving %s without a token; anyone who reaches it can register "
+                "and deregister channels, tag and delete data", ", ".join(exposed))
+
+
 @dataclass
 class Listening:
     """Where a running server can be reached."""
@@ -37,7 +61,7 @@ class Server:
     """Everything ``speeddata serve`` runs, started and stopped on the current event loop."""
 
     def __init__(self, cfg: ServeConfig, *, data: str | None = None, grpc: str | None = None,
-                 web: str | None = None, token: str | None = None):
+                 web: str | None = None, token: str | None = None, insecure: bool = False):
         self.cfg = cfg
         self.data = data or cfg.data
         self.grpc_address = grpc or f"{cfg.grpc['bind']}:{cfg.grpc['port']}"
@@ -46,6 +70,8 @@ class Server:
         parse_address(self.web_address, "--web")
         self._http: Any = None
         self.token = token if token is not None else cfg.token
+        _check_exposure({"--grpc": self.grpc_address, "--web": self.web_address},
+                        self.token, insecure)
         self.supervisor: Supervisor | None = None
         self.hub: Hub | None = None
         self.service: Service | None = None

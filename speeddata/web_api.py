@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import urllib.parse
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 
 from ._version import __version__
-from .errors import (RequestError, SpeedDataError, TimeRangeError, Unauthenticated,
-                     status_of)
+from .errors import (Forbidden, RequestError, SpeedDataError, TimeRangeError,
+                     Unauthenticated, status_of)
 from .service import ChannelInfo, Service
 from .stats import ChannelStats
 from .timeutil import duration_ns, to_ns
@@ -42,6 +44,43 @@ def channel_json(info: ChannelInfo, stats: ChannelStats | None = None,
     return out
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower case ('' when it has none)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+def check_same_origin(request: tornado.httputil.HTTPServerRequest) -> None:
+    """Refuse a request that changes something when a web page of another origin sent it.
+
+    A browser names the page that sends a request in ``Origin`` (or, for some requests,
+    only in ``Referer``), and lets any page send a "simple" POST without asking first; so
+    a change is taken only from this server's own pages or from a program that names no
+    page at all (curl, the Python client), and only with a JSON body, which a browser never
+    sends across origins without a preflight that SpeedData does not answer.
+    """
+    own = f"{request.protocol}://{request.host}".lower()
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if origin.lower() != own:     # "null" (sandboxed pages, file://) is not ours either
+            raise Forbidden(f"{request.method} {request.path} from the web page origin "
+                            f"{origin!r} is refused: changes are only taken from {own}'s "
+                            "own pages", hint="use SpeedData's own pages, or a program that "
+                            "sends no Origin header")
+    elif request.headers.get("Referer"):
+        referer = origin_of(request.headers["Referer"])
+        if referer != own:
+            raise Forbidden(f"{request.method} {request.path} from the page "
+                            f"{referer or request.headers['Referer']!r} is refused: changes "
+                            f"are only taken from {own}'s own pages")
+    if request.body:
+        kind = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            raise Forbidden(f"{request.method} {request.path}: the body must be "
+                            f"application/json, not {kind or 'of no type'!r}",
+                            hint="send the header 'Content-Type: application/json'")
+
+
 class ApiHandler(tornado.web.RequestHandler):
     """JSON in and out, SpeedData errors as their HTTP status."""
 
@@ -53,10 +92,12 @@ class ApiHandler(tornado.web.RequestHandler):
         self.token = token
 
     def prepare(self) -> None:
-        if self.request.method in ("POST", "PUT", "DELETE") and self.token:
-            given = self.request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                raise Unauthenticated("this request needs 'Authorization: Bearer <token>'")
+        if self.request.method not in ("GET", "HEAD"):
+            check_same_origin(self.request)
+            if self.token:
+                given = self.request.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                    raise Unauthenticated("this request needs 'Authorization: Bearer <token>'")
 
     def body_json(self) -> dict[str, Any]:
         try:
