@@ -9,14 +9,15 @@ from .dataset import DataSet
 from .hdf5 import read_hdf5
 from .store._avro import read_avro
 from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
-                     DecodeError, Forbidden, FormatError, LimitExceeded, PortUnavailable, RequestError, SchemaError, SpeedDataError,
-                     StoreError, TagExists, TagNotFound, TimeRangeError, Unauthenticated)
+                     DecodeError, Forbidden, FormatError, LimitExceeded, PortUnavailable,
+                     RequestError, SchemaError, SpeedDataError, StoreError, TagExists,
+                     TagNotFound, TimeRangeError, Unauthenticated, Unavailable)
 
 __all__ = ["Client", "DataSet", "read_avro", "read_hdf5", "store", "ChannelExists",
            "ChannelNotFound", "ClusterUnavailable", "ConfigError", "DecodeError", "Forbidden",
-           "FormatError", "LimitExceeded",
-           "PortUnavailable", "RequestError", "SchemaError", "SpeedDataError", "StoreError",
-           "TagExists", "TagNotFound", "TimeRangeError", "Unauthenticated", "errors", "schema"]
+           "FormatError", "LimitExceeded", "PortUnavailable", "RequestError", "SchemaError",
+           "SpeedDataError", "StoreError", "TagExists", "TagNotFound", "TimeRangeError",
+           "Unauthenticated", "Unavailable", "errors", "schema"]
 
 
 def __getattr__(name: str):

@@ -8,6 +8,13 @@ web: {bind: 127.0.0.1, port: 8080}
 grpc: {bind: 127.0.0.1, port: 50051}
 token: s3cret                # API calls that change something need it (Bearer token)
 limits: {query_records: 100000000, export_records: 500000000}
+cluster:                     # join a cluster of nodes (NATS JetStream); off unless given
+  nats: [nats://10.0.0.1:4222, nats://10.0.0.2:4222]
+  node: rig-a                # this node's name, unique in the cluster (default: host name)
+  replicas: 3                # copies of the registry, tags and archives (at most the
+                             # number of NATS servers)
+  heartbeat: 2s              # a node silent for three heartbeats is unreachable
+  advertise: 10.0.0.5        # the host other nodes reach this node's gRPC at
 channels:
   - name: example
     port: 26000
@@ -81,6 +88,16 @@ class ChannelConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """How a node joins a cluster (`speeddata.cluster`)."""
+    nats: list[str]
+    node: str
+    replicas: int = 3
+    heartbeat: float = 2.0            # s
+    advertise: str | None = None      # host for other nodes; default: the gRPC bind host
+
+
+@dataclass
 class ServeConfig:
     data: str = "./data"
     bind: str = "127.0.0.1"
@@ -91,6 +108,7 @@ class ServeConfig:
     token: str | None = None          # needed by every API call that changes something
     limits: dict = field(default_factory=dict)   # query_records, export_records
     pages: dict = field(default_factory=dict)    # extra web pages: "/path" -> HTML file
+    cluster: ClusterConfig | None = None         # None: a single host, no NATS at all
 
 
 def load(path: str | os.PathLike) -> ServeConfig:
@@ -157,7 +175,7 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of keys")
     _check_keys(raw, {"data", "bind", "channels", "retention", "store", "web", "grpc",
-                      "token", "limits"}, "")
+                      "token", "limits", "cluster"}, "")
     cfg = ServeConfig()
     cfg.data = str(_take(raw, "data", "", str, cfg.data))
     cfg.bind = _take(raw, "bind", "", str, cfg.bind)
@@ -181,6 +199,9 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
         merged["port"] = _port(_take(section, "port", f"{key}.", int, merged["port"]),
                                f"{key}.port", any_port=True)
         setattr(cfg, key, merged)
+    section = _take(raw, "cluster", "", dict)
+    if section is not None:
+        cfg.cluster = cluster(section, "cluster.")
     cfg.pages = _pages(_take(raw.get("web") or {}, "pages", "web.", dict, {}), base)
     names, ports = set(), set()
     for i, item in enumerate(_take(raw, "channels", "", list, [])):
@@ -247,6 +268,42 @@ def channel(item: Any, where: str, base: Path = Path("."), bind: str = "127.0.0.
             except (SpeedDataError, ValueError) as e:
                 raise ConfigError(f"{dw}decimation: {e}") from e
     return cfg
+
+
+_NODE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def cluster(d: dict, where: str = "cluster.") -> ClusterConfig:
+    """The ``cluster:`` section (also what ``--cluster URL --node NAME`` make)."""
+    import socket
+    from .timeutil import duration_ns
+    _check_keys(d, {"nats", "node", "replicas", "heartbeat", "advertise"}, where)
+    urls = d.get("nats")
+    if isinstance(urls, str):
+        urls = [u for u in urls.split(",") if u.strip()]
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{where}nats: expected a list of NATS server URLs",
+                          hint="e.g. [nats://127.0.0.1:4222]")
+    for u in urls:
+        if not re.fullmatch(r"(nats|tls)://[^\s/]+(:\d+)?", u.strip()):
+            raise ConfigError(f"{where}nats: {u!r} is not a NATS URL",
+                              hint="e.g. nats://10.0.0.1:4222")
+    node = _take(d, "node", where, str, socket.gethostname().split(".")[0])
+    if not _NODE.match(node):
+        raise ConfigError(f"{where}node: {node!r} is not a node name (letters, digits, _ "
+                          "and -, at most 64)")
+    replicas = _take(d, "replicas", where, int, 3)
+    if not 1 <= replicas <= 5:
+        raise ConfigError(f"{where}replicas: {replicas} is not 1 to 5 (JetStream's range)")
+    beat = d.get("heartbeat", 2.0)
+    try:
+        seconds = duration_ns(beat, what=f"{where}heartbeat") / 1e9
+    except SpeedDataError as e:
+        raise ConfigError(str(e)) from None
+    if not 0.1 <= seconds <= 60:
+        raise ConfigError(f"{where}heartbeat: {beat!r} is not 0.1 to 60 s")
+    advertise = _take(d, "advertise", where, str)
+    return ClusterConfig([u.strip() for u in urls], node, replicas, seconds, advertise)
 
 
 MAX_RECEIVE_BUFFER = 1 << 30    # the kernel takes an int, doubled: past 1 GiB it overflows

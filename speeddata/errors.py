@@ -95,7 +95,11 @@ class Forbidden(SpeedDataError, PermissionError):
     server does not take (a body that is not JSON)."""
 
 
-class ClusterUnavailable(SpeedDataError, ConnectionError):
+class Unavailable(SpeedDataError, ConnectionError):
+    """A server that cannot be reached or does not answer in time."""
+
+
+class ClusterUnavailable(Unavailable):
     """The cluster (its NATS servers, or the node that owns a channel) cannot be reached."""
 
 
@@ -110,6 +114,7 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     Unauthenticated: ("UNAUTHENTICATED", 401),
     Forbidden: ("PERMISSION_DENIED", 403),
     ClusterUnavailable: ("UNAVAILABLE", 503),
+    Unavailable: ("UNAVAILABLE", 503),
     ChannelExists: ("ALREADY_EXISTS", 409),
     TagExists: ("ALREADY_EXISTS", 409),
     ChannelNotFound: ("NOT_FOUND", 404),

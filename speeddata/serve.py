@@ -16,12 +16,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import store as store_mod
 from .config import ChannelConfig
-from .errors import ChannelExists, ChannelNotFound, ConfigError, PortUnavailable
+from .errors import ChannelExists, ChannelNotFound, ConfigError, PortUnavailable, SpeedDataError
 from .decimation import Decimation
 from .live import Ring, Subscriber, create_ring
 from .registry import Registry
@@ -73,6 +74,10 @@ class Supervisor:
         # names returns to its default
         self.store.configure(replace=True, **(retention or {}))
         self._next_retention = 0.0
+        # tags kept elsewhere (a cluster's): retention keeps them too, and pauses while they
+        # cannot be read
+        self.tag_source: Callable[[], list] | None = None
+        self.retention_paused: str | None = None
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         _remove_stale_rings(shm)
         self._ring_dir = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-", dir=shm)
@@ -270,9 +275,20 @@ class Supervisor:
             self.enforce_retention()
 
     def enforce_retention(self) -> list[str]:
-        """One retention pass over the store (the supervisor is its one owner)."""
+        """One retention pass over the store (the supervisor is its one owner), keeping the
+        tags of `tag_source` too; none while they cannot be read (when in doubt, keep)."""
         try:
-            return self.store.enforce_retention()
+            tags = self.tag_source() if self.tag_source is not None else []
+        except SpeedDataError as e:
+            if self.retention_paused is None:
+                log.warning("retention paused: the cluster's tags cannot be read: %s", e)
+            self.retention_paused = f"the cluster's tags cannot be read: {e}"
+            return []
+        if self.retention_paused is not None:
+            log.info("retention resumes: the cluster's tags can be read again")
+        self.retention_paused = self.store.retention_paused
+        try:
+            return self.store.enforce_retention(tags=tags)
         except Exception:   # never let a retention fault stop the watcher
             log.exception("retention pass failed")
             return []

@@ -560,11 +560,13 @@ class Store:
 
     # ---- retention -----------------------------------------------------------------------
 
-    def enforce_retention(self, now: TimeLike | None = None) -> list[str]:
+    def enforce_retention(self, now: TimeLike | None = None,
+                          tags: Sequence[Tag] = ()) -> list[str]:
         """Delete whole oldest segments beyond ``max_age`` (by receive time) and
         ``max_bytes`` (per channel, then store-wide). The newest segment of a channel, which
-        its writer may be filling, and segments that overlap a tag are kept. Returns the
-        deleted segment paths. Deletes nothing while `retention_paused`."""
+        its writer may be filling, and segments that overlap a tag (the store's own, and
+        ``tags`` from elsewhere: a cluster's) are kept. Returns the deleted segment paths.
+        Deletes nothing while `retention_paused`."""
         if self.readonly:
             return []
         self._tags_problem()
@@ -590,7 +592,7 @@ class Store:
                     ch.name, s, parse_stem(s.stem)[1], s.received[1], s.tmin, s.tmax,
                     s.disk_bytes(), i == len(segs) - 1))
         doomed = _retention.plan(held, limits, _retention.Limits(self.options.get("max_bytes")),
-                                 self.tags(), now)
+                                 self.tags() + list(tags), now)
         deleted = []
         for h in doomed:
             if _delete(h.key):
