@@ -36,7 +36,8 @@ from . import wire
 from .wire import EncodedColumn, decode
 
 _STATUS = {pb.CHANNEL_STATUS_RUNNING: "running", pb.CHANNEL_STATUS_STARTING: "starting",
-           pb.CHANNEL_STATUS_FAILED: "failed", pb.CHANNEL_STATUS_STORED: "stored"}
+           pb.CHANNEL_STATUS_FAILED: "failed", pb.CHANNEL_STATUS_STORED: "stored",
+           pb.CHANNEL_STATUS_UNREACHABLE: "unreachable"}
 _AGGREGATE = {v: k for k, v in pb.Aggregate.items()}
 _TYPE = {v: k for k, v in pb.DataType.items()}
 _KIND = {"none": pb.DECIMATION_KIND_NONE, "every": pb.DECIMATION_KIND_EVERY,
@@ -66,6 +67,8 @@ class ChannelInfo:
     decimation: str = "none"
     failure: str = ""
     time_field: str = ""
+    node: str = ""              # the cluster node that owns it ("" on a single host)
+    unreachable_since: int = 0  # unreachable: the owner's last heartbeat, ns
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{n}</td><td>{t}</td></tr>" for n, t in self.signals.items())
@@ -81,7 +84,7 @@ def _error(e: grpc.RpcError) -> E.SpeedDataError:
     elif code == grpc.StatusCode.ALREADY_EXISTS and "tag" in detail.split(" ", 2)[:2]:
         cls = E.TagExists
     elif code == grpc.StatusCode.UNAVAILABLE and "UDP port" not in detail:
-        return E.SpeedDataError(f"the server is unavailable: {detail}")
+        return E.Unavailable(f"the server is unavailable: {detail}")
     if cls is E.SpeedDataError:
         return E.SpeedDataError(f"{code.name}: {detail}")
     return cls(detail)
@@ -274,9 +277,22 @@ class Client:
         request = pb.QueryRequest(channels=[channel], start=lo, end=hi,
                                   format=pb.QUERY_FORMAT_AVRO)
         with open(path, "wb") as f:
-            for response in self._call("Query", request, stream=True):
-                f.write(response.avro.data)
+            for data in self.iter_avro(channel, start, end):
+                f.write(data)
         return os.fspath(path)
+
+    def iter_avro(self, channel: str, start: TimeLike | None = None,
+                  end: TimeLike | None = None) -> Iterator[bytes]:
+        """The Avro object container file of [start, end)'s stored blocks, in pieces."""
+        lo, hi = _range(start, end)
+        request = pb.QueryRequest(channels=[channel], start=lo, end=hi,
+                                  format=pb.QUERY_FORMAT_AVRO)
+        for response in self._call("Query", request, stream=True):
+            yield response.avro.data
+
+    def query_raw(self, request: pb.QueryRequest) -> Iterator[bytes]:
+        """A Query's responses as the server serialized them (a node passes them on)."""
+        return self._call("Query", request, stream=True, raw=True)
 
     # ---- tags and export -----------------------------------------------------------------
 
@@ -315,6 +331,31 @@ class Client:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return path
+
+    # ---- cluster -------------------------------------------------------------------------
+
+    def cluster(self) -> dict:
+        """The cluster the server belongs to: its node, NATS, the nodes it hears."""
+        c = self._call("GetCluster", pb.GetClusterRequest())
+        return {"clustered": c.clustered, "node": c.node, "nats": list(c.nats),
+                "connected": c.connected, "problem": c.problem,
+                "live_dropped": c.live_dropped, "retention_paused": c.retention_paused,
+                "nodes": [{"name": n.name, "grpc": n.grpc, "web": n.web,
+                           "heartbeat": n.heartbeat, "reachable": n.reachable,
+                           "channels": list(n.channels)} for n in c.nodes]}
+
+    def archive(self, tag: str) -> dict:
+        """Archive a tag's range in the cluster's object store; its manifest. It takes as
+        long as copying the range takes: no timeout."""
+        try:
+            return _archive(self._stub.Archive(pb.ArchiveRequest(tag=tag),
+                                               metadata=self._metadata))
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def archives(self) -> list[dict]:
+        return [_archive(a) for a in self._call("ListArchives",
+                                                pb.ListArchivesRequest()).archives]
 
     # ---- statistics ----------------------------------------------------------------------
 
@@ -422,7 +463,14 @@ def _range(start, end) -> tuple[int, int]:
 def _info(c: pb.ChannelInfo) -> ChannelInfo:
     return ChannelInfo(c.name, _STATUS.get(c.status, ""), c.port, c.bind,
                        {s.name: s.avro_type for s in c.signals}, c.source, c.decimation,
-                       c.failure, c.time_field)
+                       c.failure, c.time_field, c.node, c.unreachable_since)
+
+
+def _archive(a: pb.ArchiveInfo) -> dict:
+    return {"tag": {"name": a.tag, "start": a.start, "end": a.end, "note": a.note},
+            "created": a.created, "node": a.node,
+            "channels": [{"channel": c.channel, "bytes": c.bytes, "node": c.node}
+                         for c in a.channels]}
 
 
 def _tag(t: pb.Tag) -> dict:

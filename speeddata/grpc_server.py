@@ -38,7 +38,8 @@ MAX_MESSAGE = 64 << 20          # bytes; batches are cut to about 4 MB, strings 
 CHUNK_BYTES = 1 << 20           # Avro and HDF5 streams
 
 STATUS_PB = {"running": pb.CHANNEL_STATUS_RUNNING, "starting": pb.CHANNEL_STATUS_STARTING,
-             "failed": pb.CHANNEL_STATUS_FAILED, "stored": pb.CHANNEL_STATUS_STORED}
+             "failed": pb.CHANNEL_STATUS_FAILED, "stored": pb.CHANNEL_STATUS_STORED,
+             "unreachable": pb.CHANNEL_STATUS_UNREACHABLE}
 STATUS_NAME = {v: k for k, v in STATUS_PB.items()}
 DECIMATION_KIND = {pb.DECIMATION_KIND_NONE: "none", pb.DECIMATION_KIND_EVERY: "every",
                    pb.DECIMATION_KIND_MEAN: "mean", pb.DECIMATION_KIND_RMS: "rms",
@@ -55,7 +56,7 @@ AVRO_TYPE = {"boolean": "bool", "int": "int32", "long": "int64", "float": "float
              "double": "float64", "string": "string", "enum": "string", "bytes": "bytes",
              "fixed": "bytes"}
 MUTATING = {"RegisterChannel", "DeregisterChannel", "DeleteChannelData", "CreateTag",
-            "DeleteTag"}
+            "DeleteTag", "Archive"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,7 +126,10 @@ class Servicer(pb_grpc.SpeedDataServicer):
 
     @_errors
     async def DeregisterChannel(self, request, context):
-        self.service.deregister_channel(request.name)       # the hub, from the loop's thread
+        if self.service.is_remote(request.name):         # waits for the node that owns it
+            await asyncio.to_thread(self.service.deregister_channel, request.name)
+        else:
+            self.service.deregister_channel(request.name)   # the hub, from the loop's thread
         return pb.DeregisterChannelResponse()
 
     @_errors
@@ -204,17 +208,27 @@ class Servicer(pb_grpc.SpeedDataServicer):
         if not request.channels:
             raise RequestError("Query needs at least one channel")
         start, end = request.start, (request.end or None)
-        if request.format == pb.QUERY_FORMAT_AVRO:
-            for name in request.channels:
-                async for data, last in _in_thread(_chunked(
-                        self.service.query_avro(name, start, end), CHUNK_BYTES)):
-                    yield pb.QueryResponse(avro=pb.AvroChunk(channel=name, data=data,
-                                                             last=last))
-            return
         max_rows = request.max_rows or (1 << 30)
         decimation = _decimation_in(request.decimation) if request.HasField("decimation") \
             else None
         for name in request.channels:
+            if self.service.is_remote(name):
+                # another node's channel: its node's answer, passed on as it serialized it
+                forward = pb.QueryRequest()
+                forward.CopyFrom(request)
+                del forward.channels[:]
+                forward.channels.append(name)
+                assert self.service.cluster is not None
+                client = await asyncio.to_thread(self.service.cluster.client, name)
+                async for message in _in_thread(client.query_raw(forward)):
+                    yield message
+                continue
+            if request.format == pb.QUERY_FORMAT_AVRO:
+                async for data, last in _in_thread(_chunked(
+                        self.service.query_avro(name, start, end), CHUNK_BYTES)):
+                    yield pb.QueryResponse(avro=pb.AvroChunk(channel=name, data=data,
+                                                             last=last))
+                continue
             batches = self.service.query(name, start, end, list(request.signals) or None,
                                          decimation, request.buckets)
             bound = 0
@@ -260,6 +274,30 @@ class Servicer(pb_grpc.SpeedDataServicer):
             sent += len(data)
             yield pb.ExportResponse(data=data, bytes_total=size, bytes_sent=sent,
                                     progress=0.9 + 0.1 * sent / max(1, size))
+
+    # ---- cluster -------------------------------------------------------------------------
+
+    @_errors
+    async def GetCluster(self, request, context):
+        cluster = self.service.cluster
+        paused = self.service.supervisor.retention_paused or ""
+        if cluster is None:
+            return pb.ClusterInfo(clustered=False, retention_paused=paused)
+        info = cluster.info()
+        return pb.ClusterInfo(
+            clustered=True, node=info["node"], nats=info["nats"], connected=info["connected"],
+            problem=info["problem"], live_dropped=info["live_dropped"],
+            retention_paused=paused,
+            nodes=[pb.ClusterNode(**n) for n in info["nodes"]])
+
+    @_errors
+    async def Archive(self, request, context):
+        return _archive_pb(await asyncio.to_thread(self.service.archive, request.tag))
+
+    @_errors
+    async def ListArchives(self, request, context):
+        found = await asyncio.to_thread(self.service.archives)
+        return pb.ListArchivesResponse(archives=[_archive_pb(m) for m in found])
 
     # ---- statistics ----------------------------------------------------------------------
 
@@ -385,7 +423,8 @@ def _channel_pb(info: ChannelInfo) -> pb.ChannelInfo:
         time_field="" if schema.stamped else schema.time_field,
         time_unit=_unit(schema), decimation=info.decimation,
         retention=_retention_pb(info.retention),
-        signals=[_signal_pb(s) for s in schema.signals], created=info.created)
+        signals=[_signal_pb(s) for s in schema.signals], created=info.created,
+        node=info.node, unreachable_since=info.since)
 
 
 def _unit(schema) -> str:
@@ -402,6 +441,13 @@ def _decimation_in(d) -> Decimation:
     if d.bucket_ns and kind in ("none", "every"):
         raise RequestError(f"decimation {kind} takes a factor, not bucket_ns")
     return Decimation(kind, max(1, d.factor), d.bucket_ns)
+
+
+def _archive_pb(m: dict) -> pb.ArchiveInfo:
+    t = m["tag"]
+    return pb.ArchiveInfo(tag=t["name"], start=t["start"], end=t["end"], note=t["note"],
+                          created=m["created"], node=m["node"],
+                          channels=[pb.ArchivedChannel(**c) for c in m["channels"]])
 
 
 def _tag_pb(t) -> pb.Tag:

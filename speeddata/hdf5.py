@@ -115,6 +115,8 @@ def _write(tmp: str, lo: int, hi: int, channels, wanted, compression, progress, 
 
 def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress,
                     contiguous: bool) -> None:
+    # a channel read from another node does not know its count before it is read
+    contiguous = contiguous and getattr(ch, "exact_count", True)
     g = f.create_group(ch.name, track_order=True)
     cs = ch.schema
     g.attrs.update({"avro_schema": cs.to_json(), "time_field": cs.time_field,

@@ -20,7 +20,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .columns import Columns
 from .decimation import Decimation, Decimator
@@ -206,6 +206,8 @@ class Hub:
         self.supervisor = supervisor
         self.loop = loop or asyncio.get_event_loop()
         self._feeds: dict[str, _Feed] = {}
+        # another node's channels, followed through the cluster (`speeddata.cluster`)
+        self.remote: Any = None
 
     def subscribe(self, channel: str, signals: Sequence[str] | None = None,
                   decimation: Decimation | str | None = None, *,
@@ -216,6 +218,9 @@ class Hub:
         SchemaError for an unknown signal, ChannelNotFound for a channel not running."""
         if not isinstance(decimation, Decimation):
             decimation = Decimation.parse(decimation)
+        if self.remote is not None and channel not in self.supervisor.channels and \
+                self.remote.remote_channel(channel) is not None:
+            return self.remote.subscribe(channel, signals, decimation, wake)
         feed = self._feeds.get(channel)
         if feed is None:
             feed = self._feeds[channel] = _Feed(self, channel)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ServeConfig
+from .config import ClusterConfig, ServeConfig
 from .errors import ConfigError
 from .hub import Hub
 from .serve import Supervisor
 from .service import Limits, Service
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("speeddata.server")
 
@@ -55,14 +59,17 @@ class Listening:
     grpc: str
     web: str                      # the URL
     channels: dict[str, str]      # name -> "udp host:port"
+    node: str = ""                # its name in a cluster ("" alone)
 
 
 class Server:
     """Everything ``speeddata serve`` runs, started and stopped on the current event loop."""
 
     def __init__(self, cfg: ServeConfig, *, data: str | None = None, grpc: str | None = None,
-                 web: str | None = None, token: str | None = None, insecure: bool = False):
+                 web: str | None = None, token: str | None = None, insecure: bool = False,
+                 cluster: ClusterConfig | None = None):
         self.cfg = cfg
+        self.cluster_config = cluster or cfg.cluster
         self.data = data or cfg.data
         self.grpc_address = grpc or f"{cfg.grpc['bind']}:{cfg.grpc['port']}"
         parse_address(self.grpc_address, "--grpc")
@@ -75,6 +82,7 @@ class Server:
         self.supervisor: Supervisor | None = None
         self.hub: Hub | None = None
         self.service: Service | None = None
+        self.cluster: Cluster | None = None
         self._grpc = None
 
     async def start(self) -> Listening:
@@ -89,12 +97,32 @@ class Server:
             self._grpc, port = await grpc_server.start(self.service, self.grpc_address,
                                                        self.token)
             web_host, web_port = self._start_web()
+            if self.cluster_config is not None:
+                await self._join(port, f"http://{web_host}:{web_port}/")
         except BaseException:
             await self.stop()
             raise
         host = self.grpc_address.rpartition(":")[0] or "127.0.0.1"
         return Listening(f"{host}:{port}", f"http://{web_host}:{web_port}/",
-                         {n: f"udp {c.bind}:{c.port}" for n, c in sup.channels.items()})
+                         {n: f"udp {c.bind}:{c.port}" for n, c in sup.channels.items()},
+                         self.cluster.node if self.cluster else "")
+
+    async def _join(self, grpc_port: int, web_url: str) -> None:
+        """Become a node of the cluster: the registry, tags, live data and archives shared
+        through NATS JetStream (`speeddata.cluster`)."""
+        from .cluster import Cluster
+        cfg = self.cluster_config
+        assert cfg is not None and self.supervisor and self.hub and self.service
+        host = self.grpc_address.rpartition(":")[0] or "127.0.0.1"
+        if cfg.advertise:
+            host = cfg.advertise
+        elif host in ("0.0.0.0", "::", "[::]", ""):
+            host = socket.gethostname()
+        self.cluster = Cluster(cfg, grpc=f"{host}:{grpc_port}", web=web_url, token=self.token)
+        await self.cluster.start(self.supervisor, self.hub)
+        self.service.cluster = self.cluster
+        self.hub.remote = self.cluster
+        self.supervisor.tag_source = self.cluster.tags
 
     def _start_web(self) -> tuple[str, int]:
         from tornado.httpserver import HTTPServer
@@ -115,6 +143,11 @@ class Server:
 
     async def stop(self) -> None:
         """Streams end, workers flush and stop."""
+        if self.cluster is not None:
+            if self.supervisor is not None:
+                self.supervisor.tag_source = None
+            await self.cluster.stop()
+            self.cluster = None
         if self._http is not None:
             self._http.stop()
             await self._http.close_all_connections()

@@ -14,22 +14,28 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import zstandard
 
 from . import config as config_mod
 from .columns import Columns
 from .decimation import Decimation, Decimator, key
-from .errors import ChannelNotFound, LimitExceeded, SchemaError, StoreError, TimeRangeError
+from .errors import (ChannelExists, ChannelNotFound, LimitExceeded, SchemaError, StoreError,
+                     TagExists, TagNotFound, TimeRangeError)
 from .hub import Hub
 from .schema import ChannelSchema, load_avro
 from .serve import Supervisor
 from .stats import ChannelStats
 from .store._channel import stored_avro
 from .store import _format as F
+from .store._tags import Tag
 
-STATUSES = ("running", "starting", "failed", "stored")
+if TYPE_CHECKING:
+    from .cluster import Cluster, RemoteChannel
+
+STATUSES = ("running", "starting", "failed", "stored", "unreachable")
 
 
 @dataclass
@@ -52,6 +58,8 @@ class ChannelInfo:
     decimation: str = "none"
     retention: dict = field(default_factory=dict)
     created: int = 0
+    node: str = ""                 # the cluster node that owns it ("" on a single host)
+    since: int = 0                 # unreachable: the owner's last heartbeat, ns
 
 
 class Service:
@@ -64,6 +72,14 @@ class Service:
         self.registry = supervisor.registry
         self.hub = hub
         self.limits = limits or Limits()
+        # the cluster this node belongs to (`speeddata.cluster`); None on a single host
+        self.cluster: Cluster | None = None
+
+    def _remote(self, name: str) -> "RemoteChannel | None":
+        """Another node's channel of that name (never one this node has locally)."""
+        if self.cluster is None or name in self.supervisor.channels or name in self.store:
+            return None
+        return self.cluster.remote_channel(name)
 
     # ---- channels ------------------------------------------------------------------------
 
@@ -81,15 +97,44 @@ class Service:
             raise SchemaError("a channel needs an Avro schema (a JSON object)")
         cfg = config_mod.channel(item, "", bind=item.get("bind") or "127.0.0.1")
         load_avro(cfg.schema)
-        self.supervisor.add_channel(cfg)
+        if self.cluster is None:
+            self.supervisor.add_channel(cfg)
+            return self.channel(cfg.name)
+        from .schema import load
+        if cfg.name in self.supervisor.channels:
+            raise ChannelExists(f"channel {cfg.name!r} is registered already (port "
+                                f"{self.supervisor.channels[cfg.name].port})",
+                                hint="deregister it first, or pick a new name")
+        self.cluster.claim_channel(cfg, load(cfg.schema, time_field=cfg.time_field,
+                                             time_unit=cfg.time_unit))
+        try:
+            self.supervisor.add_channel(cfg)
+        except BaseException:
+            self.cluster.release_now(cfg.name)
+            raise
         return self.channel(cfg.name)
 
     def deregister_channel(self, name: str) -> None:
+        """Stop and forget a channel (the data stays). Another node's channel is
+        deregistered there: call this from a thread then, as it waits for that node."""
+        remote = self._remote(name)
+        if remote is not None:
+            self.cluster.client(name).deregister_channel(name)  # type: ignore[union-attr]
+            return
         if self.hub is not None:
             self.hub.drop(name)
         self.supervisor.remove_channel(name)
+        if self.cluster is not None:
+            self.cluster.release_soon(name)
+
+    def is_remote(self, name: str) -> bool:
+        """Whether another node of the cluster owns the channel."""
+        return self._remote(name) is not None
 
     def delete_channel_data(self, name: str) -> None:
+        if self._remote(name) is not None:
+            self.cluster.client(name).delete_channel_data(name)  # type: ignore[union-attr]
+            return
         if name in self.supervisor.channels:
             raise StoreError(f"channel {name!r} is registered; deregister it before deleting "
                              "its data", hint="DeregisterChannel first")
@@ -99,9 +144,15 @@ class Service:
 
     def channels(self, status: str | None = None) -> list[ChannelInfo]:
         """Registered channels and channels with only stored data, by name."""
-        names = sorted(set(self.supervisor.channels) | set(self.store.channels))
+        names = set(self.supervisor.channels) | set(self.store.channels)
+        remote = self.cluster.remote() if self.cluster is not None else {}
         out = []
-        for name in names:
+        for name in sorted(names | set(remote)):
+            if name not in names:
+                info = _remote_info(remote[name])
+                if status in (None, "", info.status):
+                    out.append(info)
+                continue
             try:
                 info = self.channel(name)
             except (ChannelNotFound, StoreError):
@@ -111,6 +162,10 @@ class Service:
         return out
 
     def channel(self, name: str) -> ChannelInfo:
+        remote = self._remote(name)
+        if remote is not None:
+            return _remote_info(remote)
+        node = self.cluster.node if self.cluster is not None else ""
         running = self.supervisor.channels
         if name in running:
             cfg = running[name]
@@ -122,12 +177,12 @@ class Service:
                 source, created = "api", 0
             return ChannelInfo(name, counters["status"], self.store[name].schema, cfg.port,
                                cfg.bind, counters["failure"], source, cfg.decimation,
-                               dict(cfg.options), created)
+                               dict(cfg.options), created, node)
         if name not in self.store:
             raise ChannelNotFound(f"no channel {name!r}", hint="channels are: " + (
                 ", ".join(sorted(set(running) | set(self.store.channels))) or "none"))
         ch = self.store[name]
-        return ChannelInfo(name, "stored", ch.schema, retention=dict(ch.options))
+        return ChannelInfo(name, "stored", ch.schema, retention=dict(ch.options), node=node)
 
     def schema_json(self, name: str) -> str:
         """The channel's Avro schema as stored (with its time field) as JSON text."""
@@ -141,6 +196,9 @@ class Service:
         """Each channel's ChannelStats and how far back the store holds it (s)."""
         out = []
         for info in ([self.channel(n) for n in names] if names else self.channels()):
+            if info.node and self._remote(info.name) is not None:
+                out.append(self._remote_stats(info))
+                continue
             if info.status == "stored":
                 st = self.store[info.name].stats()
                 st.status = "stored"
@@ -148,6 +206,19 @@ class Service:
                 st = self.supervisor.stats(info.name)
             out.append((st, self.store.horizon(info.name)))
         return out
+
+    def _remote_stats(self, info: ChannelInfo) -> tuple[ChannelStats, float]:
+        """Another node's channel's stats, from that node (just its status when it cannot
+        be reached)."""
+        from .errors import SpeedDataError
+        if info.status == "unreachable":             # not worth a wait on each listing
+            return ChannelStats(info.name, status="unreachable"), 0.0
+        try:
+            got = self.cluster.client(info.name).stats([info.name])[info.name]  # type: ignore[union-attr]
+        except SpeedDataError:
+            return ChannelStats(info.name, status="unreachable"), 0.0
+        fields = {k: v for k, v in got.items() if k in ChannelStats.__dataclass_fields__}
+        return ChannelStats(**fields), float(got.get("horizon_s", 0.0))
 
     # ---- stored data ---------------------------------------------------------------------
 
@@ -168,6 +239,10 @@ class Service:
         columns (few and large: each chunk is one parallel decode): decimated, or
         (``buckets``) an overview of that many buckets from the block summaries."""
         start, end = self._check_range(start, end)
+        if self._remote(channel) is not None:
+            yield from self.cluster.client(channel).iter_query(  # type: ignore[union-attr]
+                channel, start, end, signals, decimation, buckets=buckets)
+            return
         ch = self._stored(channel)
         wanted = list(signals) if signals else None
         for s in wanted or ():
@@ -202,6 +277,8 @@ class Service:
 
     def rows_bound(self, channel: str, start: int, end: int | None) -> int:
         """At most how many records a query of [start, end) returns (from the index)."""
+        if self._remote(channel) is not None:
+            return 0                            # the owner says, in its own responses
         return self._stored(channel).count(start or None, end, estimate=True)
 
     def query_avro(self, channel: str, start: int, end: int | None) -> Iterator[bytes]:
@@ -209,6 +286,10 @@ class Service:
         header with the schema as stored, then the blocks as they are on disk (blocks at
         the edges hold some records outside the range)."""
         start, end = self._check_range(start, end)
+        if self._remote(channel) is not None:
+            yield from self.cluster.client(channel).iter_avro(  # type: ignore[union-attr]
+                channel, start, end)
+            return
         ch = self._stored(channel)
         sync = os.urandom(F.SYNC_SIZE)
         yield F.header(json.dumps(stored_avro(ch.schema)), sync, F.CODEC)
@@ -223,15 +304,68 @@ class Service:
     # ---- tags and export -----------------------------------------------------------------
 
     def tag(self, name: str, start: int, end: int, channels: Sequence[str] = (),
-            note: str = "", replace: bool = False):
+            note: str = "", replace: bool = False) -> Tag:
+        """Keep [start, end) of some channels (all by default) through retention: in the
+        store, or, in a cluster, on every node that holds them."""
         self._check_range(start, end)
-        return self.store.tag(name, start, end, list(channels) or None, note, replace=replace)
+        if self.cluster is None:
+            return self.store.tag(name, start, end, list(channels) or None, note,
+                                  replace=replace)
+        from .timeutil import now_ns
+        if not isinstance(name, str) or not name.strip():
+            raise StoreError("a tag needs a name")
+        known = {i.name for i in self.channels()}
+        for c in channels:
+            if c not in known:
+                raise ChannelNotFound(f"no channel {c!r} in the cluster")
+        if not replace and any(t.name == name for t in self.store.tags()):
+            raise TagExists(f"a tag {name!r} exists already on this node's store",
+                            hint="pick another name")
+        return self.cluster.put_tag(Tag(name, start, end, tuple(channels) or None, note,
+                                        now_ns()), replace)
 
-    def tags(self):
-        return self.store.tags()
+    def tags(self) -> list[Tag]:
+        """Tags by start: the cluster's (in a cluster) and the store's own."""
+        own = self.store.tags()
+        if self.cluster is None:
+            return own
+        shared = self.cluster.tags()
+        names = {t.name for t in shared}
+        return sorted(shared + [t for t in own if t.name not in names],
+                      key=lambda t: (t.start, t.name))
+
+    def get_tag(self, name: str) -> Tag:
+        for t in self.tags():
+            if t.name == name:
+                return t
+        raise TagNotFound(f"no tag {name!r}", hint="tags are: " + (
+            ", ".join(t.name for t in self.tags()) or "none"))
 
     def untag(self, name: str) -> None:
+        if self.cluster is not None and any(t.name == name for t in self.cluster.tags()):
+            self.cluster.delete_tag(name)
+            return
         self.store.untag(name)
+
+    def archive(self, tag: str) -> dict:
+        """Copy a tag's range of each channel it covers, as stored, into the cluster's
+        object store (`speeddata.cluster`); returns the archive's manifest."""
+        if self.cluster is None:
+            raise StoreError("archives need a cluster (cluster: in the config)",
+                             hint="export to HDF5 instead, or join a cluster")
+        t = self.get_tag(tag)
+        names = list(t.channels) if t.channels is not None else \
+            [i.name for i in self.channels() if i.status != "unreachable"]
+        parts = {}
+        for n in names:
+            info = self.channel(n)
+            parts[n] = (info.node or self.cluster.node, self.query_avro(n, t.start, t.end))
+        return self.cluster.archive(t, parts)
+
+    def archives(self) -> list[dict]:
+        if self.cluster is None:
+            return []
+        return self.cluster.archives()
 
     def export_hdf5(self, *, tag: str = "", start: int = 0, end: int | None = None,
                     channels: Sequence[str] = (), signals: Sequence[str] = (),
@@ -241,16 +375,15 @@ class Service:
         to a temporary file first (HDF5 needs to seek), which goes once it is sent."""
         names = list(channels) or None
         if tag:
-            t = self.store.get_tag(tag)
+            t = self.get_tag(tag)
             lo, hi = t.start, t.end
             names = names or (list(t.channels) if t.channels is not None else None)
         else:
             lo, hi = start, end if end is not None else start
             self._check_range(lo, hi)
         names = names or self.store.channels
-        for n in names:
-            self._stored(n)
-        total = sum(self.store[n].count(lo, hi, estimate=True) for n in names)
+        readers = [self._reader(n) for n in names]
+        total = sum(r.count(lo, hi, estimate=True) for r in readers)
         limit = self.limits.export_records
         if limit is not None and total > limit:
             raise LimitExceeded(f"the export holds about {total} records, more than the "
@@ -266,13 +399,62 @@ class Service:
         fd, path = tempfile.mkstemp(prefix="speeddata-export-", suffix=".h5")
         os.close(fd)
         try:
-            self.store.export_hdf5(path, lo, hi, names, list(signals) or None, progress=step)
+            self._export(path, lo, hi, readers, list(signals) or None, step, tag)
             size = os.path.getsize(path)
             with open(path, "rb") as f:
                 while chunk := f.read(chunk_bytes):
                     yield chunk, size
         finally:
             os.remove(path)
+
+
+    def _reader(self, name: str):
+        """What an export reads a channel through: the store's channel, or another node's
+        over gRPC."""
+        if self._remote(name) is not None:
+            return _RemoteReader(self, name)
+        return self._stored(name)
+
+    def _export(self, path: str, lo: int, hi: int | None, readers, signals, step,
+                tag: str) -> None:
+        from .hdf5 import export
+        if all(not isinstance(r, _RemoteReader) for r in readers):
+            self.store.export_hdf5(path, lo, hi, [r.name for r in readers], signals,
+                                   progress=step)
+            return
+        export(self.store, path, lo, hi if hi is not None else lo, readers, signals,
+               progress=step, tag=self.get_tag(tag) if tag else None)
+
+
+class _RemoteReader:
+    """Another node's channel as an HDF5 export reads it: its schema from the registry, its
+    records over gRPC from the node that stores it."""
+
+    exact_count = False           # a count here would cost a read: datasets grow instead
+
+    def __init__(self, service: Service, name: str):
+        self.service = service
+        self.name = name
+        self.schema = service.channel(name).schema
+
+    @property
+    def signals(self) -> list[str]:
+        return self.schema.signal_names
+
+    def count(self, start: int | None = None, end: int | None = None,
+              estimate: bool = False) -> int:
+        ov = next(iter(self.service.query(self.name, start or 0, end, buckets=1)))
+        counts = [int(np.asarray(v).sum()) for k, v in ov.data.items() if k.endswith(":count")]
+        return max(counts, default=0)
+
+    def iter_read(self, start: int | None, end: int | None, signals=None, **_) -> Iterator[Columns]:
+        for cols in self.service.query(self.name, start or 0, end, signals):
+            yield Columns(cols.time, cols.data, self.name)
+
+
+def _remote_info(rc: "RemoteChannel") -> ChannelInfo:
+    return ChannelInfo(rc.name, rc.status, rc.schema, rc.port, rc.bind, "", "api",
+                       rc.decimation, rc.retention, rc.created, rc.node, rc.since)
 
 
 def overview_columns(ov) -> Columns:

@@ -32,6 +32,7 @@ def channel_json(info: ChannelInfo, stats: ChannelStats | None = None,
     out: dict[str, Any] = {
         "name": info.name, "port": info.port, "bind": info.bind, "status": info.status,
         "failure": info.failure, "source": info.source, "created": info.created,
+        "node": info.node, "unreachable_since": info.since or None,
         "config": {"decimation": info.decimation, "retention": info.retention,
                    "time_field": None if info.schema.stamped else info.schema.time_field},
         "signals": [{"name": s.name, "type": s.type, "nullable": s.nullable, "doc": s.doc}
@@ -136,8 +137,13 @@ class ApiHandler(tornado.web.RequestHandler):
 class Health(ApiHandler):
     def get(self) -> None:
         sup = self.service.supervisor
+        cluster = self.service.cluster
         self.send_json({"status": "ok", "version": __version__,
-                        "channels": len(sup.channels), "store": sup.data})
+                        "channels": len(sup.channels), "store": sup.data,
+                        "cluster": None if cluster is None else {
+                            "node": cluster.node, "connected": cluster.connected,
+                            "problem": cluster.problem or ""},
+                        "retention_paused": sup.retention_paused})
 
 
 class Channels(ApiHandler):
@@ -168,7 +174,10 @@ class Channel(ApiHandler):
             await asyncio.to_thread(self.service.delete_channel_data, name)
             self.send_json({"deleted": name})
             return
-        self.service.deregister_channel(name)            # the hub, from the loop's thread
+        if self.service.is_remote(name):                 # waits for the node that owns it
+            await asyncio.to_thread(self.service.deregister_channel, name)
+        else:
+            self.service.deregister_channel(name)        # the hub, from the loop's thread
         self.send_json({"deregistered": name})
 
 
@@ -287,6 +296,29 @@ class Export(ApiHandler):
         self.finish()
 
 
+class Cluster(ApiHandler):
+    """``GET /api/v1/cluster``: this node, its NATS and the nodes it hears."""
+
+    def get(self) -> None:
+        cluster = self.service.cluster
+        info: dict[str, Any] = cluster.info() if cluster is not None else {"clustered": False}
+        info["retention_paused"] = self.service.supervisor.retention_paused
+        self.send_json(info)
+
+
+class Archives(ApiHandler):
+    """``GET /api/v1/archives``; ``POST /api/v1/archives {"tag": NAME}`` archives a tag."""
+
+    async def get(self) -> None:
+        self.send_json({"archives": await asyncio.to_thread(self.service.archives)})
+
+    async def post(self) -> None:
+        tag = self.body_json().get("tag")
+        if not isinstance(tag, str) or not tag:
+            raise RequestError('send {"tag": "<name of a tag>"}')
+        self.send_json(await asyncio.to_thread(self.service.archive, tag), 201)
+
+
 class NotFound(ApiHandler):
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404, f"no API endpoint {self.request.path}")
@@ -307,5 +339,7 @@ def api_routes(service: Service, token: str | None = None) -> list:
         (r"/api/v1/tags", Tags),
         (rf"/api/v1/tags/{name}", TagOne),
         (r"/api/v1/pivot/export", Export),
+        (r"/api/v1/cluster", Cluster),
+        (r"/api/v1/archives", Archives),
         (r"/api/v1/.*", NotFound),
     )]
