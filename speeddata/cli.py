@@ -60,8 +60,12 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    cluster = None
+    if args.cluster:
+        cluster = config_mod.cluster({"nats": args.cluster, "node": args.node} if args.node
+                                     else {"nats": args.cluster}, "--cluster ")
     server = Server(cfg, data=args.data, grpc=args.grpc, web=args.web, token=args.token,
-                    insecure=args.insecure)
+                    insecure=args.insecure, cluster=cluster)
     where = await server.start()
     sup = server.supervisor
     assert sup is not None
@@ -70,7 +74,8 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
     try:
         failed = await asyncio.to_thread(sup.wait_ready)
         print(f"SpeedData serving store {sup.data}\n  web    {where.web}\n"
-              f"  gRPC   {where.grpc}" + "".join(
+              f"  gRPC   {where.grpc}" +
+              (f"\n  cluster node {where.node}" if where.node else "") + "".join(
             f"\n  {name:<12} {udp}" + (" (FAILED, retrying)" if name in failed else "")
             for name, udp in where.channels.items()), flush=True)
         for name, reason in failed.items():
@@ -145,6 +150,11 @@ def _server_options(p: argparse.ArgumentParser) -> None:
                         "else 127.0.0.1:50051)")
     p.add_argument("--token", help="API calls that change something need "
                    "'authorization: Bearer TOKEN' (default: the config's token:, else none)")
+    p.add_argument("--cluster", metavar="URL[,URL...]",
+                   help="join a cluster through these NATS servers (overrides the "
+                        "config's cluster:)")
+    p.add_argument("--node", help="this node's name in the cluster (default: the config's, "
+                   "else the host name)")
     p.add_argument("--insecure", action="store_true",
                    help="serve gRPC and the web beyond loopback without a token (refused "
                         "otherwise)")
@@ -189,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="./data")
     t.set_defaults(func=cmd_stats)
     add_commands(sub)
+    from .cli_cluster import add_commands as add_cluster_commands
+    add_cluster_commands(sub)
     from .bench import add_command as add_bench
     add_bench(sub)
     return p
