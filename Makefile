@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 DATA   ?= ./data
 
-.PHONY: run test bench build clean
+.PHONY: run test bench build clean nats-server
 
 $(STAMP): pyproject.toml setup.py $(wildcard speeddata/*.pyx speeddata/*.pxd proto/speeddata/v1/*.proto)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ build: $(STAMP)
 run: build
 	$(BIN)/speeddata demo --data $(DATA)
 
-test: build
+test: build nats-server
 	$(BIN)/python -m pytest
+
+# the cluster tests start real NATS servers: Debian's nats-server, installed when missing
+nats-server:
+	@command -v nats-server >/dev/null || { apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends nats-server; } || \
+		{ echo "make test needs Debian's nats-server (apt-get install nats-server)"; exit 1; }
 
 bench: build
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-columns=median,min,max,rounds

@@ -118,3 +118,89 @@ class ServeProcess:
         self._reader.join(timeout=5)
         self.proc.stdout.close()
         return self.proc.returncode
+
+
+def free_tcp_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServers:
+    """Real ``nats-server`` processes with JetStream on loopback: one, or a cluster of
+    several routed to each other. Each keeps its JetStream data in its own folder, so one
+    killed and started again comes back with what it held."""
+
+    def __init__(self, folder, count: int = 1):
+        import os
+        import shutil
+        self.binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        if not os.access(self.binary, os.X_OK):
+            raise AssertionError("the cluster tests need Debian's nats-server (make test "
+                                 "installs it)")
+        self.folder = str(folder)
+        self.ports = [free_tcp_port() for _ in range(count)]
+        self.routes = [free_tcp_port() for _ in range(count)]
+        self.procs: list = [None] * count
+        for i in range(count):
+            self.start(i)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.ports]
+
+    def start(self, i: int) -> None:
+        import os
+        import subprocess
+        store = os.path.join(self.folder, f"nats-{i}")
+        cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.ports[i]), "-js", "-sd", store,
+               "-n", f"nats-{i}"]
+        if len(self.ports) > 1:
+            cmd += ["--cluster_name", "speeddata-test", "--cluster",
+                    f"nats://127.0.0.1:{self.routes[i]}", "--routes",
+                    ",".join(f"nats://127.0.0.1:{r}" for k, r in enumerate(self.routes)
+                             if k != i)]
+        log = open(os.path.join(self.folder, f"nats-{i}.log"), "ab")
+        self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self, i: int) -> None:
+        p = self.procs[i]
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        self.procs[i] = None
+
+    def stop(self) -> None:
+        for i in range(len(self.procs)):
+            self.kill(i)
+
+    def wait_ready(self, replicas: int | None = None, timeout: float = 30.0) -> None:
+        """Until JetStream takes a replicated bucket (the cluster has elected its leader)."""
+        import asyncio
+        import time
+
+        async def probe() -> bool:
+            import nats
+            try:
+                nc = await nats.connect(servers=self.urls, connect_timeout=1,
+                                        max_reconnect_attempts=1)
+            except Exception:
+                return False
+            try:
+                js = nc.jetstream(timeout=2)
+                await js.create_key_value(bucket="speeddata-probe",
+                                          replicas=replicas or len(self.ports))
+                await js.delete_key_value("speeddata-probe")
+                return True
+            except Exception:
+                return False
+            finally:
+                await nc.close()
+
+        deadline = time.monotonic() + timeout
+        while not asyncio.run(probe()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"JetStream at {self.urls} did not become ready")
+            time.sleep(0.3)
