@@ -201,6 +201,8 @@ class Cluster:
         self._kv: dict[str, Any] = {}
         self._objects: Any = None
         self._js: Any = None
+        self._made: dict[str, tuple[Any, dict]] = {}  # channel -> (its config, its entry)
+        self._seen: dict[str, tuple[int, dict]] = {}  # bucket -> (last sequence, contents)
         self.problem: str | None = "not connected yet"
         self.problem_since = now_ns()
         self.nodes: dict[str, dict] = {}           # node -> its last heartbeat
@@ -245,8 +247,8 @@ class Cluster:
         self._relays.clear()
         if self.nc is not None:
             try:
-                if self.nc.is_connected:
-                    await self._kv[NODES].delete(self.node)    # gone, not silent
+                # its last heartbeat stays: the others show its channels unreachable
+                # since then, and its stored data is there again when it comes back
                 await asyncio.wait_for(self.nc.close(), 2)
             except Exception:
                 pass
@@ -367,27 +369,39 @@ class Cluster:
         assert sup is not None
         out = {}
         running = sup.channels
+        # an entry is made once per channel config (it reads the registry and the schema),
+        # so a beat costs a channel a look at its counters
+        made: dict[str, tuple[Any, dict]] = {}
         for name in sup.store.channels:
             if name in running:
                 continue
-            try:
-                schema = json.dumps(stored_avro(sup.store[name].schema))
-            except (ChannelNotFound, StoreError):
-                continue                    # damaged or dropped: it says so locally
-            out[name] = ("stored", {"node": self.node, "port": 0, "bind": "",
-                                    "grpc": self.grpc, "schema": schema, "created": 0,
-                                    "decimation": "none", "retention": {}})
+            cached = self._made.get(name)
+            if cached is None or cached[0] is not None:
+                try:
+                    schema = json.dumps(stored_avro(sup.store[name].schema))
+                except (ChannelNotFound, StoreError):
+                    continue                # damaged or dropped: it says so locally
+                cached = (None, {"node": self.node, "port": 0, "bind": "",
+                                 "grpc": self.grpc, "schema": schema, "created": 0,
+                                 "decimation": "none", "retention": {}})
+            made[name] = cached
+            out[name] = ("stored", cached[1])
         for name, cfg in running.items():
             try:
                 status = sup.counters(name)["status"]
-                created = sup.registry.get(name).created
-                schema = json.dumps(stored_avro(sup.store[name].schema))
+                cached = self._made.get(name)
+                if cached is None or cached[0] is not cfg:
+                    cached = (cfg, {"node": self.node, "port": cfg.port, "bind": cfg.bind,
+                                    "grpc": self.grpc,
+                                    "schema": json.dumps(stored_avro(sup.store[name].schema)),
+                                    "created": sup.registry.get(name).created,
+                                    "decimation": cfg.decimation,
+                                    "retention": dict(cfg.options)})
             except (ChannelNotFound, StoreError):
                 continue                    # removed meanwhile
-            out[name] = (status, {"node": self.node, "port": cfg.port, "bind": cfg.bind,
-                                  "grpc": self.grpc, "schema": schema, "created": created,
-                                  "decimation": cfg.decimation,
-                                  "retention": dict(cfg.options)})
+            made[name] = cached
+            out[name] = (status, cached[1])
+        self._made = made
         return out
 
     async def _beat(self) -> None:
@@ -435,7 +449,14 @@ class Cluster:
                       "it but does not offer it to the cluster", name, held.get("node"))
 
     async def _all(self, bucket: str) -> dict[str, dict]:
-        return await kv_all(self._js, self._kv[bucket], bucket)
+        """A bucket's contents, read again only when it changed since the last beat."""
+        info = await self._js.stream_info(f"KV_{bucket}")
+        seen = self._seen.get(bucket)
+        if seen is not None and seen[0] == info.state.last_seq:
+            return dict(seen[1])
+        found = await kv_all(self._js, self._kv[bucket], bucket)
+        self._seen[bucket] = (info.state.last_seq, found)
+        return dict(found)
 
     async def claim(self, name: str, entry: dict) -> None:
         """Take a channel name for this node, cluster-wide; ChannelExists naming the node
