@@ -1,0 +1,243 @@
+"""The cluster against one host, in the same run, on loopback: real ``nats-server``
+processes and two ``speeddata serve`` nodes, a (which receives and stores) and b.
+
+- Live latency at 10 kHz, from a record's send time to the batch in a client, followed
+  through node a's own Subscribe and through node b's at once (target: p99 through b
+  < 2x of a, and < 40 ms).
+- Query of N records x 4 doubles through node b (routed to a) against the same Query to
+  node a, interleaved (target: >= 70%).
+- Archive (node a into the object store) and restore (out of it, into a new store) in MB/s
+  of the Avro files, against writing and reading the same bytes on this disk.
+- Ingest CPU per datagram (worker and serve process) of a node with ``cluster:`` against
+  one without, in alternating rounds (target: within 5%).
+
+Run: .venv/bin/python benchmarks/cluster_bench.py [--quick] [--nats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+
+import speeddata  # noqa: E402
+from speeddata.client import Client  # noqa: E402
+from speeddata.send import builtin_schema, send  # noqa: E402
+
+from grpc_bench import build_four, cpu_seconds  # noqa: E402
+from helpers import NatsServers, ServeProcess, free_udp_port  # noqa: E402
+
+
+def start_node(folder: Path, name: str, urls, channels=(), replicas=1) -> ServeProcess:
+    cfg: dict = {"channels": [{"name": c, "port": p, "schema": builtin_schema("example")}
+                              for c, p in channels]}
+    if urls:
+        cfg["cluster"] = {"nats": urls, "node": name, "replicas": replicas}   # heartbeat 2 s
+    (folder / name).mkdir(exist_ok=True)
+    return ServeProcess(folder / name / "data", config=cfg)
+
+
+def wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the cluster did not settle")
+        time.sleep(0.05)
+
+
+def latency(a: Client, b: Client, port: int, rate: float, seconds: float) -> dict:
+    """One subscriber through each node while a sender runs at ``rate``."""
+    lat: dict[str, list] = {"a": [], "b": []}
+    counts = {"a": 0, "b": 0}
+    stop = threading.Event()
+
+    def follow(who: str, client: Client) -> None:
+        with client.subscribe("rig", ["counter"]) as live:
+            for batch in live:
+                lat[who].append(time.time_ns() - batch.time)
+                counts[who] += len(batch)
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=follow, args=(w, c), daemon=True)
+               for w, c in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    time.sleep(2.5)                       # b's lease reaches a
+    report = send(port=port, rate=rate, duration=seconds)
+    wait(lambda: min(counts.values()) >= report.records - 100, 15)
+    stop.set()
+    send(port=port, rate=100, count=20)   # wakes both streams so that they end
+    for t in threads:
+        t.join(10)
+    out = {"sent": report.records}
+    for who in "ab":
+        ms = np.concatenate(lat[who]) / 1e6
+        out[who] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                    "received": counts[who]}
+    return out
+
+
+def queries(a: Client, b: Client, lo: int, hi: int, n: int, rounds: int) -> dict:
+    direct, routed = [], []
+    for _ in range(rounds + 1):
+        t = time.perf_counter()
+        got = a.query("four", lo, hi)
+        direct.append(time.perf_counter() - t)
+        assert len(got) == n
+        del got
+        t = time.perf_counter()
+        got = b.query("four", lo, hi)
+        routed.append(time.perf_counter() - t)
+        assert len(got) == n
+        del got
+    d, r = statistics.median(direct[1:]), statistics.median(routed[1:])
+    return {"direct_s": d, "routed_s": r, "ratio": d / r}
+
+
+def disk_speed(folder: Path, size: int) -> tuple[float, float]:
+    """MB/s writing (with fsync) and reading back ``size`` bytes here."""
+    path = folder / "disk-probe"
+    data = os.urandom(1 << 20) * max(1, size >> 20)
+    t = time.perf_counter()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    w = len(data) / (time.perf_counter() - t) / 1e6
+    t = time.perf_counter()
+    with open(path, "rb") as f:
+        while f.read(8 << 20):
+            pass
+    r = len(data) / (time.perf_counter() - t) / 1e6
+    path.unlink()
+    return w, r
+
+
+def archive_restore(a: Client, urls, lo: int, hi: int, folder: Path) -> dict:
+    from speeddata.cluster import fetch_archive, restore_into
+    a.tag("bench", lo, hi, channels=["four"])
+    t = time.perf_counter()
+    manifest = a.archive("bench")
+    archive_s = time.perf_counter() - t
+    size = sum(c["bytes"] for c in manifest["channels"])
+    into = folder / "restore-files"
+    into.mkdir()
+    t = time.perf_counter()
+    fetch_archive(urls, "bench", str(into))
+    fetch_s = time.perf_counter() - t
+    t = time.perf_counter()
+    with speeddata.store.open(folder / "restored") as st:
+        counts = restore_into(st, manifest, str(into))
+    restore_s = time.perf_counter() - t
+    w, r = disk_speed(folder, size)
+    return {"bytes": size, "archive_mb_s": size / archive_s / 1e6,
+            "fetch_mb_s": size / fetch_s / 1e6, "restore_into_store_mb_s":
+            size / restore_s / 1e6, "records": counts["four"], "disk_write_mb_s": w,
+            "disk_read_mb_s": r}
+
+
+def ingest_cpu(folder: Path, urls, rate: float, seconds: float, rounds: int) -> dict:
+    """CPU per datagram of the worker and the serve process, with and without cluster:."""
+    out: dict[str, list] = {"alone": [], "cluster": []}
+    for k in range(rounds):
+        for kind in ("alone", "cluster"):
+            port = free_udp_port()
+            node = start_node(folder, f"cpu-{kind}-{k}", urls if kind == "cluster" else None,
+                              [("cpu", port)])
+            try:
+                with Client(node.address) as c:
+                    wait(lambda: c.get_channel("cpu").status == "running")
+                    time.sleep(1.5)
+                    worker = [p for p in _children(node.proc.pid)]
+                    pids = [node.proc.pid] + worker
+                    cpu0 = sum(cpu_seconds(p) for p in pids)
+                    report = send(port=port, rate=rate, duration=seconds)
+                    time.sleep(0.5)
+                    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+                    out[kind].append(cpu / report.datagrams * 1e6)
+            finally:
+                node.stop()
+    alone, clustered = statistics.median(out["alone"]), statistics.median(out["cluster"])
+    return {"alone_us": alone, "cluster_us": clustered, "ratio": clustered / alone,
+            "rounds": out}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--nats", type=int, default=1, help="NATS servers (3: replicas 3)")
+    args = p.parse_args()
+    n = 1_000_000 if args.quick else 10_000_000
+    with tempfile.TemporaryDirectory(prefix="sdbench-cluster-") as tmp:
+        folder = Path(tmp)
+        nats = NatsServers(folder, args.nats)
+        nodes = []
+        try:
+            nats.wait_ready(args.nats)
+            (folder / "a").mkdir()
+            lo, hi = build_four(str(folder / "a" / "data"), n)
+            port = free_udp_port()
+            nodes.append(start_node(folder, "a", nats.urls, [("rig", port)], args.nats))
+            nodes.append(start_node(folder, "b", nats.urls, (), args.nats))
+            a, b = Client(nodes[0].address), Client(nodes[1].address)
+            wait(lambda: {c.name: c.status for c in b.list_channels()}.get("rig") == "running")
+            print(f"cluster of {args.nats} NATS server(s), nodes a and b", flush=True)
+            live = latency(a, b, port, 10_000, 3 if args.quick else 10)
+            print(f"live at 10 kHz, {live['sent']} records: through a p50 "
+                  f"{live['a']['p50_ms']:.1f} ms p99 {live['a']['p99_ms']:.1f} ms; through b "
+                  f"p50 {live['b']['p50_ms']:.1f} ms p99 {live['b']['p99_ms']:.1f} ms "
+                  f"({live['b']['p99_ms'] / live['a']['p99_ms']:.2f}x); received "
+                  f"{live['a']['received']} and {live['b']['received']}", flush=True)
+            q = queries(a, b, lo, hi, n, 3 if args.quick else 5)
+            print(f"Query {n} records x 4 doubles: direct {q['direct_s'] * 1e3:.0f} ms, "
+                  f"routed through b {q['routed_s'] * 1e3:.0f} ms: {100 * q['ratio']:.0f}% "
+                  "of direct", flush=True)
+            ar = archive_restore(a, nats.urls, lo, hi, folder)
+            print(f"archive {ar['bytes'] / 1e6:.1f} MB: {ar['archive_mb_s']:.0f} MB/s; fetch "
+                  f"{ar['fetch_mb_s']:.0f} MB/s; restore into a store "
+                  f"{ar['restore_into_store_mb_s']:.0f} MB/s ({ar['records']} records); "
+                  f"this disk: write+fsync {ar['disk_write_mb_s']:.0f} MB/s, read "
+                  f"{ar['disk_read_mb_s']:.0f} MB/s", flush=True)
+            a.close()
+            b.close()
+            for node in nodes:
+                node.stop()
+            nodes.clear()
+            cpu = ingest_cpu(folder, nats.urls, 50_000, 3 if args.quick else 6,
+                             2 if args.quick else 4)
+            print(f"ingest CPU at 50k datagrams/s: alone {cpu['alone_us']:.2f} us, with "
+                  f"cluster: {cpu['cluster_us']:.2f} us a datagram ({cpu['ratio']:.3f}x); "
+                  f"rounds {cpu['rounds']}", flush=True)
+        finally:
+            for node in nodes:
+                node.stop()
+            nats.stop()
+
+
+if __name__ == "__main__":
+    main()
