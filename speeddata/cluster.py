@@ -172,6 +172,7 @@ class _Relayed(Subscription):
 
     def close(self) -> None:
         self.relay.remove(self)
+        self._released()
 
 
 async def _quietly(coro: Awaitable) -> None:

@@ -7,7 +7,7 @@ retention: {max_bytes: 10G, max_age: P1D}
 web: {bind: 127.0.0.1, port: 8080}
 grpc: {bind: 127.0.0.1, port: 50051}
 token: s3cret                # API calls that change something need it (Bearer token)
-limits: {query_records: 100000000, export_records: 500000000}
+limits: {query_records: 100000000, export_records: 500000000}   # see service.Limits
 cluster:                     # join a cluster of nodes (NATS JetStream); off unless given
   nats: [nats://10.0.0.1:4222, nats://10.0.0.2:4222]
   node: rig-a                # this node's name, unique in the cluster (default: host name)
@@ -106,7 +106,7 @@ class ServeConfig:
     web: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 8080})
     grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
     token: str | None = None          # needed by every API call that changes something
-    limits: dict = field(default_factory=dict)   # query_records, export_records
+    limits: dict = field(default_factory=dict)   # LIMIT_KEYS: see speeddata.service.Limits
     pages: dict = field(default_factory=dict)    # extra web pages: "/path" -> HTML file
     cluster: ClusterConfig | None = None         # None: a single host, no NATS at all
 
@@ -183,9 +183,12 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
     cfg.store_options.update(_store_options(_take(raw, "store", "", dict, {}), "store."))
     cfg.token = _take(raw, "token", "", str)
     limits = _take(raw, "limits", "", dict, {})
-    _check_keys(limits, {"query_records", "export_records"}, "limits.")
-    for key in ("query_records", "export_records"):
-        value = _take(limits, key, "limits.", int)
+    _check_keys(limits, set(LIMIT_KEYS), "limits.")
+    for key in LIMIT_KEYS:
+        value = limits.get(key)
+        if key.endswith("_bytes") and value is not None:
+            value = parse_size(value, f"limits.{key}")
+        value = _take({key: value}, key, "limits.", int)
         if value is not None:
             if value < 1:
                 raise ConfigError(f"limits.{key}: {value} is not a positive count")
@@ -362,6 +365,10 @@ def _pages(d: dict, base: Path) -> dict[str, str]:
         out[url] = path
     return out
 
+
+LIMIT_KEYS = ("query_records", "export_records", "subscriptions", "subscriptions_per_client",
+              "request_bytes", "schema_bytes", "schema_depth", "schema_fields", "buckets",
+              "exports")
 
 STORE_KEYS = ("block_bytes", "segment_bytes", "segment_span", "flush_interval",
               "compression_level", "fsync")

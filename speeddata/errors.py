@@ -82,6 +82,10 @@ class LimitExceeded(SpeedDataError, ValueError):
     """A request larger than a configured limit (a range, an export)."""
 
 
+class TooMany(LimitExceeded):
+    """One more of something counted (live streams, exports) than a configured limit."""
+
+
 class RequestError(SpeedDataError, ValueError):
     """An API request that cannot be served as asked (a missing or contradictory field)."""
 
@@ -119,6 +123,7 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     TagExists: ("ALREADY_EXISTS", 409),
     ChannelNotFound: ("NOT_FOUND", 404),
     TagNotFound: ("NOT_FOUND", 404),
+    TooMany: ("RESOURCE_EXHAUSTED", 429),
     LimitExceeded: ("RESOURCE_EXHAUSTED", 413),
     PortUnavailable: ("UNAVAILABLE", 503),
     FormatError: ("DATA_LOSS", 500),

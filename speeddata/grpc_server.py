@@ -176,7 +176,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
                 subs.append(hub.subscribe(
                     c.channel, list(c.signals) or None, _decimation_in(c.decimation),
                     resume_from=c.resume_from if c.HasField("resume_from") else None,
-                    wake=wake))
+                    wake=wake, client=_peer_host(context.peer())))
             turn = 0
             while True:
                 sent = False
@@ -307,6 +307,17 @@ class Servicer(pb_grpc.SpeedDataServicer):
         hub = self.service.hub
         return pb.GetStatsResponse(channels=[
             _stats_pb(s, h, hub.subscriptions(s.channel) if hub else 0) for s, h in stats])
+
+
+def _peer_host(peer: str) -> str:
+    """The address of a gRPC peer ("ipv4:127.0.0.1:5000" -> "127.0.0.1"), its port left
+    out: the limits count a machine's streams, however many connections it opens."""
+    kind, _, rest = (peer or "unknown").partition(":")
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]") or rest
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    return peer or "unknown"
 
 
 def _query_messages(batches, max_rows: int):

@@ -18,13 +18,13 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .columns import Columns
 from .decimation import Decimation, Decimator
-from .errors import ChannelNotFound
+from .errors import ChannelNotFound, TooMany
 from .live import Subscriber
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class Subscription:
         self._dropped = 0            # raw records dropped from the queue, not yet reported
         self.closed: str | None = None   # why the channel went away
         self.delivered = 0
+        self.release: Callable[[], None] | None = None   # frees its place under the limits
 
     @property
     def pending(self) -> bool:
@@ -127,6 +128,12 @@ class Subscription:
 
     def close(self) -> None:
         self.hub.unsubscribe(self)
+        self._released()
+
+    def _released(self) -> None:
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
 
 class _Feed:
@@ -206,18 +213,56 @@ class Hub:
         self.supervisor = supervisor
         self.loop = loop or asyncio.get_event_loop()
         self._feeds: dict[str, _Feed] = {}
+        # live streams at once, in all and per client (None: no limit)
+        self.max_subscriptions: int | None = None
+        self.max_per_client: int | None = None
+        self._clients: Counter[str] = Counter()
         # another node's channels, followed through the cluster (`speeddata.cluster`)
         self.remote: Any = None
 
     def subscribe(self, channel: str, signals: Sequence[str] | None = None,
                   decimation: Decimation | str | None = None, *,
                   resume_from: int | None = None,
-                  wake: asyncio.Event | None = None) -> Subscription:
+                  wake: asyncio.Event | None = None, client: str | None = None) -> Subscription:
         """Follow a channel from now on (or from record ``resume_from``); ``wake`` lets one
-        event serve several subscriptions (one stream of many channels).
+        event serve several subscriptions (one stream of many channels). A ``client`` (its
+        address) is held to the limits on live streams; TooMany beyond them.
         SchemaError for an unknown signal, ChannelNotFound for a channel not running."""
         if not isinstance(decimation, Decimation):
             decimation = Decimation.parse(decimation)
+        if client is None:
+            return self._subscribe(channel, signals, decimation, resume_from, wake)
+        self._admit(client)
+        try:
+            sub = self._subscribe(channel, signals, decimation, resume_from, wake)
+        except BaseException:
+            self._leave(client)
+            raise
+        sub.release = lambda: self._leave(client)
+        return sub
+
+    def _admit(self, client: str) -> None:
+        total = sum(self._clients.values())
+        if self.max_subscriptions is not None and total >= self.max_subscriptions:
+            raise TooMany(f"{total} live streams are open, the server's limit",
+                          hint="close some, or raise limits.subscriptions")
+        mine = self._clients[client]
+        if self.max_per_client is not None and mine >= self.max_per_client:
+            raise TooMany(f"{client} has {mine} live streams open, the limit for one client",
+                          hint="close some, or raise limits.subscriptions_per_client")
+        self._clients[client] += 1
+
+    def _leave(self, client: str) -> None:
+        self._clients[client] -= 1
+        if self._clients[client] <= 0:
+            del self._clients[client]
+
+    def streams(self) -> int:
+        """Live streams of clients open now."""
+        return sum(self._clients.values())
+
+    def _subscribe(self, channel: str, signals: Sequence[str] | None, decimation: Decimation,
+                   resume_from: int | None, wake: asyncio.Event | None) -> Subscription:
         if self.remote is not None and channel not in self.supervisor.channels and \
                 self.remote.remote_channel(channel) is not None:
             return self.remote.subscribe(channel, signals, decimation, wake)

@@ -94,6 +94,8 @@ class Server:
             sup.start()
             self.hub = Hub(sup, loop)
             self.service = Service(sup, self.hub, Limits(**self.cfg.limits))
+            self.hub.max_subscriptions = self.service.limits.subscriptions
+            self.hub.max_per_client = self.service.limits.subscriptions_per_client
             self._grpc, port = await grpc_server.start(self.service, self.grpc_address,
                                                        self.token)
             web_host, web_port = self._start_web()
@@ -136,7 +138,11 @@ class Server:
         except OSError as e:
             raise ConfigError(f"cannot serve the web app on {host}:{port}: {e.strerror}",
                               hint="pick another --web HOST:PORT") from None
-        self._http = HTTPServer(make_app(self.service, self.token, self.cfg.pages))
+        limit = self.service.limits.request_bytes
+        # tornado refuses a body past max_body_size by closing the connection: let it take
+        # a little more, so that the API answers 413 with a message that names the limit
+        self._http = HTTPServer(make_app(self.service, self.token, self.cfg.pages),
+                                max_body_size=2 * limit + (64 << 10) if limit else None)
         self._http.add_sockets(sockets)
         log.info("web on http://%s:%d/", host, sockets[0].getsockname()[1])
         return host, sockets[0].getsockname()[1]

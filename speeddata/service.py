@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,7 @@ from . import config as config_mod
 from .columns import Columns
 from .decimation import Decimation, Decimator, key
 from .errors import (ChannelExists, ChannelNotFound, LimitExceeded, SchemaError, StoreError,
-                     TagExists, TagNotFound, TimeRangeError)
+                     TagExists, TagNotFound, TimeRangeError, TooMany)
 from .hub import Hub
 from .schema import ChannelSchema, load_avro
 from .serve import Supervisor
@@ -40,9 +42,19 @@ STATUSES = ("running", "starting", "failed", "stored", "unreachable")
 
 @dataclass
 class Limits:
-    """Request limits (RESOURCE_EXHAUSTED / HTTP 413 beyond them); None: no limit."""
+    """What one request, one client and the server in all may take (``limits:`` in the
+    config). Beyond them: RESOURCE_EXHAUSTED, HTTP 413 for a request too large, 429 for one
+    too many. None: no limit."""
     query_records: int | None = None      # records one query may read, per channel
     export_records: int | None = None     # records one export may write, in all
+    subscriptions: int | None = 1000      # live streams at once (gRPC channels, WebSockets)
+    subscriptions_per_client: int | None = 200   # ... of one client address
+    request_bytes: int | None = 1 << 20   # a REST request's body
+    schema_bytes: int | None = 256 << 10  # a schema's JSON text
+    schema_depth: int | None = 32         # records and arrays nested in a schema
+    schema_fields: int | None = 10_000    # signals of a schema
+    buckets: int | None = 20_000          # buckets of one overview
+    exports: int | None = 4               # HDF5 exports at once
 
 
 @dataclass
@@ -74,6 +86,8 @@ class Service:
         self.limits = limits or Limits()
         # the cluster this node belongs to (`speeddata.cluster`); None on a single host
         self.cluster: Cluster | None = None
+        self._exports = 0
+        self._exports_lock = threading.Lock()
 
     def _remote(self, name: str) -> "RemoteChannel | None":
         """Another node's channel of that name (never one this node has locally)."""
@@ -88,13 +102,18 @@ class Service:
         a dict, never a path on this machine."""
         schema = item.get("schema")
         if isinstance(schema, str):
+            limit = self.limits.schema_bytes
+            if limit is not None and len(schema.encode()) > limit:
+                raise LimitExceeded(f"the schema is {len(schema.encode())} bytes, more than "
+                                    f"the limit of {limit}")
             try:
                 item = dict(item, schema=json.loads(schema))
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 raise SchemaError(f"the schema is not JSON text: {e}",
                                   hint="send the Avro schema itself, not a file name") from None
         if not isinstance(item.get("schema"), dict):
             raise SchemaError("a channel needs an Avro schema (a JSON object)")
+        self.check_schema_size(item["schema"], schema if isinstance(schema, str) else None)
         cfg = config_mod.channel(item, "", bind=item.get("bind") or "127.0.0.1")
         load_avro(cfg.schema)
         if self.cluster is None:
@@ -113,6 +132,22 @@ class Service:
             self.cluster.release_now(cfg.name)
             raise
         return self.channel(cfg.name)
+
+    def check_schema_size(self, schema: Any, text: str | None = None) -> None:
+        """LimitExceeded for a schema larger than the limits (text, nesting, signals),
+        before anything parses it further."""
+        lim = self.limits
+        size = len(text.encode()) if text is not None else len(json.dumps(schema))
+        if lim.schema_bytes is not None and size > lim.schema_bytes:
+            raise LimitExceeded(f"the schema is {size} bytes, more than the limit of "
+                                f"{lim.schema_bytes}")
+        depth, leaves = _shape(schema)
+        if lim.schema_depth is not None and depth > lim.schema_depth:
+            raise LimitExceeded(f"the schema nests {depth} deep, more than the limit of "
+                                f"{lim.schema_depth}")
+        if lim.schema_fields is not None and leaves > lim.schema_fields:
+            raise LimitExceeded(f"the schema has {leaves} fields, more than the limit of "
+                                f"{lim.schema_fields}")
 
     def deregister_channel(self, name: str) -> None:
         """Stop and forget a channel (the data stays). Another node's channel is
@@ -249,6 +284,9 @@ class Service:
             if s != "time":
                 ch.schema.signal(s)                 # SchemaError naming it
         if buckets:
+            if self.limits.buckets is not None and buckets > self.limits.buckets:
+                raise LimitExceeded(f"{buckets} buckets are more than the limit of "
+                                    f"{self.limits.buckets} per overview")
             yield overview_columns(ch.overview(start or None, end, buckets, wanted))
             return
         limit = self.limits.query_records
@@ -390,7 +428,27 @@ class Service:
                                 f"limit of {limit}", hint="export a shorter range")
         expected = max(1, total)
         done = [0]
+        width = 8 + sum(8 * len(r.signals) for r in readers) // max(1, len(readers))
+        need = total * width + (1 << 20)
+        free = shutil.disk_usage(tempfile.gettempdir()).free
+        if need > free:
+            raise StoreError(f"the export needs about {need >> 20} MiB in "
+                             f"{tempfile.gettempdir()}, which has {free >> 20} MiB free",
+                             hint="export a shorter range or fewer signals, or free space")
+        with self._exports_lock:
+            if self.limits.exports is not None and self._exports >= self.limits.exports:
+                raise TooMany(f"{self._exports} exports are running, the limit at once",
+                              hint="try again when one has finished")
+            self._exports += 1
+        try:
+            yield from self._export_file(lo, hi, readers, signals, tag, expected, done,
+                                         chunk_bytes, progress)
+        finally:
+            with self._exports_lock:
+                self._exports -= 1
 
+    def _export_file(self, lo, hi, readers, signals, tag, expected, done, chunk_bytes,
+                     progress) -> Iterator[tuple[bytes, int]]:
         def step(_channel: str, n: int) -> None:
             done[0] += n
             if progress:
@@ -406,7 +464,6 @@ class Service:
                     yield chunk, size
         finally:
             os.remove(path)
-
 
     def _reader(self, name: str):
         """What an export reads a channel through: the store's channel, or another node's
@@ -450,6 +507,28 @@ class _RemoteReader:
     def iter_read(self, start: int | None, end: int | None, signals=None, **_) -> Iterator[Columns]:
         for cols in self.service.query(self.name, start or 0, end, signals):
             yield Columns(cols.time, cols.data, self.name)
+
+
+def _shape(schema: Any, depth: int = 0) -> tuple[int, int]:
+    """(deepest nesting, number of leaf fields) of an Avro schema as JSON, without
+    recursing past what any limit allows (a hostile schema may nest a million deep)."""
+    if depth > 1000:
+        return depth, 0
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "record":
+            deepest, leaves = depth + 1, 0
+            for f in schema.get("fields") or []:
+                d, n = _shape(f.get("type") if isinstance(f, dict) else None, depth + 1)
+                deepest, leaves = max(deepest, d), leaves + n
+            return deepest, leaves
+        if kind in ("array", "map"):
+            return _shape(schema.get("items", schema.get("values")), depth + 1)
+        return _shape(kind, depth) if isinstance(kind, (dict, list)) else (depth, 1)
+    if isinstance(schema, list):
+        shapes = [_shape(b, depth) for b in schema]
+        return max((d for d, _ in shapes), default=depth), max((n for _, n in shapes), default=1)
+    return depth, 1
 
 
 def _remote_info(rc: "RemoteChannel") -> ChannelInfo:

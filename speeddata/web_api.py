@@ -18,7 +18,7 @@ import tornado.httputil
 import tornado.web
 
 from ._version import __version__
-from .errors import (Forbidden, RequestError, SpeedDataError, TimeRangeError,
+from .errors import (Forbidden, LimitExceeded, RequestError, SpeedDataError, TimeRangeError,
                      Unauthenticated, status_of)
 from .service import ChannelInfo, Service
 from .stats import ChannelStats
@@ -95,6 +95,10 @@ class ApiHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.request.method not in ("GET", "HEAD"):
             check_same_origin(self.request)
+            limit = self.service.limits.request_bytes
+            if limit is not None and len(self.request.body) > limit:
+                raise LimitExceeded(f"the request body is {len(self.request.body)} bytes, "
+                                    f"more than the limit of {limit}")
             if self.token:
                 given = self.request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
@@ -103,7 +107,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def body_json(self) -> dict[str, Any]:
         try:
             body = json.loads(self.request.body or b"{}")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise RequestError(f"the request body is not JSON: {e}") from None
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object")
@@ -198,8 +202,9 @@ class SchemaCheck(ApiHandler):
             raise RequestError("send {\"schema\": \"<Avro schema as JSON text>\"}")
         try:
             schema = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise RequestError(f"the schema is not JSON: {e}") from None
+        self.service.check_schema_size(schema, text)
         cs = load(schema)
         self.send_json({"signals": [{"name": s.name, "type": s.type} for s in cs.signals],
                         "time_field": None if cs.stamped else cs.time_field})

@@ -102,7 +102,8 @@ class Live(tornado.websocket.WebSocketHandler):
         bucket = max(1, int(window * 1e9 / width))
         self.sub = hub.subscribe(self.get_argument("channel", ""),
                                  _signals(self.get_argument("signals", "")),
-                                 Decimation("minmax", 1, bucket))
+                                 Decimation("minmax", 1, bucket),
+                                 client=self.request.remote_ip or "unknown")
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.task = asyncio.ensure_future(self._pump())

@@ -269,3 +269,52 @@ def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path, caplog):
         _check_exposure({"--grpc": "10.1.2.3:50051"}, None, False)
     _check_exposure({"--grpc": "10.1.2.3:50051"}, None, True)
     assert "INSECURE" in caplog.text and "10.1.2.3:50051" in caplog.text
+
+
+class TestLimits(ApiTest):
+    def get_app(self):
+        import asyncio
+        self.service = Service(self.sup, Hub(self.sup, asyncio.get_event_loop()),
+                               Limits(request_bytes=4096, schema_fields=3, schema_depth=3,
+                                      exports=0))
+        self.service.hub.max_per_client = 1
+        return make_app(self.service, self.token)
+
+    def test_each_limit_is_reached_and_named(self):
+        code, answer = self.call("POST", "/api/v1/tags", {"name": "x" * 5000,
+                                                          "start": "2026-01-01T00:00:00Z",
+                                                          "duration": "PT1S"})
+        assert code == 413 and "limit of 4096" in answer["error"]
+        assert answer["code"] == "RESOURCE_EXHAUSTED"
+        code, answer = self.call("POST", "/api/v1/schemas/check", {"schema": EXAMPLE_TEXT})
+        assert code == 413 and "fields" in answer["error"]
+        deep = {"type": "record", "name": "r0", "fields": [{"name": "time", "type": "long"}]}
+        for k in range(1, 5):
+            deep = {"type": "record", "name": f"r{k}", "fields": [{"name": "x", "type": deep}]}
+        code, answer = self.call("POST", "/api/v1/channels", {
+            "name": "deep", "port": free_udp_port(), "schema": json.dumps(deep)})
+        assert code == 413 and "nests" in answer["error"]
+        code, answer = self.call("POST", "/api/v1/schemas/check",
+                                 {"schema": "[" * 1900 + "]" * 1900})
+        assert code == 400
+        code, answer = self.call("GET", "/api/v1/pivot/export?start=2026-01-01T00:00:00Z"
+                                        "&duration=PT1S")
+        assert code == 429 and "exports are running" in answer["error"]
+        assert self.sup.channels == {}
+
+    def test_live_streams_of_one_client_are_limited(self):
+        from speeddata.errors import TooMany
+        hub = self.service.hub
+        self.service.limits.schema_fields = None
+        self.service.register_channel({"name": "x", "port": free_udp_port(),
+                                       "schema": EXAMPLE_TEXT})
+        first = hub.subscribe("x", client="10.0.0.9")
+        with pytest.raises(TooMany, match="10.0.0.9"):
+            hub.subscribe("x", client="10.0.0.9")
+        other = hub.subscribe("x", client="10.0.0.8")
+        first.close()
+        again = hub.subscribe("x", client="10.0.0.9")         # its place came back
+        assert hub.streams() == 2
+        again.close()
+        other.close()
+        assert hub.streams() == 0
