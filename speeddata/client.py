@@ -365,9 +365,10 @@ class Client:
         out = {}
         for s in response.channels:
             d = {f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields
-                 if f.name not in ("rejects", "status") and
+                 if f.name not in ("rejects", "not_stored", "status") and
                  (not f.has_presence or s.HasField(f.name))}
             d["rejects"] = dict(s.rejects)
+            d["not_stored"] = dict(s.not_stored)
             d["status"] = _STATUS.get(s.status, "")
             out[s.channel] = d
         return out

@@ -167,7 +167,8 @@ class _Relayed(Subscription):
     """A subscription to another node's channel: fed by its `_Relay`."""
 
     def __init__(self, relay: _Relay, signals, decimation: Decimation, wake):
-        super().__init__(None, relay.channel, signals, decimation, wake)  # type: ignore[arg-type]
+        super().__init__(relay.cluster.hub, relay.channel, signals, decimation,  # type: ignore[arg-type]
+                         wake)
         self.relay = relay
 
     def close(self) -> None:

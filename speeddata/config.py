@@ -368,7 +368,7 @@ def _pages(d: dict, base: Path) -> dict[str, str]:
 
 LIMIT_KEYS = ("query_records", "export_records", "subscriptions", "subscriptions_per_client",
               "request_bytes", "schema_bytes", "schema_depth", "schema_fields", "buckets",
-              "exports")
+              "exports", "stall_seconds")
 
 STORE_KEYS = ("block_bytes", "segment_bytes", "segment_span", "flush_interval",
               "compression_level", "fsync")

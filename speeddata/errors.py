@@ -48,7 +48,17 @@ class TimeRangeError(SpeedDataError, ValueError):
 
 
 class StoreError(SpeedDataError, OSError):
-    """The store directory is not a store, is read-only, full, or locked by another writer."""
+    """The store directory is not a store, is read-only, full, or locked by another writer.
+
+    ``reason`` names, for records that could not be stored, why: one of `NOT_STORED`."""
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str = "disk_error"):
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+# why accepted records were not stored (ChannelStats.not_stored)
+NOT_STORED = ("disk_full", "read_only", "disk_error")
 
 
 class FormatError(StoreError, ValueError):

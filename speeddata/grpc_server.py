@@ -171,12 +171,20 @@ class Servicer(pb_grpc.SpeedDataServicer):
             raise RequestError("Subscribe needs at least one channel")
         wake = asyncio.Event()
         subs = []
+        task = asyncio.current_task()
+
+        def stalled(why: str) -> None:
+            if task is not None:
+                task.cancel()
         try:
             for c in request.channels:
                 subs.append(hub.subscribe(
                     c.channel, list(c.signals) or None, _decimation_in(c.decimation),
                     resume_from=c.resume_from if c.HasField("resume_from") else None,
                     wake=wake, client=_peer_host(context.peer())))
+                # a client that stopped reading: the message stuck in flow control is
+                # given up on, and the stream ends
+                subs[-1].on_stall = stalled
             turn = 0
             while True:
                 sent = False
@@ -306,7 +314,8 @@ class Servicer(pb_grpc.SpeedDataServicer):
         stats = await asyncio.to_thread(self.service.stats, list(request.channels))
         hub = self.service.hub
         return pb.GetStatsResponse(channels=[
-            _stats_pb(s, h, hub.subscriptions(s.channel) if hub else 0) for s, h in stats])
+            _stats_pb(s, h, hub.subscriptions(s.channel) if hub else 0,
+                      hub.stalled[s.channel] if hub else 0) for s, h in stats])
 
 
 def _peer_host(peer: str) -> str:
@@ -466,7 +475,8 @@ def _tag_pb(t) -> pb.Tag:
                   note=t.note, created=t.created)
 
 
-def _stats_pb(s: ChannelStats, horizon: float, subscribers: int) -> pb.ChannelStats:
+def _stats_pb(s: ChannelStats, horizon: float, subscribers: int,
+              stalled: int = 0) -> pb.ChannelStats:
     msg = pb.ChannelStats(
         channel=s.channel, datagrams=s.datagrams, records=s.records, rejects=s.rejects,
         kernel_drops=s.kernel_drops, oversize=s.oversize, dropped_records=s.dropped_records,
@@ -474,7 +484,8 @@ def _stats_pb(s: ChannelStats, horizon: float, subscribers: int) -> pb.ChannelSt
         records_per_s=s.records_per_s, restarts=s.restarts, error=s.error,
         status=STATUS_PB.get(s.status, pb.CHANNEL_STATUS_UNSPECIFIED), failure=s.failure,
         stored_records=s.stored_records, bytes=s.bytes, segments=s.segments,
-        horizon_s=horizon, subscribers=subscribers)
+        horizon_s=horizon, subscribers=subscribers, not_stored=s.not_stored,
+        live_stalled=stalled)
     for name in ("first_time", "last_time", "first_received", "last_received"):
         value = getattr(s, name)
         if value is not None:

@@ -9,7 +9,9 @@ datagram), and wakes the subscriptions that got data. Nobody polls.
 
 A subscription that is not drained (a slow client) holds at most `QUEUE_RECORDS` records;
 older batches are dropped and counted as missed, so it never slows the worker, the hub or
-other subscriptions.
+other subscriptions. One that takes nothing for `Hub.stall_after` seconds while updates wait
+(a client that stopped reading) is dropped, its transport told through ``on_stall``, and
+counted in `Hub.stalled`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class Subscription:
         self.closed: str | None = None   # why the channel went away
         self.delivered = 0
         self.release: Callable[[], None] | None = None   # frees its place under the limits
+        self.on_stall: Callable[[str], None] | None = None   # ends the transport, with why
+        self._waiting_since = 0.0    # monotonic time the oldest waiting update came
+        self._stalling = False
 
     @property
     def pending(self) -> bool:
@@ -91,6 +96,13 @@ class Subscription:
 
     def _enqueue(self, update: Update) -> None:
         first, covered = update.first_record, update.next_record
+        now = time.monotonic()
+        if not self._queue:
+            self._waiting_since = now
+        elif self.hub.stall_after is not None and not self._stalling and \
+                now - self._waiting_since > self.hub.stall_after:
+            self._stalling = True       # not now: the feed is fanning out over its subs
+            self.hub.loop.call_soon(self._stall)
         self._queue.append(update)
         self._queued += covered - first
         while self._queued > QUEUE_RECORDS and len(self._queue) > 1:
@@ -112,6 +124,7 @@ class Subscription:
             return None
         u = self._queue.popleft()
         self._queued -= u.next_record - u.first_record
+        self._waiting_since = time.monotonic()
         if self._dropped:
             u = u._replace(missed=u.missed + self._dropped)
             self._dropped = 0
@@ -129,6 +142,21 @@ class Subscription:
     def close(self) -> None:
         self.hub.unsubscribe(self)
         self._released()
+
+    def _stall(self) -> None:
+        """Drop a subscriber that stopped reading: its queue freed, its place given back."""
+        if self.closed is not None:
+            return
+        why = f"dropped: the client read nothing for {self.hub.stall_after:g} s " \
+              "(limits.stall_seconds)"
+        self.hub.stalled[self.channel] += 1
+        log.warning("live stream of %s %s", self.channel, why)
+        self._queue.clear()
+        self._queued = 0
+        self._close(why)
+        self.close()
+        if self.on_stall is not None:
+            self.on_stall(why)
 
     def _released(self) -> None:
         release, self.release = self.release, None
@@ -217,6 +245,9 @@ class Hub:
         self.max_subscriptions: int | None = None
         self.max_per_client: int | None = None
         self._clients: Counter[str] = Counter()
+        # a stream that takes nothing this long (s) while updates wait is dropped, counted
+        self.stall_after: float | None = None
+        self.stalled: Counter[str] = Counter()
         # another node's channels, followed through the cluster (`speeddata.cluster`)
         self.remote: Any = None
 

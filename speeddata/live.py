@@ -20,7 +20,7 @@ from ._ring import ENTRY_FIELDS, RING_LAYOUT
 from .codec import REASONS, Plan, decode
 from .columns import Columns
 from .decimation import Decimation, Decimator
-from .errors import SpeedDataError
+from .errors import NOT_STORED, SpeedDataError
 from .schema import ChannelSchema
 
 _HEADER = RING_LAYOUT["header_bytes"]
@@ -38,7 +38,7 @@ COUNTERS = ["datagrams", "records", "bytes", "kernel_drops", "oversize", "blocks
             "bytes_written", "dropped_records", "last_time", "restarts", "pid", "disk_error",
             "forwarded", "forward_errors", "rcvbuf", "updated_ns", "datagrams_per_s",
             "records_per_s", "clock_skew"] + \
-           [f"reject_{r}" for r in REASONS[1:]]
+           [f"reject_{r}" for r in REASONS[1:]] + [f"not_stored_{r}" for r in NOT_STORED]
 assert len(COUNTERS) <= _NCOUNTERS
 
 

@@ -96,6 +96,7 @@ class Server:
             self.service = Service(sup, self.hub, Limits(**self.cfg.limits))
             self.hub.max_subscriptions = self.service.limits.subscriptions
             self.hub.max_per_client = self.service.limits.subscriptions_per_client
+            self.hub.stall_after = self.service.limits.stall_seconds
             self._grpc, port = await grpc_server.start(self.service, self.grpc_address,
                                                        self.token)
             web_host, web_port = self._start_web()

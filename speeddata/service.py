@@ -55,6 +55,8 @@ class Limits:
     schema_fields: int | None = 10_000    # signals of a schema
     buckets: int | None = 20_000          # buckets of one overview
     exports: int | None = 4               # HDF5 exports at once
+    stall_seconds: int | None = 60        # a live stream whose client reads nothing this
+                                          # long while data waits is dropped (counted)
 
 
 @dataclass

@@ -25,6 +25,8 @@ class ChannelStats:
     kernel_drops: int = 0            # datagrams the kernel dropped (receive buffer full)
     oversize: int = 0                # datagrams larger than a receive slot
     dropped_records: int = 0         # accepted, then lost to a disk error
+    not_stored: dict[str, int] = field(default_factory=dict)  # dropped_records by reason:
+                                                              # disk_full, read_only, disk_error
     blocks_written: int = 0
     bytes_written: int = 0
     datagrams_per_s: float = 0.0     # current rates (last second)
@@ -51,10 +53,12 @@ class ChannelStats:
     def from_counters(cls, channel: str, values: dict[str, Any]) -> "ChannelStats":
         """From a live ring's counters (``reject_<reason>`` slots) and a worker's status."""
         own = {k: values[k] for k in cls.__dataclass_fields__ if k in values
-               and k not in ("channel", "rejects")}
+               and k not in ("channel", "rejects", "not_stored")}
         rejects = {k[len("reject_"):]: int(v) for k, v in values.items()
                    if k.startswith("reject_") and v}
-        return cls(channel=channel, rejects=rejects, **own)
+        not_stored = {k[len("not_stored_"):]: int(v) for k, v in values.items()
+                      if k.startswith("not_stored_") and v}
+        return cls(channel=channel, rejects=rejects, not_stored=not_stored, **own)
 
     def holding(self, other: "ChannelStats") -> "ChannelStats":
         """These counters with what ``other`` (the store's view) says the channel holds."""

@@ -221,7 +221,11 @@ class Stats(ApiHandler):
     async def get(self) -> None:
         names = [n for n in self.get_argument("channels", "").split(",") if n]
         stats = await asyncio.to_thread(self.service.stats, names)
-        self.send_json({s.channel: dict(s.as_dict(), horizon_s=h) for s, h in stats})
+        hub = self.service.hub
+        self.send_json({s.channel: dict(s.as_dict(), horizon_s=h,
+                                        subscribers=hub.subscriptions(s.channel) if hub else 0,
+                                        live_stalled=hub.stalled[s.channel] if hub else 0)
+                        for s, h in stats})
 
 
 def tag_json(t) -> dict[str, Any]:

@@ -104,6 +104,8 @@ class Live(tornado.websocket.WebSocketHandler):
                                  _signals(self.get_argument("signals", "")),
                                  Decimation("minmax", 1, bucket),
                                  client=self.request.remote_ip or "unknown")
+        # a browser that stopped reading: the frame stuck in its socket is given up on
+        self.sub.on_stall = lambda why: self.close(1008, why[:120])
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.task = asyncio.ensure_future(self._pump())

@@ -280,7 +280,7 @@ def _publish_status(args, rx: Receiver, error: str, known: dict) -> dict:
 CUMULATIVE = ["datagrams", "records", "clock_skew", "bytes", "kernel_drops", "oversize",
               "blocks_written",
               "bytes_written", "dropped_records", "forwarded", "forward_errors"] + \
-             [name for name in COUNTERS if name.startswith("reject_")]
+             [name for name in COUNTERS if name.startswith(("reject_", "not_stored_"))]
 
 
 def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool, base: dict,
@@ -292,7 +292,8 @@ def _publish_counters(ring: Ring, rx: Receiver, writer, disk_error: bool, base: 
                 blocks_written=writer.blocks_written, bytes_written=writer.bytes_written,
                 dropped_records=writer.dropped_records, forwarded=rx.forwarded,
                 forward_errors=rx.forward_errors + more_forward_errors,
-                **{f"reject_{k}": v for k, v in b.rejects.items()})
+                **{f"reject_{k}": v for k, v in b.rejects.items()},
+                **{f"not_stored_{k}": v for k, v in writer.not_stored.items()})
     ring.set_counters(**{k: base[k] + mine.get(k, 0) for k in CUMULATIVE},
                       disk_error=int(disk_error), updated_ns=time.time_ns(),
                       last_time=max(base["last_time"], writer.last_time,

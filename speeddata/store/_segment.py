@@ -148,9 +148,11 @@ class SegmentWriter:
 
 def store_error(e: OSError, path: str) -> StoreError:
     if e.errno == errno.ENOSPC:
-        return StoreError(f"disk full writing {path}", hint="free space or lower retention")
+        return StoreError(f"disk full writing {path}", hint="free space or lower retention",
+                          reason="disk_full")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StoreError(f"cannot write {path}: {e.strerror}", hint="the store is read-only")
+        return StoreError(f"cannot write {path}: {e.strerror}", hint="the store is read-only",
+                          reason="read_only")
     return StoreError(f"cannot write {path}: {e.strerror}")
 
 

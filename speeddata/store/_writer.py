@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,6 +71,7 @@ class Writer:
         self.blocks_written = 0
         self.bytes_written = 0
         self.dropped_records = 0
+        self.not_stored: Counter[str] = Counter()    # dropped_records by StoreError.reason
         self.last_time = 0
         self.error = ""
         self.next_retention = time.monotonic() + RETENTION_EVERY
@@ -199,10 +200,11 @@ class Writer:
             except StoreError as e:
                 # as a failed block is, the blocks queued behind it are dropped (counted)
                 self.error = str(e)
-                self.dropped_records += sum(i["count"] for i in infos[k:])
-                self.dropped_records += sum(i["count"] for _, queued in self._compressing
-                                            for i in queued)
-                self.dropped_records += sum(i["count"] for _, i in self._batch)
+                lost = sum(i["count"] for i in infos[k:]) + \
+                    sum(i["count"] for _, queued in self._compressing for i in queued) + \
+                    sum(i["count"] for _, i in self._batch)
+                self.dropped_records += lost
+                self.not_stored[e.reason] += lost
                 self._compressing.clear()
                 self._batch, self._batch_bytes = [], 0
                 raise
@@ -275,7 +277,8 @@ class Writer:
                             rejects=b.rejects, clock_skew=b.clock_skew,
                             blocks_written=self.blocks_written,
                             bytes_written=self.bytes_written,
-                            dropped_records=self.dropped_records, error=self.error)
+                            dropped_records=self.dropped_records,
+                            not_stored=dict(self.not_stored), error=self.error)
 
     def close(self) -> None:
         try:

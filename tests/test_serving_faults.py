@@ -1,0 +1,108 @@
+"""The serving layer under faults, as real `speeddata serve` processes: a full disk (stats,
+the dashboard in Chromium, storing again when space returns) and live clients that stop
+reading (dropped after limits.stall_seconds, counted)."""
+
+import json
+import shutil
+import socket
+import urllib.request
+
+import grpc
+import numpy as np
+
+import speeddata
+from speeddata.send import builtin_schema, send
+from speeddata.v1 import speeddata_pb2 as pb
+from speeddata.v1 import speeddata_pb2_grpc as pb_grpc
+
+from helpers import ServeProcess, free_udp_port, wait_for
+from test_web_pages import browser, open_page, shot  # noqa: F401 (a fixture)
+
+
+def example(port: int) -> dict:
+    return {"name": "example", "port": port, "schema": builtin_schema("example")}
+
+
+def rest_stats(server: ServeProcess) -> dict:
+    with urllib.request.urlopen(server.url + "api/v1/stats") as r:
+        return json.load(r)["example"]
+
+
+def test_a_full_disk_is_counted_shown_and_survived(tmp_path, small_disk, browser):
+    port = free_udp_port()
+    server = ServeProcess(small_disk / "data", config={"channels": [example(port)]})
+    try:
+        client = speeddata.Client(server.address)
+        send(port=port, rate=20_000, count=2_000)
+        wait_for(lambda: rest_stats(server)["stored_records"] == 2_000, what="first records")
+        free = shutil.disk_usage(small_disk).free
+        (small_disk / "filler").write_bytes(b"\0" * max(0, free - 64_000))
+        sent = 2_000
+        while not rest_stats(server)["error"]:
+            send(port=port, rate=20_000, count=5_000, first=sent)
+            sent += 5_000
+            assert sent < 2_000_000, "the disk never filled"
+        wait_for(lambda: rest_stats(server)["not_stored"].get("disk_full", 0) > 0,
+                 what="records not stored, counted as disk_full")
+        s = rest_stats(server)
+        assert s["error"].startswith("disk full writing") and s["dropped_records"] > 0
+        assert client.stats(["example"])["example"]["not_stored"]["disk_full"] > 0
+        # serving and reading go on, and what was stored before is whole
+        assert client.query("example", signals=["counter"]).counter[:2_000].tolist() == \
+            list(range(2_000))
+        page, errors = open_page(browser, server.url)
+        cell = page.locator("#channels tbody tr[data-channel=example] td").nth(1)
+        wait_for(lambda: "disk full" in cell.inner_text(), what="the dashboard saying so")
+        lost = page.locator("#channels tbody tr[data-channel=example] td").nth(6)
+        assert "(disk full)" in lost.inner_text()
+        shot(page, "dashboard-disk-full")
+        assert not errors
+        (small_disk / "filler").unlink()                     # space comes back
+        send(port=port, rate=20_000, count=1_000, first=sent)
+        wait_for(lambda: rest_stats(server)["error"] == "", what="storing again")
+        wait_for(lambda: client.query("example", signals=["counter"]).counter[-1]
+                 == sent + 999, what="the new records stored")
+        counter = client.query("example", signals=["counter"]).counter
+        assert np.all(np.diff(counter) > 0)        # nothing torn, nothing stored twice
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_live_clients_that_stop_reading_are_dropped_and_counted(tmp_path):
+    port = free_udp_port()
+    server = ServeProcess(tmp_path / "data", config={"channels": [example(port)],
+                                                     "limits": {"stall_seconds": 1}})
+    channel = grpc.insecure_channel(server.address)
+    ws = socket.socket()
+    try:
+        # a gRPC subscriber at full rate that never takes a message
+        stub = pb_grpc.SpeedDataStub(channel)
+        call = stub.Subscribe(pb.SubscribeRequest(channels=[pb.ChannelSubscription(
+            channel="example")]))
+        # a WebSocket (full-rate envelope) whose socket is never read, with a small window
+        ws.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, web_port = server.url.split("//")[1].rstrip("/").split(":")
+        ws.connect((host, int(web_port)))
+        ws.sendall((f"GET /ws/live?channel=example&window=0.001&width=20000 HTTP/1.1\r\n"
+                    f"Host: {host}:{web_port}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        wait_for(lambda: rest_stats(server)["subscribers"] == 2, what="both subscribed")
+        sent = 0
+        while rest_stats(server)["live_stalled"] < 2:
+            send(port=port, rate=50_000, count=20_000, first=sent)
+            sent += 20_000
+            assert sent < 2_000_000, "the stalled clients were never dropped"
+        wait_for(lambda: rest_stats(server)["subscribers"] == 0, what="their places freed")
+        assert "read nothing for 1 s" in server.output
+        with speeddata.Client(server.address) as client:       # and the server serves on
+            with client.subscribe("example") as sub:
+                send(port=port, rate=10_000, count=100, first=sent)
+                assert len(next(iter(sub))) > 0
+        assert "Traceback" not in server.output
+        call.cancel()
+    finally:
+        ws.close()
+        channel.close()
+        server.stop()
