@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -61,12 +62,36 @@ MUTATING = {"RegisterChannel", "DeregisterChannel", "DeleteChannelData", "Create
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _Malformed:
+    """A request whose bytes are not the method's message (see `_parser`)."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    """``message.FromString`` that returns `_Malformed` for bytes it cannot parse, so the
+    method answers INVALID_ARGUMENT naming the problem (grpcio's own answer is INTERNAL)."""
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as e:
+            return _Malformed(f"the request is not a {message.DESCRIPTOR.full_name}: {e}")
+    return parse
+
+
+def _check(method: str, request: Any) -> None:
+    if isinstance(request, _Malformed):
+        raise RequestError(f"{method}: {request.error}")
+
+
 def _errors(method: F) -> F:
     """SpeedData errors as their status codes; anything else is INTERNAL and logged."""
     if asyncio.iscoroutinefunction(method):
         @functools.wraps(method)
         async def unary(self, request, context):
             try:
+                _check(method.__name__, request)
                 self._authorize(method.__name__, context)
                 return await method(self, request, context)
             except SpeedDataError as e:
@@ -76,6 +101,7 @@ def _errors(method: F) -> F:
     @functools.wraps(method)
     async def stream(self, request, context):
         try:
+            _check(method.__name__, request)
             self._authorize(method.__name__, context)
             async for item in method(self, request, context):
                 yield item
@@ -506,7 +532,7 @@ def _handlers(servicer: Servicer) -> grpc.GenericRpcHandler:
         make = grpc.unary_stream_rpc_method_handler if m.server_streaming else \
             grpc.unary_unary_rpc_method_handler
         methods[m.name] = make(getattr(servicer, m.name),
-                               request_deserializer=request.FromString,
+                               request_deserializer=_parser(request),
                                response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
 

@@ -413,7 +413,7 @@ class Service:
                     progress: Callable[[float], None] | None = None) -> Iterator[tuple[bytes, int]]:
         """The HDF5 file of a tag or a range, in chunks: (bytes, file size). It is written
         to a temporary file first (HDF5 needs to seek), which goes once it is sent."""
-        names = list(channels) or None
+        names = list(dict.fromkeys(channels)) or None      # each channel once
         if tag:
             t = self.get_tag(tag)
             lo, hi = t.start, t.end

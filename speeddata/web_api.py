@@ -212,7 +212,10 @@ class SchemaCheck(ApiHandler):
 
 class Ports(ApiHandler):
     async def get(self) -> None:
-        limit = int(self.get_argument("limit", "0") or 0)
+        text = self.get_argument("limit", "") or "0"
+        if not text.isdigit():
+            raise RequestError(f"limit must be a whole number of ports, not {text!r}")
+        limit = int(text)
         ports = await asyncio.to_thread(self.service.available_ports, limit)
         self.send_json({"ports": ports})
 

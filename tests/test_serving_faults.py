@@ -1,10 +1,13 @@
 """The serving layer under faults, as real `speeddata serve` processes: a full disk (stats,
 the dashboard in Chromium, storing again when space returns) and live clients that stop
-reading (dropped after limits.stall_seconds, counted)."""
+reading (dropped after limits.stall_seconds, counted); 600 subscribe / close cycles leave
+the fd count and RSS flat."""
 
 import json
+import os
 import shutil
 import socket
+import threading
 import urllib.request
 
 import grpc
@@ -105,4 +108,65 @@ def test_live_clients_that_stop_reading_are_dropped_and_counted(tmp_path):
     finally:
         ws.close()
         channel.close()
+        server.stop()
+
+
+def _fds_and_rss(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return len(os.listdir(f"/proc/{pid}/fd")), rss * 1024
+
+
+def _ws_once(server: ServeProcess) -> None:
+    """Open the live WebSocket, read its first frame's header, close."""
+    host, port = server.url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall((f"GET /ws/live?channel=example HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(4096)
+        assert got.startswith(b"HTTP/1.1 101"), got[:200]
+        if len(got) == got.index(b"\r\n\r\n") + 4:
+            s.recv(2)                                     # the first frame comes
+
+
+def test_subscribe_close_cycles_leave_fds_and_memory_flat(tmp_path):
+    """600 cycles here (each a new gRPC connection or WebSocket); the benchmark
+    benchmarks/hostile_soak.py runs 10,000."""
+    port = free_udp_port()
+    server = ServeProcess(tmp_path / "data", config={"channels": [example(port)]})
+    stop = threading.Event()
+
+    def feed():
+        sent = 0
+        while not stop.is_set():
+            send(port=port, rate=5_000, count=500, first=sent)
+            sent += 500
+    sender = threading.Thread(target=feed, daemon=True)
+    sender.start()
+    try:
+        def cycle(k: int) -> None:
+            if k % 2:
+                _ws_once(server)
+                return
+            with speeddata.Client(server.address) as client, \
+                    client.subscribe("example") as sub:
+                next(iter(sub))
+        for k in range(100):                                  # warm up
+            cycle(k)
+        wait_for(lambda: rest_stats(server)["subscribers"] == 0, what="all closed")
+        fds, rss = _fds_and_rss(server.proc.pid)
+        for k in range(600):
+            cycle(k)
+        wait_for(lambda: rest_stats(server)["subscribers"] == 0, what="all closed")
+        wait_for(lambda: _fds_and_rss(server.proc.pid)[0] <= fds + 2,
+                 what=f"the fd count back to {fds}")
+        grown = _fds_and_rss(server.proc.pid)[1] - rss
+        assert grown < 24 << 20, f"RSS grew {grown / 2**20:.1f} MiB over 600 cycles"
+    finally:
+        stop.set()
+        sender.join()
         server.stop()

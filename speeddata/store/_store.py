@@ -642,7 +642,7 @@ class Store:
             if start is None and end is None:
                 raise TimeRangeError("export_hdf5 needs a time range or a tag name")
             lo, hi = time_range(start, end)
-        names = list(channels) if channels is not None else self.channels
+        names = list(dict.fromkeys(channels)) if channels is not None else self.channels
         return export(self, os.fspath(path), lo, hi, [self[n] for n in names], signals,
                       compression=compression, progress=progress, tag=tag)
 

@@ -1,0 +1,163 @@
+"""The serving layer under a hostile load, against a real ``speeddata serve`` on loopback:
+200 idle gRPC subscribers and 200 idle WebSockets (on a quiet channel, so they stay open),
+one fast subscriber at full rate, and 50,000 datagrams/s into another channel. Then
+10,000 subscribe / close cycles.
+
+Reported: the serve process's RSS and fd count over time (flat is the target), the fast
+subscriber's latency p50 / p99 from a record's send time (target p99 < 20 ms), and records
+lost: sent against stored, and against what the fast subscriber saw plus what it was told
+it missed (target 0).
+
+Run: .venv/bin/python benchmarks/hostile_soak.py [--minutes 5] [--cycles 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import speeddata  # noqa: E402
+from speeddata.send import builtin_schema, send  # noqa: E402
+from speeddata.v1 import speeddata_pb2 as pb  # noqa: E402
+from speeddata.v1 import speeddata_pb2_grpc as pb_grpc  # noqa: E402
+
+from helpers import ServeProcess, free_udp_port  # noqa: E402
+
+
+def fds_and_rss(pid: int) -> tuple[int, float]:
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return len(os.listdir(f"/proc/{pid}/fd")), rss / 1024
+
+
+def websocket(url: str, channel: str) -> socket.socket:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall((f"GET /ws/live?channel={channel} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    if not got.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(got[:200].decode(errors="replace"))
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--rate", type=float, default=50_000, help="datagrams/s")
+    ap.add_argument("--idle", type=int, default=200, help="idle subscribers of each kind")
+    ap.add_argument("--cycles", type=int, default=10_000, help="subscribe / close cycles")
+    args = ap.parse_args()
+    port = free_udp_port(count=2)
+    quiet = port + 1
+    with tempfile.TemporaryDirectory(prefix="sdsoak-") as tmp:
+        server = ServeProcess(Path(tmp) / "data", config={
+            "channels": [{"name": "example", "port": port, "schema": builtin_schema("example")},
+                         {"name": "quiet", "port": quiet, "schema": builtin_schema("example")}],
+            "limits": {"subscriptions": 4 * args.idle + 100,
+                       "subscriptions_per_client": 4 * args.idle + 100}})
+        pid = server.proc.pid
+        channel = grpc.insecure_channel(server.address)
+        stub = pb_grpc.SpeedDataStub(channel)
+        idle_calls = [stub.Subscribe(pb.SubscribeRequest(channels=[
+            pb.ChannelSubscription(channel="quiet")])) for _ in range(args.idle)]
+        idle_ws = [websocket(server.url, "quiet") for _ in range(args.idle)]
+        client = speeddata.Client(server.address)
+        lat: list[np.ndarray] = []
+        seen = {"records": 0, "missed": 0}
+        stop = threading.Event()
+
+        def follow() -> None:
+            with client.subscribe("example", ["counter"]) as live:
+                for batch in live:
+                    lat.append(time.time_ns() - batch.time)
+                    seen["records"] += len(batch)
+                    seen["missed"] = sum(live.missed.values())
+                    if stop.is_set():
+                        return
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        time.sleep(1.0)
+        seconds = args.minutes * 60
+        sender = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "send", "--port",
+                                   str(port), "--rate", str(args.rate), "--duration",
+                                   str(seconds)], stdout=subprocess.DEVNULL)
+        samples = []
+        t0 = time.monotonic()
+        while sender.poll() is None:
+            fds, rss = fds_and_rss(pid)
+            samples.append((time.monotonic() - t0, fds, rss))
+            time.sleep(min(10.0, seconds / 10))
+        time.sleep(2.0)
+        stop.set()
+        send(port=port, rate=100, count=5, first=10**9)    # wakes the follower to end
+        follower.join(10)
+        time.sleep(1.0)
+        stats = client.stats(["example", "quiet"])
+        fds, rss = fds_and_rss(pid)
+        samples.append((time.monotonic() - t0, fds, rss))
+        for call in idle_calls:
+            call.cancel()
+        for s in idle_ws:
+            s.close()
+        # subscribe / close cycles, each a new connection that takes one batch, while a
+        # sender feeds the channel slowly
+        trickle = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "send", "--port",
+                                    str(port), "--rate", "2000", "--duration", "100000"],
+                                   stdout=subprocess.DEVNULL)
+        time.sleep(3.0)                  # the idle ones closed
+        cycles_before = fds_and_rss(pid)
+        t = time.perf_counter()
+        for k in range(args.cycles):
+            if k % 2:
+                with websocket(server.url, "example") as s:
+                    s.recv(2)            # the first frame comes
+            else:
+                with speeddata.Client(server.address) as c, c.subscribe("example") as sub:
+                    next(iter(sub))
+        cycle_s = time.perf_counter() - t
+        trickle.terminate()
+        trickle.wait()
+        time.sleep(2.0)
+        cycles_after = fds_and_rss(pid)
+        client.close()
+        channel.close()
+        server.stop()
+
+    ms = np.concatenate(lat) / 1e6 if lat else np.array([np.nan])
+    ex = stats["example"]
+    sent = ex["records"] - 5              # the worker's count, less the 5 that woke it
+    print(f"\nhostile soak: {args.idle} idle gRPC + {args.idle} idle WebSockets, 1 fast "
+          f"subscriber, {args.rate:,.0f} datagrams/s for {args.minutes:g} min\n")
+    print("| t (s) | fds | RSS (MiB) |\n|---:|---:|---:|")
+    for t_s, f, r in samples:
+        print(f"| {t_s:.0f} | {f} | {r:.1f} |")
+    print(f"\nfast subscriber: p50 {np.percentile(ms, 50):.1f} ms, p99 "
+          f"{np.percentile(ms, 99):.1f} ms over {len(ms):,} records")
+    print(f"records: accepted {sent:,}, stored {ex['stored_records'] - 5:,}, kernel drops "
+          f"{ex['kernel_drops']:,}, not stored {ex['dropped_records']:,}; the subscriber saw "
+          f"{seen['records'] - 5:,} and was told of {seen['missed']:,} missed")
+    print(f"{args.cycles:,} subscribe / close cycles in {cycle_s:.1f} s: fds "
+          f"{cycles_before[0]} -> {cycles_after[0]}, RSS {cycles_before[1]:.1f} -> "
+          f"{cycles_after[1]:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
