@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from speeddata.send import builtin_schema, send  # noqa: E402
 from speeddata.v1 import speeddata_pb2 as pb  # noqa: E402
 from speeddata.v1 import speeddata_pb2_grpc as pb_grpc  # noqa: E402
 
-from helpers import ServeProcess, free_udp_port  # noqa: E402
+from helpers import ServeProcess, free_udp_port, live_websocket  # noqa: E402
 
 
 def fds_and_rss(pid: int) -> tuple[int, float]:
@@ -43,19 +42,8 @@ def fds_and_rss(pid: int) -> tuple[int, float]:
     return len(os.listdir(f"/proc/{pid}/fd")), rss / 1024
 
 
-def websocket(url: str, channel: str) -> socket.socket:
-    host, port = url.split("//")[1].rstrip("/").split(":")
-    s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall((f"GET /ws/live?channel={channel} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    got = b""
-    while b"\r\n\r\n" not in got:
-        got += s.recv(4096)
-    if not got.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError(got[:200].decode(errors="replace"))
-    return s
+def websocket(url: str, channel: str):
+    return live_websocket(url, f"channel={channel}")[0]
 
 
 def main() -> None:

@@ -204,3 +204,27 @@ class NatsServers:
             if time.monotonic() > deadline:
                 raise AssertionError(f"JetStream at {self.urls} did not become ready")
             time.sleep(0.3)
+
+
+def live_websocket(url: str, query: str, rcvbuf: int | None = None):
+    """A raw socket that has opened ``/ws/live?<query>`` on a server at ``url`` (101 seen);
+    ``rcvbuf`` sets its receive buffer first (a small one for a client that never reads).
+    Returns the socket and any bytes that came after the handshake."""
+    import socket
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect((host, int(port)))
+    s.sendall((f"GET /ws/live?{query} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    if not got.startswith(b"HTTP/1.1 101"):
+        s.close()
+        raise AssertionError(got[:200].decode(errors="replace"))
+    return s, got[got.index(b"\r\n\r\n") + 4:]

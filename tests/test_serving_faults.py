@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -20,7 +19,7 @@ from speeddata.send import builtin_schema, send
 from speeddata.v1 import speeddata_pb2 as pb
 from speeddata.v1 import speeddata_pb2_grpc as pb_grpc
 
-from helpers import ServeProcess, free_udp_port, wait_for
+from helpers import ServeProcess, free_udp_port, live_websocket, wait_for
 from test_web_pages import browser, open_page, shot  # noqa: F401 (a fixture)
 
 
@@ -91,20 +90,14 @@ def test_live_clients_that_stop_reading_are_dropped_and_counted(tmp_path):
     server = ServeProcess(tmp_path / "data", config={"channels": [example(port)],
                                                      "limits": {"stall_seconds": 1}})
     channel = grpc.insecure_channel(server.address)
-    ws = socket.socket()
+    ws = None
     try:
         # a gRPC subscriber at full rate that never takes a message
         stub = pb_grpc.SpeedDataStub(channel)
         call = stub.Subscribe(pb.SubscribeRequest(channels=[pb.ChannelSubscription(
             channel="example")]))
         # a WebSocket (full-rate envelope) whose socket is never read, with a small window
-        ws.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        host, web_port = server.url.split("//")[1].rstrip("/").split(":")
-        ws.connect((host, int(web_port)))
-        ws.sendall((f"GET /ws/live?channel=example&window=0.001&width=20000 HTTP/1.1\r\n"
-                    f"Host: {host}:{web_port}\r\nUpgrade: websocket\r\n"
-                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        ws, _ = live_websocket(server.url, "channel=example&window=0.001&width=20000", 4096)
         wait_for(lambda: rest_stats(server)["subscribers"] == 2, what="both subscribed")
         sent = 0
         while rest_stats(server)["live_stalled"] < 2:
@@ -120,7 +113,8 @@ def test_live_clients_that_stop_reading_are_dropped_and_counted(tmp_path):
         assert "Traceback" not in server.output
         call.cancel()
     finally:
-        ws.close()
+        if ws is not None:
+            ws.close()
         channel.close()
         server.stop()
 
@@ -132,18 +126,10 @@ def _fds_and_rss(pid: int) -> tuple[int, int]:
 
 
 def _ws_once(server: ServeProcess) -> None:
-    """Open the live WebSocket, read its first frame's header, close."""
-    host, port = server.url.split("//")[1].rstrip("/").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall((f"GET /ws/live?channel=example HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        got = b""
-        while b"\r\n\r\n" not in got:
-            got += s.recv(4096)
-        assert got.startswith(b"HTTP/1.1 101"), got[:200]
-        if len(got) == got.index(b"\r\n\r\n") + 4:
+    """Open the live WebSocket, wait for its first frame, close."""
+    s, rest = live_websocket(server.url, "channel=example")
+    with s:
+        if not rest:
             s.recv(2)                                     # the first frame comes
 
 
