@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,7 +80,8 @@ class Supervisor:
         self.tag_source: Callable[[], list] | None = None
         self.retention_paused: str | None = None
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        _remove_stale_rings(shm)
+        for folder in {shm, tempfile.gettempdir()}:    # rings; export files
+            remove_orphans(folder)
         self._ring_dir = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-", dir=shm)
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.RLock()
@@ -210,7 +212,8 @@ class Supervisor:
         cmd = [sys.executable, "-m", "speeddata.worker", "--channel", cfg.name,
                "--data", self.data, "--port", str(cfg.port), "--bind", cfg.bind,
                "--ring", w.ring_path, "--rcvbuf", str(cfg.receive_buffer),
-               "--restarts", str(w.restarts), "--notify", str(w.notify[1])]
+               "--restarts", str(w.restarts), "--notify", str(w.notify[1]),
+               "--supervisor", str(os.getpid())]
         mc = cfg.multicast
         if mc:
             cmd += ["--mc-group", mc.group, "--mc-port", str(mc.port),
@@ -373,21 +376,31 @@ def _check_port(bind: str, port: int) -> None:
                                   hint="pick one of the available ports") from None
 
 
-def _remove_stale_rings(shm: str) -> None:
-    """Ring folders of supervisors that died without cleaning up (kill -9)."""
-    for name in os.listdir(shm):
+def remove_orphans(folder: str) -> None:
+    """Remove what ``speeddata serve`` processes that died without cleaning up (kill -9)
+    left in a folder: entries named ``speeddata-<pid>-...`` (live rings, export files) whose
+    process is gone."""
+    for name in os.listdir(folder):
         parts = name.split("-")
         if len(parts) < 3 or parts[0] != "speeddata" or not parts[1].isdigit():
             continue
         try:
             os.kill(int(parts[1]), 0)
-            continue                     # its supervisor still runs
+            continue                     # its process still runs
         except ProcessLookupError:
             pass
         except PermissionError:
             continue                     # someone else's, alive
-        path = os.path.join(shm, name)
-        for ring in os.listdir(path):
-            os.remove(os.path.join(path, ring))
-        os.rmdir(path)
-        log.info("removed the live rings of a supervisor that is gone: %s", path)
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("cannot remove %s, left by a speeddata process that is gone: %s",
+                        path, e)
+            continue
+        log.info("removed %s, left by a speeddata process that is gone", path)

@@ -456,7 +456,7 @@ class Service:
             if progress:
                 progress(min(1.0, done[0] / expected) * 0.9)
 
-        fd, path = tempfile.mkstemp(prefix="speeddata-export-", suffix=".h5")
+        fd, path = tempfile.mkstemp(prefix=f"speeddata-{os.getpid()}-export-", suffix=".h5")
         os.close(fd)
         try:
             self._export(path, lo, hi, readers, list(signals) or None, step, tag)

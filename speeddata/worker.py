@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, EXIT_BAD_SETUP, str(e))
     log.info("channel %s: receiving on %s:%d (pid %d)", args.channel, args.bind, args.port,
              os.getpid())
-    parent = os.getppid()
+    # the pid given, not the parent found now: a supervisor killed while this worker was
+    # still starting has already handed it to init
+    parent = args.supervisor or os.getppid()
     try:
         while not stop.is_set():
             if os.getppid() != parent:   # the supervisor is gone: flush and go too
@@ -353,6 +355,9 @@ def main(argv=None) -> int:
     p.add_argument("--ring", required=True)
     p.add_argument("--rcvbuf", type=int, default=32 << 20)
     p.add_argument("--restarts", type=int, default=0)
+    p.add_argument("--supervisor", type=int, default=0,
+                   help="the supervisor's pid: the worker stops when it is gone (default: "
+                        "the parent at start-up)")
     p.add_argument("--notify", type=int, default=-1,
                    help="a pipe to write a byte to whenever records were published")
     p.add_argument("--mc-group")

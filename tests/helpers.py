@@ -116,7 +116,8 @@ class ServeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
-        self.proc.stdout.close()
+        if not self._reader.is_alive():   # else a process it started holds the pipe open
+            self.proc.stdout.close()
         return self.proc.returncode
 
 

@@ -482,8 +482,8 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path, child_processes)
             os.kill(worker, signal.SIGKILL)
     with speeddata.store.open(tmp_path / "data") as store:      # and it flushed on the way
         assert store["example"].read().counter.tolist() == list(range(500))
-    from speeddata.serve import _remove_stale_rings
-    _remove_stale_rings("/dev/shm")     # what the next supervisor would do
+    from speeddata.serve import remove_orphans
+    remove_orphans("/dev/shm")     # what the next supervisor would do
 
 
 def test_a_channel_that_cannot_start_leaves_the_others_running(tmp_path, child_processes):
