@@ -98,8 +98,11 @@ class ServeProcess:
             time.sleep(0.02)
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        # the reader owns the pipe: it closes it at end of file, which comes when serve and
+        # every process it started have exited
+        with self.proc.stdout as out:
+            for line in out:
+                self.lines.append(line)
 
     @property
     def output(self) -> str:
@@ -116,8 +119,6 @@ class ServeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
-        if not self._reader.is_alive():   # else a process it started holds the pipe open
-            self.proc.stdout.close()
         return self.proc.returncode
 
 
@@ -229,3 +230,28 @@ def live_websocket(url: str, query: str, rcvbuf: int | None = None):
         s.close()
         raise AssertionError(got[:200].decode(errors="replace"))
     return s, got[got.index(b"\r\n\r\n") + 4:]
+
+
+class feeding:
+    """A context in which a thread keeps sending example records to ``port`` (1,000 at a
+    time, counters from ``first`` on); ``.sent`` is the next counter once it has stopped."""
+
+    def __init__(self, port: int, first: int = 0, rate: float = 20_000):
+        import threading
+        self.port, self.sent, self.rate = port, first, rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+
+    def _feed(self) -> None:
+        from speeddata.send import send
+        while not self._stop.is_set():
+            send(port=self.port, rate=self.rate, count=1_000, first=self.sent)
+            self.sent += 1_000
+
+    def __enter__(self) -> "feeding":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -18,7 +18,7 @@ from speeddata.decimation import Decimation, decimate
 from speeddata.send import builtin_schema, example_columns, send, temperature_columns
 from speeddata.serve import Supervisor
 
-from helpers import EXAMPLE_AVSC, free_udp_port, wait_for
+from helpers import EXAMPLE_AVSC, feeding, free_udp_port, wait_for
 
 
 @pytest.fixture
@@ -255,13 +255,14 @@ def test_full_disk_stops_writing_keeps_counting_and_resumes(tmp_path, small_disk
             sent += 5_000
             assert sent < 2_000_000, "the disk never filled"
         before = sup.counters("example")["datagrams"]
-        send(port=cfg.port, rate=20_000, count=1_000, first=sent)
-        sent += 1_000
-        # (the disk may take a small block now and then: wait for a full-disk moment)
-        wait_for(lambda: (c := sup.counters("example"))["datagrams"] + c["kernel_drops"]
-                 >= before + 1_000 and c["disk_error"] and
-                 c["error"].startswith("disk full writing"),
-                 what="counting while the disk is full, and the error shown")
+        # records keep coming (the disk may take a small block now and then: wait for a
+        # full-disk moment)
+        with feeding(cfg.port, first=sent) as fed:
+            wait_for(lambda: (c := sup.counters("example"))["datagrams"] + c["kernel_drops"]
+                     >= before + 1_000 and c["disk_error"] and
+                     c["error"].startswith("disk full writing"),
+                     what="counting while the disk is full, and the error shown")
+        sent = fed.sent
         filler.unlink()                                  # space comes back
         send(port=cfg.port, rate=20_000, count=1_000, first=sent)
         wait_for(lambda: sup.counters("example")["disk_error"] == 0, what="writing again")

@@ -19,7 +19,7 @@ from speeddata.send import builtin_schema, send
 from speeddata.v1 import speeddata_pb2 as pb
 from speeddata.v1 import speeddata_pb2_grpc as pb_grpc
 
-from helpers import ServeProcess, free_udp_port, live_websocket, wait_for
+from helpers import ServeProcess, feeding, free_udp_port, live_websocket, wait_for
 from test_web_pages import browser, open_page, shot  # noqa: F401 (a fixture)
 
 
@@ -47,15 +47,7 @@ def test_a_full_disk_is_counted_shown_and_survived(tmp_path, small_disk, browser
             sent += 5_000
             assert sent < 2_000_000, "the disk never filled"
         # records keep coming while the disk is full (it may take a small block now and then)
-        stop, fed = threading.Event(), [sent]
-
-        def feed():
-            while not stop.is_set():
-                send(port=port, rate=20_000, count=1_000, first=fed[0])
-                fed[0] += 1_000
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        try:
+        with feeding(port, first=sent) as fed:
             wait_for(lambda: (s := rest_stats(server))["not_stored"].get("disk_full", 0) > 0
                      and s["error"].startswith("disk full writing"),
                      what="records not stored, counted as disk_full, and the error shown")
@@ -69,10 +61,7 @@ def test_a_full_disk_is_counted_shown_and_survived(tmp_path, small_disk, browser
                      "(disk full)" in row.nth(6).inner_text(), what="the dashboard saying so")
             shot(page, "dashboard-disk-full")
             assert not errors
-        finally:
-            stop.set()
-            feeder.join()
-        sent = fed[0]
+        sent = fed.sent
         (small_disk / "filler").unlink()                     # space comes back
         send(port=port, rate=20_000, count=1_000, first=sent)
         wait_for(lambda: rest_stats(server)["error"] == "", what="storing again")
