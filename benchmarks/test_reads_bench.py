@@ -68,12 +68,13 @@ def test_append_columns(benchmark, tmp_path, full_size):
 
     def setup():
         store = speeddata.store.open(tmp_path / f"s{next(counter)}")
-        return (store.create_channel("example", speeddata.send.builtin_schema("example")),), {}
+        schema = speeddata.send.builtin_schema("example")
+        return (store, store.create_channel("example", schema)), {}
 
-    def append(ch):
+    def append(store, ch):
         ch.append_columns(t, data, receive_time=T0)
         ch.close()
-        ch.store.close()
+        store.close()
 
     benchmark.pedantic(append, setup=setup, rounds=5 if full_size else 1)
     _rate(benchmark, n)

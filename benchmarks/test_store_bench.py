@@ -57,12 +57,12 @@ def test_append_datagrams(benchmark, tmp_path, example_schema, sizes):
 
     def setup():
         store = speeddata.store.open(tmp_path / f"s{next(counter)}")
-        return (store.create_channel("example", example_schema.avro),), {}
+        return (store, store.create_channel("example", example_schema.avro)), {}
 
-    def append(ch):
+    def append(store, ch):
         ch.append_datagrams(datagrams, receive_time=T0)
         ch.close()
-        ch.store.close()
+        store.close()
 
     benchmark.pedantic(append, setup=setup, rounds=5 if n > 10**5 else 1)
     _rate(benchmark, n)

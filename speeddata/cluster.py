@@ -366,7 +366,7 @@ class Cluster:
     def _own_state(self) -> dict[str, tuple[str, dict]]:
         """Each local channel's status and cluster entry, those with only stored data left
         too (reads the store: in a thread)."""
-        from .store._channel import stored_avro
+        from .store._definition import stored_avro
         sup = self.supervisor
         assert sup is not None
         out = {}
@@ -479,7 +479,7 @@ class Cluster:
 
     def claim_channel(self, cfg, schema: ChannelSchema) -> None:
         """From a request thread: the name, before the channel is started here."""
-        from .store._channel import stored_avro
+        from .store._definition import stored_avro
         entry = {"node": self.node, "port": cfg.port, "bind": cfg.bind, "grpc": self.grpc,
                  "schema": json.dumps(stored_avro(schema)), "created": now_ns(),
                  "decimation": cfg.decimation, "retention": dict(cfg.options)}
@@ -507,7 +507,7 @@ class Cluster:
 
     def _schema(self, entry: dict) -> ChannelSchema:
         from . import schema as S
-        from .store._channel import TIME_FIELD_KEY, TIME_UNIT_KEY
+        from .store._definition import TIME_FIELD_KEY, TIME_UNIT_KEY
         text = entry["schema"]
         cs = self._schemas.get(text)
         if cs is None:
@@ -864,7 +864,7 @@ def restore_into(store, manifest: dict, folder: str) -> dict[str, int]:
     never doubles data."""
     from .store import _format as F
     from .store._avro import read_avro
-    from .store._channel import TIME_FIELD_KEY, TIME_UNIT_KEY
+    from .store._definition import TIME_FIELD_KEY, TIME_UNIT_KEY
     tag = tag_from(manifest["tag"])
     plans = []
     for c in manifest["channels"]:

@@ -30,7 +30,7 @@ from .hub import Hub
 from .schema import ChannelSchema, load_avro
 from .serve import Supervisor
 from .stats import ChannelStats
-from .store._channel import stored_avro
+from .store._definition import stored_avro
 from .store import _format as F
 from .store._tags import Tag
 

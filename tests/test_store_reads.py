@@ -54,7 +54,7 @@ def test_append_columns_round_trips_through_read_and_fastavro(store):
 
 
 def test_a_long_append_is_stored_in_slices_and_a_bad_value_anywhere_stores_nothing(store):
-    from speeddata.store._channel import APPEND_SLICE_RECORDS
+    from speeddata.store._appends import APPEND_SLICE_RECORDS
     ch = store.create_channel("example", EXAMPLE_AVSC)
     n = 3 * APPEND_SLICE_RECORDS + 123
     t, data = example_columns(0, n, T0, 1_000_000)

@@ -577,4 +577,4 @@ def test_device_clocks_jumping_300_years_never_decide_retention(tmp_path_factory
 
 
 def _tagged_bytes(ch, t0):
-    return sum(v.disk_bytes() for v in ch._refresh() if v.tmin <= t0 + 20 and v.tmax >= t0)
+    return sum(v.disk_bytes() for v in ch.views() if v.tmin <= t0 + 20 and v.tmax >= t0)

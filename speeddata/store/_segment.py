@@ -18,6 +18,7 @@ from ..errors import DecodeError, FormatError, StoreError, StoreWarning
 from . import _format as F
 
 DAMAGED_SUFFIX = ".damaged"
+HEAD_FILE = "HEAD"            # beside a channel's segments: the newest one's stem
 log = logging.getLogger("speeddata.store")
 
 
@@ -30,6 +31,18 @@ def segment_stem(recv_ns: int, seq: int) -> str:
 def parse_stem(stem: str) -> tuple[int, int]:
     t, _, seq = stem.partition("-")
     return int(t), int(seq)
+
+
+def read_head(path: str) -> str | None:
+    """The stem a channel's HEAD file names (its newest segment, written whole by the writer
+    as it rolls over), or None when it is missing or not a stem (damage)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64).decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return text if len(text) == 27 and text[20] == "-" and \
+        text.replace("-", "").isdigit() else None
 
 
 def idx_path_of(path: str) -> str:
@@ -262,6 +275,36 @@ def needs_repair(path: str) -> bool:
         f.seek(idx_size - F.INDEX_DTYPE.itemsize)
         last = np.frombuffer(f.read(F.INDEX_DTYPE.itemsize), dtype=F.INDEX_DTYPE)[0]
     return int(last["offset"]) + int(last["length"]) != size
+
+
+def index_sound(path: str) -> bool:
+    """The index agrees with the segment, and the header reads and ends where the first
+    block starts, with that block's sync marker (two small reads, not the whole file)."""
+    try:
+        index = F.load_index(path[:-5] + ".idx")
+        if F.check_index(index, os.path.getsize(path), closed=True) is not None:
+            return False
+        if not len(index):
+            return True
+        first, end = int(index[0]["offset"]), int(index[0]["offset"] + index[0]["length"])
+        with open(path, "rb") as f:
+            head = f.read(first)
+            f.seek(end - F.SYNC_SIZE)
+            block_sync = f.read(F.SYNC_SIZE)
+        _, _, sync, length = F.parse_header(head)
+        return length == first and sync == block_sync
+    except (OSError, FormatError):
+        return False
+
+
+def repair_channel(path: str, plan, schema_json: str) -> list[Repair]:
+    """Repair the segments of the channel directory ``path`` that a killed writer left torn
+    or damage left unreadable: a cheap check of each index against its segment finds them.
+    The caller holds the channel's writer lock."""
+    stems = sorted(n[:-5] for n in os.listdir(path) if n.endswith(".avro"))
+    return [repair(seg, plan, schema_json) for seg in
+            (os.path.join(path, stem + ".avro") for stem in stems)
+            if needs_repair(seg) or not index_sound(seg)]
 
 
 def salvage_header(data: bytes, schema_json: str, old_index: np.ndarray) -> tuple[bytes, bytes] | None:

@@ -33,7 +33,8 @@ from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, 
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
 from . import _format as F, _retention
-from ._channel import CONFIG_FILE, SCHEMA_FILE, Channel, stored_avro
+from ._channel import Channel, StoreLink
+from ._definition import CONFIG_FILE, SCHEMA_FILE, stored_avro, write_json
 from ._lock import writer_active
 from ._segment import parse_stem
 from ._tags import Tag, TagDB
@@ -170,6 +171,9 @@ class Store:
             else self.path
         self._saved = self._saved_options(meta.get("options"))
         self.options = {**DEFAULTS, **self._saved}
+        # what each channel is given (the settings are looked up as they are in force)
+        self._link = StoreLink(self.readonly, lambda: self.options, self._check_writable,
+                               self.enforce_retention if self.owns_retention else None)
         self._channels: dict[str, Channel] = {}
         self._lock = threading.RLock()
         self._tags = TagDB(os.path.join(self.path, TAGS_FILE))
@@ -194,7 +198,7 @@ class Store:
         try:
             os.makedirs(os.path.join(self.path, CHANNELS_DIR), exist_ok=True)
             TagDB(os.path.join(self.path, TAGS_FILE), create=True)
-            _write_json(marker, {"format": FORMAT, "version": VERSION, "options": {}})
+            write_json(marker, {"format": FORMAT, "version": VERSION, "options": {}})
         except OSError as e:
             raise StoreError(f"cannot create a store at {self.path}: {e.strerror}") from e
 
@@ -228,7 +232,7 @@ class Store:
         if not os.path.exists(os.path.join(self.path, TAGS_FILE)):
             TagDB(os.path.join(self.path, TAGS_FILE), create=True)   # v1 made it on open
         meta = dict(meta, version=VERSION)
-        _write_json(marker, meta)
+        write_json(marker, meta)
         log.info("store %s: moved its channels into %s/ (store format 2)", self.path,
                  CHANNELS_DIR)
         return meta
@@ -313,7 +317,7 @@ class Store:
         if new != self._saved or stale:
             marker = os.path.join(self.path, MARKER)
             meta = {"format": FORMAT, "version": VERSION}
-            _write_json(marker, dict(meta, options=new))
+            write_json(marker, dict(meta, options=new))
             for key in sorted(set(new) | set(self._saved)):
                 if new.get(key) != self._saved.get(key):
                     log.info("store %s: %s changed from %s to %s", self.path, key,
@@ -323,8 +327,7 @@ class Store:
                 del self.problems[key]
         self.options = {**DEFAULTS, **self._saved}
         for ch in self._channels.values():
-            if ch._writer is not None:
-                ch._writer.configure()
+            ch.settings_changed()
         return dict(self.options)
 
     @property
@@ -361,7 +364,7 @@ class Store:
                     raise ChannelNotFound(f"no channel {name!r} in store {self.path}",
                                           hint=f"channels are: {', '.join(self.channels) or 'none'}")
                 try:
-                    ch = Channel(self, name, self._channel_path(name))
+                    ch = Channel(name, self._channel_path(name), self._link)
                 except StoreError as e:
                     self._problem(f"channel {name}", str(e))
                     raise
@@ -433,8 +436,8 @@ class Store:
             tmp = self._channel_path(f".{name}.creating-{os.getpid()}")
             try:
                 os.makedirs(tmp, exist_ok=True)
-                _write_json(os.path.join(tmp, SCHEMA_FILE), stored_avro(cs))
-                _write_json(os.path.join(tmp, CONFIG_FILE), {
+                write_json(os.path.join(tmp, SCHEMA_FILE), stored_avro(cs))
+                write_json(os.path.join(tmp, CONFIG_FILE), {
                     "name": name, "time_field": cs.time_field, "time_unit": cs.time_unit,
                     "created": now_ns(), "options": opts})
                 os.rename(tmp, self._channel_path(name))
@@ -454,14 +457,13 @@ class Store:
         if opts == old:
             return
         config = dict(ch.config, options=opts)
-        _write_json(os.path.join(ch.path, CONFIG_FILE), config)
+        write_json(os.path.join(ch.path, CONFIG_FILE), config)
         ch.config = config
         for key in sorted(set(opts) | set(old)):
             if opts.get(key) != old.get(key):
                 log.info("channel %s: %s changed from %s to %s", ch.name, key,
                          _setting(old.get(key), key), _setting(opts.get(key), key))
-        if ch._writer is not None:
-            ch._writer.configure()
+        ch.settings_changed()
 
     def drop_channel(self, name: str) -> None:
         """Delete a channel and all its data (refused while another process writes it)."""
@@ -678,10 +680,3 @@ def _setting(value: Any, key: str) -> str:
 
 def _settings(opts: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_setting(v, k)}" for k, v in sorted(opts.items()))
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with builtins.open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)

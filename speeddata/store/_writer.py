@@ -10,22 +10,23 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._block import BlockBuilder
 from ..codec import Plan
 from ..errors import StoreError
+from ..schema import ChannelSchema
 from ..stats import ChannelStats
 from ._lock import take_lock
-from ._segment import SegmentWriter, compressor, parse_stem, segment_stem, store_error
+from ._segment import (HEAD_FILE, SegmentWriter, compressor, parse_stem, segment_stem,
+                       store_error)
 
 if TYPE_CHECKING:
     from .._block import BlockInfo
-    from ._channel import Channel
 
 log = logging.getLogger("speeddata.store")
-HEAD_FILE = "HEAD"
 MIN_SEGMENT_BYTES = 4096
 RETENTION_EVERY = 10.0     # s between retention passes of a writing library user
 PIPELINE_BYTES = 1 << 20   # records an append hands to a compressing thread at a time
@@ -43,10 +44,47 @@ class Appended:
     rejected: dict[str, int]
 
 
+@dataclass(frozen=True)
+class Settings:
+    """A channel's settings as its writer takes them."""
+    segment_bytes: int
+    block_bytes: int
+    flush_interval: float
+    segment_span: int
+    fsync: bool
+    compression_level: int
+    quotas: tuple[int, ...]        # byte quotas: the channel's and its store's, where set
+
+    @classmethod
+    def of(cls, option: Callable[[str], Any], store_quota: int | None) -> Settings:
+        """From ``option(key)`` (a channel's setting, else its store's) and the store's own
+        byte quota."""
+        return cls(int(option("segment_bytes")), int(option("block_bytes")),
+                   float(option("flush_interval")), int(option("segment_span")),
+                   bool(option("fsync")), int(option("compression_level")),
+                   tuple(int(q) for q in (option("max_bytes"), store_quota) if q))
+
+
+class Target(Protocol):
+    """What a writer is given by the channel it writes: where and what, the lock its appends
+    share with reads, the repair of what a killed writer left, and the settings in force.
+    The writer never looks further up than this."""
+    name: str
+    path: str
+    schema: ChannelSchema
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+
+    def repair(self) -> object: ...
+
+    def writer_settings(self) -> Settings: ...
+
+
 class Writer:
     """The one writer of a channel: open block, current segment, rollover and retention."""
 
-    def __init__(self, channel: "Channel", retention: Callable[[], Any] | None = None):
+    def __init__(self, channel: Target, retention: Callable[[], Any] | None = None):
         self.channel = channel
         self.retention = retention   # this process owns the store's retention: run it
         self.lock_fd = take_lock(channel.path, channel.name, wait=2.0)
@@ -78,21 +116,19 @@ class Writer:
 
     def configure(self) -> None:
         """Take the channel's settings (again, after they changed)."""
-        ch = self.channel
-        self.segment_bytes = int(ch.option("segment_bytes"))
-        self.block_bytes = int(ch.option("block_bytes"))
-        quotas = [q for q in (ch.option("max_bytes"), ch.store.options.get("max_bytes")) if q]
-        if quotas:
+        s = self.channel.writer_settings()
+        self.segment_bytes, self.block_bytes = s.segment_bytes, s.block_bytes
+        if s.quotas:
             # disk use stays within the quota plus one segment only when a segment, and the
             # block that closes it, are small beside the quota
             self.segment_bytes = max(MIN_SEGMENT_BYTES, min(self.segment_bytes,
-                                                            int(min(quotas)) // 4))
+                                                            min(s.quotas) // 4))
             self.block_bytes = max(1024, min(self.block_bytes, self.segment_bytes // 4))
-        self.flush_interval = float(ch.option("flush_interval"))
-        self.segment_span = int(ch.option("segment_span"))
-        self.fsync = bool(ch.option("fsync"))
+        self.flush_interval = s.flush_interval
+        self.segment_span = s.segment_span
+        self.fsync = s.fsync
         self.drain()                   # what is compressing keeps the level it began with
-        self.level = int(ch.option("compression_level"))
+        self.level = s.compression_level
         self._zstd = compressor(self.level)
 
     def add(self, datagrams: Iterable[bytes | memoryview], recv_ns: int) -> Appended:
