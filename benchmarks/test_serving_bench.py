@@ -16,7 +16,7 @@ import pytest
 import speeddata
 from speeddata.columns import Columns
 from speeddata.decimation import Decimation
-from speeddata.grpc_server import AGGREGATE, DATA_TYPE
+from speeddata.pb_enums import AGGREGATE, DATA_TYPE
 from speeddata.hub import Subscription, fan_out
 from speeddata.v1 import speeddata_pb2 as pb
 from speeddata.web_app import frame

@@ -45,6 +45,7 @@ from .decimation import Decimation
 from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, SpeedDataError,
                      StoreError, TagExists, TagNotFound)
 from .hub import Subscription, Update
+from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import ChannelSchema
 from .store._tags import Tag
 from .timeutil import format_ns, now_ns
@@ -672,7 +673,6 @@ class Cluster:
         self._leases[(channel, form)] = _Lease(expires, sub, task)
 
     async def _publish(self, channel: str, form: str, sub: Subscription) -> None:
-        from .grpc_server import AGGREGATE, DATA_TYPE
         from . import wire
         subject = f"{LIVE}.{channel}.{form}"
         while True:

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from .columns import Columns
 from .decimation import Decimation
 from .errors import RequestError, SpeedDataError, Unauthenticated, status_of
+from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import Signal
 from .service import ChannelInfo, Service
 from .stats import ChannelStats
@@ -45,14 +46,6 @@ STATUS_NAME = {v: k for k, v in STATUS_PB.items()}
 DECIMATION_KIND = {pb.DECIMATION_KIND_NONE: "none", pb.DECIMATION_KIND_EVERY: "every",
                    pb.DECIMATION_KIND_MEAN: "mean", pb.DECIMATION_KIND_RMS: "rms",
                    pb.DECIMATION_KIND_MIN_MAX: "minmax"}
-AGGREGATE = {"value": pb.AGGREGATE_VALUE, "min": pb.AGGREGATE_MIN, "max": pb.AGGREGATE_MAX,
-             "mean": pb.AGGREGATE_MEAN, "rms": pb.AGGREGATE_RMS, "first": pb.AGGREGATE_FIRST,
-             "last": pb.AGGREGATE_LAST, "count": pb.AGGREGATE_COUNT,
-             "min_time": pb.AGGREGATE_MIN_TIME, "max_time": pb.AGGREGATE_MAX_TIME}
-DATA_TYPE = {"bool": pb.DATA_TYPE_BOOL, "int32": pb.DATA_TYPE_INT32,
-             "int64": pb.DATA_TYPE_INT64, "float32": pb.DATA_TYPE_FLOAT32,
-             "float64": pb.DATA_TYPE_FLOAT64, "string": pb.DATA_TYPE_STRING,
-             "bytes": pb.DATA_TYPE_BYTES}
 AVRO_TYPE = {"boolean": "bool", "int": "int32", "long": "int64", "float": "float32",
              "double": "float64", "string": "string", "enum": "string", "bytes": "bytes",
              "fixed": "bytes"}

@@ -1,4 +1,5 @@
-"""The package reads top to bottom: no import cycles, constants defined once or checked."""
+"""The package reads top to bottom: no import cycles (at run time, inside functions, or for
+type checking alone), constants defined once or checked."""
 
 import ast
 from pathlib import Path
@@ -15,12 +16,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-
-
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (at any level, type checking aside)."""
+    """Module -> the package's modules it imports: at the top, inside functions, or under
+    ``if TYPE_CHECKING`` (a cycle that only type checking sees is still one a reader
+    follows)."""
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     files.update({_module_name(p): p for p in PACKAGE.rglob("*.pyx")
                   if p.with_suffix(".pyi").exists()})
@@ -32,12 +31,7 @@ def import_graph() -> dict[str, set[str]]:
         is_pkg = path.name == "__init__.py"
         base = name.split(".") if is_pkg else name.split(".")[:-1]
         edges = graph.setdefault(name, set())
-        tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and _is_type_checking(node) for n in ast.walk(node)}
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     target = ".".join(base[:len(base) - node.level + 1] +
