@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from .config import ClusterConfig, ServeConfig
 from .errors import ConfigError
 from .hub import Hub
+from .limits import Limits
 from .serve import Supervisor
-from .service import Limits, Service
+from .service import Service
 
 if TYPE_CHECKING:
     from .cluster import Cluster

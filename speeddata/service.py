@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import zstandard
 
 from . import config as config_mod
 from .columns import Columns
 from .decimation import Decimation, Decimator, key
 from .errors import (ChannelExists, ChannelNotFound, LimitExceeded, SchemaError, StoreError,
-                     TagExists, TagNotFound, TimeRangeError, TooMany)
+                     TagExists, TagNotFound, TimeRangeError)
+from .exports import Exports, RemoteReader
 from .hub import Hub
+from .limits import Limits
 from .schema import ChannelSchema, load_avro
 from .serve import Supervisor
 from .stats import ChannelStats
@@ -38,25 +36,6 @@ if TYPE_CHECKING:
     from .cluster import Cluster, RemoteChannel
 
 STATUSES = ("running", "starting", "failed", "stored", "unreachable")
-
-
-@dataclass
-class Limits:
-    """What one request, one client and the server in all may take (``limits:`` in the
-    config). Beyond them: RESOURCE_EXHAUSTED, HTTP 413 for a request too large, 429 for one
-    too many. None: no limit."""
-    query_records: int | None = None      # records one query may read, per channel
-    export_records: int | None = None     # records one export may write, in all
-    subscriptions: int | None = 1000      # live streams at once (gRPC channels, WebSockets)
-    subscriptions_per_client: int | None = 200   # ... of one client address
-    request_bytes: int | None = 1 << 20   # a REST request's body
-    schema_bytes: int | None = 256 << 10  # a schema's JSON text
-    schema_depth: int | None = 32         # records and arrays nested in a schema
-    schema_fields: int | None = 10_000    # signals of a schema
-    buckets: int | None = 20_000          # buckets of one overview
-    exports: int | None = 4               # HDF5 exports at once
-    stall_seconds: int | None = 60        # a live stream whose client reads nothing this
-                                          # long while data waits is dropped (counted)
 
 
 @dataclass
@@ -88,8 +67,7 @@ class Service:
         self.limits = limits or Limits()
         # the cluster this node belongs to (`speeddata.cluster`); None on a single host
         self.cluster: Cluster | None = None
-        self._exports = 0
-        self._exports_lock = threading.Lock()
+        self.exports = Exports(self.store, self.limits)
 
     def _remote(self, name: str) -> "RemoteChannel | None":
         """Another node's channel of that name (never one this node has locally)."""
@@ -411,104 +389,26 @@ class Service:
                     channels: Sequence[str] = (), signals: Sequence[str] = (),
                     chunk_bytes: int = 1 << 20,
                     progress: Callable[[float], None] | None = None) -> Iterator[tuple[bytes, int]]:
-        """The HDF5 file of a tag or a range, in chunks: (bytes, file size). It is written
-        to a temporary file first (HDF5 needs to seek), which goes once it is sent."""
+        """The HDF5 file of a tag or a range, in chunks: (bytes, file size), within the
+        limits (`speeddata.exports`)."""
         names = list(dict.fromkeys(channels)) or None      # each channel once
+        found = None
         if tag:
-            t = self.get_tag(tag)
-            lo, hi = t.start, t.end
-            names = names or (list(t.channels) if t.channels is not None else None)
+            found = self.get_tag(tag)
+            lo, hi = found.start, found.end
+            names = names or (list(found.channels) if found.channels is not None else None)
         else:
             lo, hi = start, end if end is not None else start
             self._check_range(lo, hi)
-        names = names or self.store.channels
-        readers = [self._reader(n) for n in names]
-        total = sum(r.count(lo, hi, estimate=True) for r in readers)
-        limit = self.limits.export_records
-        if limit is not None and total > limit:
-            raise LimitExceeded(f"the export holds about {total} records, more than the "
-                                f"limit of {limit}", hint="export a shorter range")
-        expected = max(1, total)
-        done = [0]
-        width = 8 + sum(8 * len(r.signals) for r in readers) // max(1, len(readers))
-        need = total * width + (1 << 20)
-        free = shutil.disk_usage(tempfile.gettempdir()).free
-        if need > free:
-            raise StoreError(f"the export needs about {need >> 20} MiB in "
-                             f"{tempfile.gettempdir()}, which has {free >> 20} MiB free",
-                             hint="export a shorter range or fewer signals, or free space")
-        with self._exports_lock:
-            if self.limits.exports is not None and self._exports >= self.limits.exports:
-                raise TooMany(f"{self._exports} exports are running, the limit at once",
-                              hint="try again when one has finished")
-            self._exports += 1
-        try:
-            yield from self._export_file(lo, hi, readers, signals, tag, expected, done,
-                                         chunk_bytes, progress)
-        finally:
-            with self._exports_lock:
-                self._exports -= 1
-
-    def _export_file(self, lo, hi, readers, signals, tag, expected, done, chunk_bytes,
-                     progress) -> Iterator[tuple[bytes, int]]:
-        def step(_channel: str, n: int) -> None:
-            done[0] += n
-            if progress:
-                progress(min(1.0, done[0] / expected) * 0.9)
-
-        fd, path = tempfile.mkstemp(prefix=f"speeddata-{os.getpid()}-export-", suffix=".h5")
-        os.close(fd)
-        try:
-            self._export(path, lo, hi, readers, list(signals) or None, step, tag)
-            size = os.path.getsize(path)
-            with open(path, "rb") as f:
-                while chunk := f.read(chunk_bytes):
-                    yield chunk, size
-        finally:
-            os.remove(path)
+        readers = [self._reader(n) for n in names or self.store.channels]
+        yield from self.exports.hdf5(lo, hi, readers, signals, found, chunk_bytes, progress)
 
     def _reader(self, name: str):
         """What an export reads a channel through: the store's channel, or another node's
         over gRPC."""
         if self._remote(name) is not None:
-            return _RemoteReader(self, name)
+            return RemoteReader(name, self.channel(name).schema, self.query)
         return self._stored(name)
-
-    def _export(self, path: str, lo: int, hi: int | None, readers, signals, step,
-                tag: str) -> None:
-        from .hdf5 import export
-        if all(not isinstance(r, _RemoteReader) for r in readers):
-            self.store.export_hdf5(path, lo, hi, [r.name for r in readers], signals,
-                                   progress=step)
-            return
-        export(self.store, path, lo, hi if hi is not None else lo, readers, signals,
-               progress=step, tag=self.get_tag(tag) if tag else None)
-
-
-class _RemoteReader:
-    """Another node's channel as an HDF5 export reads it: its schema from the registry, its
-    records over gRPC from the node that stores it."""
-
-    exact_count = False           # a count here would cost a read: datasets grow instead
-
-    def __init__(self, service: Service, name: str):
-        self.service = service
-        self.name = name
-        self.schema = service.channel(name).schema
-
-    @property
-    def signals(self) -> list[str]:
-        return self.schema.signal_names
-
-    def count(self, start: int | None = None, end: int | None = None,
-              estimate: bool = False) -> int:
-        ov = next(iter(self.service.query(self.name, start or 0, end, buckets=1)))
-        counts = [int(np.asarray(v).sum()) for k, v in ov.data.items() if k.endswith(":count")]
-        return max(counts, default=0)
-
-    def iter_read(self, start: int | None, end: int | None, signals=None, **_) -> Iterator[Columns]:
-        for cols in self.service.query(self.name, start or 0, end, signals):
-            yield Columns(cols.time, cols.data, self.name)
 
 
 def _shape(schema: Any, depth: int = 0) -> tuple[int, int]:

@@ -13,7 +13,8 @@ from speeddata.hub import Hub
 from speeddata.schema import load_avro
 from speeddata.send import builtin_schema, send
 from speeddata.serve import Supervisor
-from speeddata.service import Limits, Service
+from speeddata.limits import Limits
+from speeddata.service import Service
 from speeddata.web_app import make_app
 
 from helpers import ServeProcess, free_udp_port, wait_for
