@@ -37,7 +37,9 @@ RETENTION_EVERY = 2.0     # s between retention passes over the store
 
 
 @dataclass
-class _Worker:
+class WorkerProcess:
+    """One channel's worker process as the supervisor keeps it: started, watched,
+    restarted after a crash, retried with growing delays while it cannot start."""
     config: ChannelConfig
     ring_path: str
     ring: Ring = field(repr=False)
@@ -51,6 +53,106 @@ class _Worker:
     # the worker writes a byte here whenever it has published records to the ring: the
     # live hub waits on the read end instead of polling
     notify: tuple[int, int] = (-1, -1)
+
+    def spawn(self, data: str) -> None:
+        """Start the worker of the store at ``data``."""
+        cfg = self.config
+        cmd = [sys.executable, "-m", "speeddata.worker", "--channel", cfg.name,
+               "--data", data, "--port", str(cfg.port), "--bind", cfg.bind,
+               "--ring", self.ring_path, "--rcvbuf", str(cfg.receive_buffer),
+               "--restarts", str(self.restarts), "--notify", str(self.notify[1]),
+               "--supervisor", str(os.getpid())]
+        mc = cfg.multicast
+        if mc:
+            cmd += ["--mc-group", mc.group, "--mc-port", str(mc.port),
+                    "--mc-interface", mc.interface, "--mc-ttl", str(mc.ttl)]
+            if mc.decimated_group:
+                cmd += ["--mc-dec-group", mc.decimated_group, "--mc-dec-port",
+                        str(mc.decimated_port), "--mc-dec", mc.decimation]
+        # its own session: a terminal's Ctrl-C reaches the supervisor, which stops the
+        # workers in order (and a worker whose supervisor dies stops by itself)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     pass_fds=(self.notify[1],))
+        self.started = time.monotonic()
+        log.info("channel %s: worker pid %d on port %d", cfg.name, self.proc.pid, cfg.port)
+
+    def check(self, now: float, data: str) -> None:
+        """Restart the worker if it died, counting the restart: after RESTART_DELAY, or,
+        when it could not start (its port taken, a setting the system refuses), marked
+        failed with the reason and retried after FAILURE_DELAYS."""
+        if self.proc is None or self.proc.poll() is None:
+            if self.proc is not None and self.failures and \
+                    self.ring.counter_values()["pid"] == self.proc.pid:
+                log.info("channel %s: receiving again", self.config.name)
+                self.failures, self.failure = 0, ""
+            return
+        if self.next_start == 0.0:
+            self.last_exit = self.proc.returncode
+            if self.proc.returncode in (EXIT_PORT_TAKEN, EXIT_BAD_SETUP):
+                self.failure = self._failure_reason()
+                delay: float = FAILURE_DELAYS[min(self.failures, len(FAILURE_DELAYS) - 1)]
+                self.failures += 1
+                log.error("channel %s: cannot start: %s; trying again in %d s",
+                          self.config.name, self.failure, delay)
+            else:
+                delay = RESTART_DELAY
+                log.warning("channel %s: worker exited with %s; restarting",
+                            self.config.name, self.proc.returncode)
+            self.next_start = now + delay
+        if now >= self.next_start:
+            self.restarts += 1
+            self.next_start = 0.0
+            self.spawn(data)
+
+    def _failure_reason(self) -> str:
+        try:
+            with open(status_path(self.ring_path)) as f:
+                reason = json.load(f).get("failure", "")
+        except (OSError, ValueError):
+            reason = ""
+        return reason or f"worker exited with {self.last_exit}"
+
+    def counters(self) -> dict[str, Any]:
+        """The worker's counters (datagrams, records, rejects, drops, rates...), restarts, the
+        first bad datagrams per reason (sender, length, first bytes), the current error and
+        its status: running (receiving), starting, or failed (with why)."""
+        values: dict[str, Any] = dict(self.ring.counter_values())
+        pid = self.proc.pid if self.proc else 0
+        running = bool(self.proc and self.proc.poll() is None)
+        ready = running and values["pid"] == pid   # it published: it receives
+        values.update(restarts=self.restarts, running=running, pid=pid,
+                      port=self.config.port, last_exit=self.last_exit)
+        values.update(bad_datagrams={}, error="", failure="")
+        try:
+            with open(status_path(self.ring_path)) as f:
+                values.update(json.load(f))    # bad_datagrams (first few per reason), error
+        except (OSError, ValueError):
+            pass
+        values["failure"] = self.failure if not ready else ""
+        values["status"] = "running" if ready else ("failed" if self.failure else "starting")
+        return values
+
+    def close(self) -> None:
+        """Give up its ring and notify pipe (the process has exited)."""
+        self.ring.close()
+        for fd in self.notify:
+            os.close(fd)
+        self.notify = (-1, -1)
+
+
+def _terminate(workers: list[WorkerProcess]) -> None:
+    """SIGTERM the workers (they flush and exit); SIGKILL any not gone within 10 s."""
+    for w in workers:
+        if w.proc and w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for w in workers:
+        if w.proc:
+            try:
+                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
 
 
 class Supervisor:
@@ -83,7 +185,7 @@ class Supervisor:
         for folder in {shm, tempfile.gettempdir()}:    # rings; export files
             remove_orphans(folder)
         self._ring_dir = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-", dir=shm)
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, WorkerProcess] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,11 +227,11 @@ class Supervisor:
             self.store.create_channel(cfg.name, cfg.schema, time_field=cfg.time_field,
                                       time_unit=cfg.time_unit, **cfg.options)
             ring_path = create_ring(os.path.join(self._ring_dir, f"{cfg.name}.ring"))
-            w = _Worker(cfg, ring_path, Ring(ring_path),
-                        notify=os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+            w = WorkerProcess(cfg, ring_path, Ring(ring_path),
+                              notify=os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
             self._workers[cfg.name] = w
             if start:
-                self._spawn(w)
+                w.spawn(self.data)
 
     def remove_channel(self, name: str, *, drop_data: bool = False) -> None:
         """Stop a channel's worker and deregister it (its stored data stays unless
@@ -142,8 +244,8 @@ class Supervisor:
             self.registry.deregister(name)
         except ChannelNotFound:
             pass
-        self._terminate([w])
-        _close_worker(w)
+        _terminate([w])
+        w.close()
         for path in (w.ring_path, status_path(w.ring_path)):
             if os.path.exists(path):
                 os.remove(path)
@@ -174,27 +276,11 @@ class Supervisor:
         return Subscriber(ring, self.store[name].schema, decimation, signals, **kw)
 
     def counters(self, name: str) -> dict[str, Any]:
-        """The worker's counters (datagrams, records, rejects, drops, rates...), restarts, the
-        first bad datagrams per reason (sender, length, first bytes) and the current error."""
+        """The channel's worker's counters and status (`WorkerProcess.counters`)."""
         with self._lock:
             if name not in self._workers:
                 raise ChannelNotFound(f"no running channel {name!r}")
-            w = self._workers[name]
-            values: dict[str, Any] = dict(w.ring.counter_values())
-            pid = w.proc.pid if w.proc else 0
-            running = bool(w.proc and w.proc.poll() is None)
-            ready = running and values["pid"] == pid   # it published: it receives
-            values.update(restarts=w.restarts, running=running, pid=pid, port=w.config.port,
-                          last_exit=w.last_exit)
-        values.update(bad_datagrams={}, error="", failure="")
-        try:
-            with open(status_path(w.ring_path)) as f:
-                values.update(json.load(f))    # bad_datagrams (first few per reason), error
-        except (OSError, ValueError):
-            pass
-        values["failure"] = w.failure if not ready else ""
-        values["status"] = "running" if ready else ("failed" if w.failure else "starting")
-        return values
+            return self._workers[name].counters()
 
     def stats(self, name: str) -> ChannelStats:
         """The channel's counters from its worker and what the store holds of it."""
@@ -207,33 +293,12 @@ class Supervisor:
 
     # ---- process control -----------------------------------------------------------------
 
-    def _spawn(self, w: _Worker) -> None:
-        cfg = w.config
-        cmd = [sys.executable, "-m", "speeddata.worker", "--channel", cfg.name,
-               "--data", self.data, "--port", str(cfg.port), "--bind", cfg.bind,
-               "--ring", w.ring_path, "--rcvbuf", str(cfg.receive_buffer),
-               "--restarts", str(w.restarts), "--notify", str(w.notify[1]),
-               "--supervisor", str(os.getpid())]
-        mc = cfg.multicast
-        if mc:
-            cmd += ["--mc-group", mc.group, "--mc-port", str(mc.port),
-                    "--mc-interface", mc.interface, "--mc-ttl", str(mc.ttl)]
-            if mc.decimated_group:
-                cmd += ["--mc-dec-group", mc.decimated_group, "--mc-dec-port",
-                        str(mc.decimated_port), "--mc-dec", mc.decimation]
-        # its own session: a terminal's Ctrl-C reaches the supervisor, which stops the
-        # workers in order (and a worker whose supervisor dies stops by itself)
-        w.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True,
-                                  pass_fds=(w.notify[1],))
-        w.started = time.monotonic()
-        log.info("channel %s: worker pid %d on port %d", cfg.name, w.proc.pid, cfg.port)
-
     def start(self) -> "Supervisor":
         """Start every worker and the watcher thread."""
         with self._lock:
             for w in self._workers.values():
                 if w.proc is None:
-                    self._spawn(w)
+                    w.spawn(self.data)
         self._thread = threading.Thread(target=self._watch, name="speeddata-supervisor",
                                         daemon=True)
         self._thread.start()
@@ -249,30 +314,9 @@ class Supervisor:
         the reason and retried with growing delays; the other channels run on."""
         now = time.monotonic()
         with self._lock:
-            for w in self._workers.values():
-                if w.proc is None or w.proc.poll() is None or self._stopping.is_set():
-                    if w.proc is not None and w.failures and w.proc.poll() is None and \
-                            w.ring.counter_values()["pid"] == w.proc.pid:
-                        log.info("channel %s: receiving again", w.config.name)
-                        w.failures, w.failure = 0, ""
-                    continue
-                if w.next_start == 0.0:
-                    w.last_exit = w.proc.returncode
-                    if w.proc.returncode in (EXIT_PORT_TAKEN, EXIT_BAD_SETUP):
-                        w.failure = self._failure_reason(w)
-                        delay: float = FAILURE_DELAYS[min(w.failures, len(FAILURE_DELAYS) - 1)]
-                        w.failures += 1
-                        log.error("channel %s: cannot start: %s; trying again in %d s",
-                                  w.config.name, w.failure, delay)
-                    else:
-                        delay = RESTART_DELAY
-                        log.warning("channel %s: worker exited with %s; restarting",
-                                    w.config.name, w.proc.returncode)
-                    w.next_start = now + delay
-                if now >= w.next_start:
-                    w.restarts += 1
-                    w.next_start = 0.0
-                    self._spawn(w)
+            if not self._stopping.is_set():
+                for w in self._workers.values():
+                    w.check(now, self.data)
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY
             self.enforce_retention()
@@ -296,15 +340,6 @@ class Supervisor:
             log.exception("retention pass failed")
             return []
 
-    @staticmethod
-    def _failure_reason(w: _Worker) -> str:
-        try:
-            with open(status_path(w.ring_path)) as f:
-                reason = json.load(f).get("failure", "")
-        except (OSError, ValueError):
-            reason = ""
-        return reason or f"worker exited with {w.last_exit}"
-
     def wait_ready(self, timeout: float = 10.0) -> dict[str, str]:
         """Wait until every worker is receiving or has failed to start; returns the failed
         ones with their reasons (they are retried meanwhile)."""
@@ -322,19 +357,6 @@ class Supervisor:
                                    f"{', '.join(late)}")
             time.sleep(0.02)
 
-    def _terminate(self, workers) -> None:
-        for w in workers:
-            if w.proc and w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for w in workers:
-            if w.proc:
-                try:
-                    w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    w.proc.kill()
-                    w.proc.wait()
-
     def stop(self) -> None:
         """SIGTERM every worker (they flush and exit), then clean up the rings."""
         self._stopping.set()
@@ -342,9 +364,9 @@ class Supervisor:
             self._thread.join()
         with self._lock:
             workers = list(self._workers.values())
-        self._terminate(workers)
+        _terminate(workers)
         for w in workers:
-            _close_worker(w)
+            w.close()
         for name in os.listdir(self._ring_dir):
             os.remove(os.path.join(self._ring_dir, name))
         os.rmdir(self._ring_dir)
@@ -355,13 +377,6 @@ class Supervisor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _close_worker(w: _Worker) -> None:
-    w.ring.close()
-    for fd in w.notify:
-        os.close(fd)
-    w.notify = (-1, -1)
 
 
 def _check_port(bind: str, port: int) -> None:
