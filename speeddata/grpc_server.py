@@ -204,26 +204,8 @@ class Servicer(pb_grpc.SpeedDataServicer):
                 # a client that stopped reading: the message stuck in flow control is
                 # given up on, and the stream ends
                 subs[-1].on_stall = stalled
-            turn = 0
-            while True:
-                sent = False
-                # each turn at most one update per channel, starting one further each time
-                for sub in subs[turn % len(subs):] + subs[:turn % len(subs)]:
-                    u = sub.take()               # ChannelNotFound once it is deregistered
-                    if u is None:
-                        continue
-                    sent = True
-                    pieces = _live_pieces(u, sub.channel)
-                    for k, piece in enumerate(pieces):
-                        last = k == len(pieces) - 1
-                        yield piece + wire.varint_fields(
-                            f2=u.first_record, f3=u.next_record if last else u.first_record,
-                            f4=u.missed if k == 0 else 0)
-                turn += 1
-                if not sent:
-                    wake.clear()
-                    if not any(s.pending for s in subs):
-                        await wake.wait()
+            async for message in _interleaved(subs, wake):
+                yield message
         finally:
             for sub in subs:
                 sub.close()
@@ -240,14 +222,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
             else None
         for name in request.channels:
             if self.service.is_remote(name):
-                # another node's channel: its node's answer, passed on as it serialized it
-                forward = pb.QueryRequest()
-                forward.CopyFrom(request)
-                del forward.channels[:]
-                forward.channels.append(name)
-                assert self.service.cluster is not None
-                client = await asyncio.to_thread(self.service.cluster.client, name)
-                async for message in _in_thread(client.query_raw(forward)):
+                async for message in self._forwarded(request, name):
                     yield message
                 continue
             if request.format == pb.QUERY_FORMAT_AVRO:
@@ -264,6 +239,18 @@ class Servicer(pb_grpc.SpeedDataServicer):
             async for message in _in_thread(_query_messages(batches, max_rows)):
                 yield message + wire.varint_fields(f3=bound)
                 bound = 0
+
+    async def _forwarded(self, request, name: str) -> AsyncIterator[bytes]:
+        """Another node's channel: its node's answer to the query of that channel alone,
+        passed on as it serialized it."""
+        forward = pb.QueryRequest()
+        forward.CopyFrom(request)
+        del forward.channels[:]
+        forward.channels.append(name)
+        assert self.service.cluster is not None
+        client = await asyncio.to_thread(self.service.cluster.client, name)
+        async for message in _in_thread(client.query_raw(forward)):
+            yield message
 
     # ---- tags and export -----------------------------------------------------------------
 
@@ -346,6 +333,30 @@ def _peer_host(peer: str) -> str:
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     return peer or "unknown"
+
+
+async def _interleaved(subs, wake: asyncio.Event) -> AsyncIterator[bytes]:
+    """SubscribeResponse messages of the subscriptions, fairly: each turn at most one update
+    per channel, starting one further each time; waits on ``wake`` while none has any."""
+    turn = 0
+    while True:
+        sent = False
+        for sub in subs[turn % len(subs):] + subs[:turn % len(subs)]:
+            u = sub.take()               # ChannelNotFound once it is deregistered
+            if u is None:
+                continue
+            sent = True
+            pieces = _live_pieces(u, sub.channel)
+            for k, piece in enumerate(pieces):
+                last = k == len(pieces) - 1
+                yield piece + wire.varint_fields(
+                    f2=u.first_record, f3=u.next_record if last else u.first_record,
+                    f4=u.missed if k == 0 else 0)
+        turn += 1
+        if not sent:
+            wake.clear()
+            if not any(s.pending for s in subs):
+                await wake.wait()
 
 
 def _query_messages(batches, max_rows: int):
