@@ -273,9 +273,6 @@ class Client:
     def query_avro(self, channel: str, path: str | os.PathLike,
                    start: TimeLike | None = None, end: TimeLike | None = None) -> str:
         """Save the stored blocks of [start, end) as an Avro object container file."""
-        lo, hi = _range(start, end)
-        request = pb.QueryRequest(channels=[channel], start=lo, end=hi,
-                                  format=pb.QUERY_FORMAT_AVRO)
         with open(path, "wb") as f:
             for data in self.iter_avro(channel, start, end):
                 f.write(data)
