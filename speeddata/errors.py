@@ -6,6 +6,9 @@ for code that does not know SpeedData.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 
 class SpeedDataError(Exception):
     """Root of every error SpeedData raises on purpose.
@@ -55,6 +58,10 @@ class StoreError(SpeedDataError, OSError):
     def __init__(self, message: str, *, hint: str | None = None, reason: str = "disk_error"):
         super().__init__(message, hint=hint)
         self.reason = reason
+
+
+class BadName(StoreError, ValueError):
+    """A channel or tag name that breaks the naming rule (letters, digits, '_', '.', '-')."""
 
 
 # why accepted records were not stored (ChannelStats.not_stored)
@@ -109,6 +116,14 @@ class Forbidden(SpeedDataError, PermissionError):
     server does not take (a body that is not JSON)."""
 
 
+class Misdirected(Forbidden):
+    """A web request for a host name this server does not answer to (DNS rebinding)."""
+
+
+class LengthRequired(RequestError):
+    """A web request whose body comes without its length (chunked)."""
+
+
 class Unavailable(SpeedDataError, ConnectionError):
     """A server that cannot be reached or does not answer in time."""
 
@@ -125,7 +140,10 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     TimeRangeError: ("INVALID_ARGUMENT", 400),
     ConfigError: ("INVALID_ARGUMENT", 400),
     RequestError: ("INVALID_ARGUMENT", 400),
+    BadName: ("INVALID_ARGUMENT", 400),
     Unauthenticated: ("UNAUTHENTICATED", 401),
+    Misdirected: ("PERMISSION_DENIED", 421),
+    LengthRequired: ("INVALID_ARGUMENT", 411),
     Forbidden: ("PERMISSION_DENIED", 403),
     ClusterUnavailable: ("UNAVAILABLE", 503),
     Unavailable: ("UNAVAILABLE", 503),
@@ -140,6 +158,34 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     StoreError: ("FAILED_PRECONDITION", 503),
     SpeedDataError: ("INTERNAL", 500),
 }
+
+
+# Tornado's own refusals (an unknown route, a method a route lacks, a malformed request), by
+# HTTP status, as gRPC code names
+HTTP_CODES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+              405: "UNIMPLEMENTED", 411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED",
+              421: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}
+
+
+def listing(names: Iterable[str], most: int = 20) -> str:
+    """Names for a hint: the first ``most``, then "and N more" (an error must fit gRPC's
+    metadata and a reader's screen, whatever the store holds)."""
+    names = list(names)
+    shown = ", ".join(names[:most]) or "none"
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+MAX_MESSAGE = 2000     # characters of an error a remote caller is sent
+
+
+def public_message(message: str, private_paths: Iterable[str] = ()) -> str:
+    """An error's text as a remote caller (REST, gRPC) sees it: the server's own paths
+    shortened to their last part, and cut to `MAX_MESSAGE` characters."""
+    for path in private_paths:
+        if path:
+            message = message.replace(path, os.path.basename(os.path.normpath(path)))
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 20] + \
+        f"... ({len(message)} characters)"
 
 
 def status_of(error: BaseException) -> tuple[str, int]:

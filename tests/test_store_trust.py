@@ -578,3 +578,16 @@ def test_device_clocks_jumping_300_years_never_decide_retention(tmp_path_factory
 
 def _tagged_bytes(ch, t0):
     return sum(v.disk_bytes() for v in ch.views() if v.tmin <= t0 + 20 and v.tmax >= t0)
+
+
+def test_5b_store_settings_come_back_as_they_were_saved(tmp_path):
+    """A store's max_age is persisted in ns: read back as seconds it was a billion times
+    longer, and age retention never ran after a reopen."""
+    with speeddata.store.open(tmp_path) as store:
+        store.configure(max_age=3600, segment_span="PT10M")
+        store.create_channel("k", SCHEMA, max_age=60)
+    with speeddata.store.open(tmp_path) as store:
+        assert store.options["max_age"] == 3600 * SEC
+        assert store.options["segment_span"] == 600 * SEC
+        assert store["k"].option("max_age") == 60 * SEC
+        assert not store.problems

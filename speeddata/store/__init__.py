@@ -8,7 +8,9 @@ opens a segment file.
 """
 from ._channel import Channel
 from ._writer import Appended
+from ._names import check_name
 from ._store import DEFAULTS, Store, check_options, open
 from ._tags import Tag
 
-__all__ = ["Appended", "Channel", "DEFAULTS", "Store", "Tag", "check_options", "open"]
+__all__ = ["Appended", "Channel", "DEFAULTS", "Store", "Tag", "check_name", "check_options",
+           "open"]

@@ -29,7 +29,7 @@ import zstandard
 
 from .. import schema as S
 from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, TagNotFound,
-                      TimeRangeError)
+                      TimeRangeError, listing)
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
 from . import _format as F, _retention
@@ -37,6 +37,7 @@ from ._channel import Channel, StoreLink
 from ._definition import CONFIG_FILE, SCHEMA_FILE, stored_avro, write_json
 from ._lock import writer_active
 from ._segment import parse_stem
+from ._names import NAME, check_name
 from ._tags import Tag, TagDB
 
 log = logging.getLogger("speeddata.store")
@@ -46,7 +47,6 @@ TAGS_FILE = "tags.sqlite"
 CHANNELS_DIR = "channels"
 FORMAT = "speeddata-store"
 VERSION = 2
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 DEFAULTS: dict[str, Any] = {
     "max_bytes": None,                 # retention: byte quota (None: unlimited)
@@ -90,9 +90,13 @@ def open(path: str | os.PathLike, *, create: bool = True, readonly: bool = False
                  **options)
 
 
-def check_options(options: dict[str, Any], where: str = "") -> dict[str, Any]:
+def check_options(options: dict[str, Any], where: str = "", *,
+                  stored: bool = False) -> dict[str, Any]:
     """Store or channel options, checked and normalised (durations to ns); None values
-    stay None (meaning: the default). StoreError names the bad key."""
+    stay None (meaning: the default). StoreError names the bad key.
+
+    ``stored``: the options as persisted, whose durations are int ns already (read as
+    seconds, a saved hour would come back as 10**9 hours)."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise StoreError(f"{where}unknown store option(s): {', '.join(sorted(unknown))}",
@@ -103,7 +107,8 @@ def check_options(options: dict[str, Any], where: str = "") -> dict[str, Any]:
             out[key] = None
         elif key in ("max_age", "segment_span"):
             try:
-                out[key] = duration_ns(value, what=f"{where}{key}")
+                out[key] = value if stored and _is_int(value) else \
+                    duration_ns(value, what=f"{where}{key}")
             except TimeRangeError as e:
                 raise StoreError(str(e)) from None
             if out[key] <= 0:
@@ -227,7 +232,7 @@ class Store:
         os.makedirs(target, exist_ok=True)
         for name in os.listdir(self.path):
             src = os.path.join(self.path, name)
-            if _NAME.fullmatch(name) and os.path.isfile(os.path.join(src, SCHEMA_FILE)):
+            if NAME.fullmatch(name) and os.path.isfile(os.path.join(src, SCHEMA_FILE)):
                 os.rename(src, os.path.join(target, name))
         if not os.path.exists(os.path.join(self.path, TAGS_FILE)):
             TagDB(os.path.join(self.path, TAGS_FILE), create=True)   # v1 made it on open
@@ -246,7 +251,7 @@ class Store:
         good = {}
         for key, value in saved.items():
             try:
-                good.update(check_options({key: value}))
+                good.update(check_options({key: value}, stored=True))
             except StoreError as e:
                 self._problem(f"store option {key}", f"{os.path.join(self.path, MARKER)}: {e}; "
                               "ignored")
@@ -350,11 +355,11 @@ class Store:
             names = os.listdir(self._channels_dir)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if _NAME.fullmatch(n) and
+        return sorted(n for n in names if NAME.fullmatch(n) and
                       os.path.isfile(os.path.join(self._channels_dir, n, SCHEMA_FILE)))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(_NAME.fullmatch(name)) and \
+        return isinstance(name, str) and bool(NAME.fullmatch(name)) and \
             os.path.isfile(os.path.join(self._channel_path(name), SCHEMA_FILE))
 
     def __getitem__(self, name: str) -> Channel:
@@ -362,7 +367,7 @@ class Store:
             if name not in self._channels:
                 if name not in self:
                     raise ChannelNotFound(f"no channel {name!r} in store {self.path}",
-                                          hint=f"channels are: {', '.join(self.channels) or 'none'}")
+                                          hint=f"channels are: {listing(self.channels)}")
                 try:
                     ch = Channel(name, self._channel_path(name), self._link)
                 except StoreError as e:
@@ -372,7 +377,7 @@ class Store:
                     # its own settings are unknown: keep everything until it is configured
                     self._problem(f"channel option {name}", f"channel {name!r}: {what}")
                 try:
-                    check_options(ch.options, f"channel {name!r}: ")
+                    check_options(ch.options, f"channel {name!r}: ", stored=True)
                     if not ch.rebuilt:
                         self.problems.pop(f"channel option {name}", None)
                 except StoreError as e:
@@ -416,9 +421,7 @@ class Store:
             follows the store's. Changes are logged.
         """
         self._check_writable()
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise StoreError(f"bad channel name {name!r}",
-                             hint="use letters, digits, '_', '.', '-' (not first), up to 128")
+        check_name(name, "channel")
         cs = S.load(schema, time_field=time_field, time_unit=time_unit)
         opts = {k: v for k, v in check_options(options, f"channel {name!r}: ").items()
                 if v is not None}
@@ -491,8 +494,7 @@ class Store:
         """
         self._check_writable()
         lo, hi = time_range(start, end)
-        if not isinstance(name, str) or not name.strip():
-            raise StoreError("a tag needs a name")
+        check_name(name, "tag")
         if channels is not None:
             channels = tuple(channels)
             for ch in channels:
@@ -634,8 +636,8 @@ class Store:
                 try:
                     to_ns(start)
                 except TimeRangeError:
-                    raise TagNotFound(f"no tag {start!r}", hint="tags are: " + (", ".join(
-                        t.name for t in self.tags()) or "none")) from None
+                    raise TagNotFound(f"no tag {start!r}", hint="tags are: " + listing(
+                        t.name for t in self.tags())) from None
         if tag is not None:
             lo, hi = tag.start, tag.end
             if channels is None and tag.channels is not None:

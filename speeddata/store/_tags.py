@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import StoreError, TagExists, TagNotFound
+from ..errors import StoreError, TagExists, TagNotFound, listing
 from ..timeutil import format_ns, now_ns
 
 
@@ -116,15 +116,17 @@ class TagDB:
                 for n, s, e, c, note, created in rows]
 
     def get(self, name: str) -> Tag:
-        for tag in self.all():
+        tags = self.all()
+        for tag in tags:
             if tag.name == name:
                 return tag
-        raise TagNotFound(f"no tag {name!r}")
+        raise TagNotFound(f"no tag {name!r}", hint="tags are: " + listing(t.name for t in tags))
 
     def remove(self, name: str) -> None:
         with self._checked() as db:
             if db.execute("DELETE FROM tags WHERE name = ?", (name,)).rowcount == 0:
-                raise TagNotFound(f"no tag {name!r}")
+                names = [n for (n,) in db.execute("SELECT name FROM tags ORDER BY start, name")]
+                raise TagNotFound(f"no tag {name!r}", hint="tags are: " + listing(names))
 
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, start INTEGER NOT NULL, "
