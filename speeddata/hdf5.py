@@ -5,7 +5,7 @@ Layout (readable by h5py, pandas and MATLAB without SpeedData)::
     /                         attrs: start, end (int64 ns), speeddata_version, tag, note
     /<channel>/               attrs: avro_schema (JSON), time_field, time_unit, records
     /<channel>/time           int64 ns since the Unix epoch (attr units)
-    /<channel>/<signal>       one dataset per signal; attrs: doc, avro_type (+ symbols)
+    /<channel>/<signal>       one dataset per signal; attrs: doc, avro_type (+ symbols, unit)
     /<channel>/.valid/<signal>  bool, only for nullable signals (False where null; the data
                               there is NaN for floats, 0 or empty otherwise). The leading
                               dot keeps it apart from every signal name: Avro names have
@@ -137,6 +137,8 @@ def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress,
         sig = cs.signal(name)
         d = sets[name] = g.create_dataset(name, shape, dtype=_h5_dtype(sig), **opts)
         d.attrs.update({"doc": sig.doc, "avro_type": sig.type})
+        if sig.unit:
+            d.attrs["unit"] = sig.unit
         if sig.symbols:
             d.attrs["symbols"] = list(sig.symbols)
         if sig.nullable:

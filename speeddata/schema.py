@@ -19,7 +19,7 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from .errors import SchemaError
+from .errors import SchemaError, listing
 
 # Op kinds, the same numbers as the K_* of _codec.pyx (tests/test_layout.py checks).
 NULL, BOOLEAN, INT, LONG, FLOAT, DOUBLE, BYTES, STRING, ENUM, FIXED, UNION = range(11)
@@ -52,6 +52,7 @@ class Signal:
     doc: str = ""
     symbols: tuple[str, ...] = ()
     size: int = 0             # fixed only
+    unit: str = ""            # the field's "unit" attribute ("Pa", "degC", "%"): axes show it
 
     @property
     def kind(self) -> int:
@@ -99,7 +100,7 @@ class ChannelSchema:
             if s.name == name:
                 return s
         raise SchemaError(f"no signal {name!r} in schema {self.name!r}",
-                          hint=f"signals are: {', '.join(self.signal_names)}")
+                          hint=f"signals are: {listing(self.signal_names)}")
 
     @property
     def time_scale(self) -> int:
@@ -240,6 +241,7 @@ class _Flattener:
             dup = next(n for n in names if names.count(n) > 1)
             raise SchemaError(f"field {prefix + dup!r} appears twice in record {full!r}")
         for f in rec["fields"]:
+            self.unit = _unit(f, prefix + f["name"])
             self.value(f["type"], prefix + f["name"], nullable, f.get("doc", ""), ns, f)
         self.active.discard(full)
 
@@ -272,6 +274,8 @@ class _Flattener:
             raise SchemaError(f"field {name!r}: unsupported type {kind!r}")
         self.leaf(_PRIMITIVES[t], 0, name, nullable, doc, type_=t)
 
+    unit = ""                 # the "unit" of the field being read
+
     def union(self, branches: list, name: str, nullable: bool, doc: str, ns: str,
               fdef: dict) -> None:
         others = [i for i, b in enumerate(branches) if b != "null"]
@@ -295,7 +299,7 @@ class _Flattener:
             return  # a null field carries nothing to store
         dtype = _DTYPES[kind]
         self.signals.append(Signal(name=name, type=type_, dtype=dtype, nullable=nullable,
-                                   doc=doc, symbols=symbols, size=size))
+                                   doc=doc, symbols=symbols, size=size, unit=self.unit))
         self.signal_ops.append(len(self.ops) - 1)
 
 
@@ -364,3 +368,12 @@ def _number_columns(ops: list[list[int]], time_op: int) -> list[tuple[int, int, 
         else:
             out.append((kind, arg, span, -1))
     return out
+
+
+def _unit(field: dict, name: str) -> str:
+    """A field's ``unit`` attribute: SpeedData's own, which other Avro readers ignore."""
+    unit = field.get("unit", "")
+    if not isinstance(unit, str) or len(unit) > 32 or any(ord(c) < 32 for c in unit):
+        raise SchemaError(f"field {name!r}: unit must be a short text such as \"Pa\" or "
+                          f"\"degC\", not {str(unit)[:40]!r}")
+    return unit
