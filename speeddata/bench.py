@@ -275,7 +275,7 @@ def trial(server: _Server, mix: list[ChannelMix], ports: list[int], factor: floa
 def run(mix: list[ChannelMix], *, seconds: float = 3.0, steps: int = 4, bisect: int = 3,
         disk: int = 500 * 10**9, progress=print) -> dict:
     """Ramp the mix on a fresh server; the report of the highest factor that held."""
-    tmp = tempfile.mkdtemp(prefix="speeddata-bench-")
+    tmp = tempfile.mkdtemp(prefix=f"speeddata-{os.getpid()}-bench-")
     ports = _free_ports(len(mix))
     server = _Server(os.path.join(tmp, "data"), mix, ports)
     trials: list[Trial] = []

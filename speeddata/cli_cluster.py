@@ -50,10 +50,10 @@ def cmd_archives(args) -> int:
 def cmd_restore(args) -> int:
     from . import store
     from .cluster import fetch_archive, restore_into
-    with tempfile.TemporaryDirectory(prefix="speeddata-restore-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"speeddata-{os.getpid()}-restore-") as folder:
         manifest = fetch_archive(_urls(args.nats), args.tag, folder)
         if args.hdf5:
-            with tempfile.TemporaryDirectory(prefix="speeddata-restore-store-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"speeddata-{os.getpid()}-restore-store-") as tmp:
                 with store.open(os.path.join(tmp, "store")) as st:
                     counts = restore_into(st, manifest, folder)
                     st.export_hdf5(args.hdf5, manifest["tag"]["start"], manifest["tag"]["end"],

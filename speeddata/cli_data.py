@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import ChannelNotFound, SpeedDataError, TimeRangeError
-from .timeutil import duration_ns, format_ns, to_ns
+from .errors import ChannelNotFound, SpeedDataError, TimeRangeError, listing
+from .timeutil import duration_ns, end_of, format_ns, to_ns
 
 
 def _span(held: tuple[int, int] | None) -> str:
@@ -26,7 +26,7 @@ def _range(args) -> tuple[int, int]:
     if args.end is not None:
         end = to_ns(args.end, what="--end")
     elif args.duration is not None:
-        end = start + duration_ns(args.duration, what="--duration")
+        end = end_of(start, duration_ns(args.duration, what="--duration"), what="--duration")
     else:
         raise TimeRangeError("give --duration or --end with --start")
     if end <= start:
@@ -130,7 +130,7 @@ def _export_local(args, start: int, end: int, channels, signals, progress) -> No
         for n in names:
             if n not in st:
                 raise ChannelNotFound(f"no channel {n!r} in {args.data}",
-                                      hint=f"channels are: {', '.join(st.channels)}")
+                                      hint=f"channels are: {listing(st.channels)}")
         lo, hi = (tag.start, tag.end) if tag else (start, end)
         total = max(1, sum(st[n].count(lo, hi, estimate=True) for n in names))
         done = [0]

@@ -43,7 +43,7 @@ from .columns import Columns
 from .config import ClusterConfig
 from .decimation import Decimation
 from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, SpeedDataError,
-                     StoreError, TagExists, TagNotFound)
+                     StoreError, TagExists, TagNotFound, listing)
 from .hub import Subscription, Update
 from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import ChannelSchema
@@ -847,7 +847,7 @@ def fetch_archive(urls: Sequence[str], tag: str, into: str) -> dict:
             except NotFoundError:
                 names = [m["tag"]["name"] for m in await list_manifests(js, objects)]
                 raise TagNotFound(f"no archive of tag {tag!r}",
-                                  hint="archives are: " + (", ".join(names) or "none")) from None
+                                  hint="archives are: " + listing(names)) from None
             for c in manifest["channels"]:
                 with open(os.path.join(into, f"{c['channel']}.avro"), "w+b") as f:
                     await _read(objects, f"{_key(tag)}/{c['channel']}.avro", writeinto=f)

@@ -195,8 +195,8 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
             cfg.limits[key] = value
     for key in ("web", "grpc"):
         section = _take(raw, key, "", dict, {})
-        _check_keys(section, {"bind", "port", "pages"} if key == "web" else {"bind", "port"},
-                    f"{key}.")
+        _check_keys(section, {"bind", "port", "pages", "hosts"} if key == "web" else
+                    {"bind", "port"}, f"{key}.")
         merged = dict(getattr(cfg, key))
         merged["bind"] = _take(section, "bind", f"{key}.", str, merged["bind"])
         merged["port"] = _port(_take(section, "port", f"{key}.", int, merged["port"]),
@@ -206,6 +206,9 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
     if section is not None:
         cfg.cluster = cluster(section, "cluster.")
     cfg.pages = _pages(_take(raw.get("web") or {}, "pages", "web.", dict, {}), base)
+    hosts = _hosts(_take(raw.get("web") or {}, "hosts", "web.", list, []))
+    if hosts:
+        cfg.web["hosts"] = hosts
     names, ports = set(), set()
     for i, item in enumerate(_take(raw, "channels", "", list, [])):
         ch = channel(item, f"channels[{i}].", base, cfg.bind)
@@ -345,6 +348,17 @@ def _port(value: int, key: str, any_port: bool = False) -> int:
         raise ConfigError(f"{key}: {value} is outside the channel port range "
                           f"{PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
     return value
+
+
+def _hosts(names: list) -> list[str]:
+    """Host names the web app answers to besides its own (``rig.lab``, ``*.lab.example``)."""
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not re.fullmatch(
+                r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*"
+                r"[A-Za-z0-9])?)*\.?", name, re.ASCII):
+            raise ConfigError(f"web.hosts[{i}]: {str(name)[:80]!r} is not a host name",
+                              hint="e.g. rig.lab or *.lab.example")
+    return [n.lower() for n in names]
 
 
 def _pages(d: dict, base: Path) -> dict[str, str]:

@@ -44,7 +44,7 @@ class Decimation:
         if isinstance(text, int) and not isinstance(text, bool):
             return cls("every", text)
         kind, _, arg = str(text).strip().partition(":")
-        if kind.isdigit():
+        if kind.isascii() and kind.isdigit():
             return cls("every", int(kind))
         if arg.upper().startswith("P") or arg.endswith("s"):
             try:
@@ -54,11 +54,12 @@ class Decimation:
             if ns <= 0:
                 raise SpeedDataError(f"decimation {text!r}: the bucket must be longer than 0")
             return cls(kind, 1, ns)
-        try:
-            return cls(kind, int(arg or 1))
-        except ValueError:
-            raise SpeedDataError(f"decimation {text!r}: {arg!r} is not a count or a duration",
-                                 hint="e.g. minmax:10 or minmax:0.01s") from None
+        if not arg:
+            return cls(kind, 1)
+        if not (arg.isascii() and arg.isdigit()):
+            raise SpeedDataError(f"decimation {str(text)[:40]!r}: {arg[:40]!r} is not a count "
+                                 "or a duration", hint="e.g. minmax:10 or minmax:0.01s")
+        return cls(kind, int(arg))
 
 
 # The one wire form of thinned data, for the hub, gRPC and the web: ``time`` is each bucket's

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -23,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .columns import Columns
 from .decimation import Decimation
-from .errors import RequestError, SpeedDataError, Unauthenticated, status_of
+from .errors import RequestError, SpeedDataError, Unauthenticated, public_message, status_of
 from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import Signal
 from .service import ChannelInfo, Service
@@ -56,26 +57,66 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Malformed:
-    """A request whose bytes are not the method's message (see `_parser`)."""
+    """A request whose bytes are not the method's message (see `MalformedRequests`)."""
 
     def __init__(self, error: str):
         self.error = error
 
 
-def _parser(message: Any) -> Callable[[bytes], Any]:
-    """``message.FromString`` that returns `_Malformed` for bytes it cannot parse, so the
-    method answers INVALID_ARGUMENT naming the problem (grpcio's own answer is INTERNAL)."""
-    def parse(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError as e:
-            return _Malformed(f"the request is not a {message.DESCRIPTOR.full_name}: {e}")
-    return parse
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """Every method of the server (SpeedData's, health checking, reflection) answers bytes
+    that are not its request message with INVALID_ARGUMENT naming the problem; grpcio's own
+    answer is UNKNOWN, or INTERNAL, with a traceback in the log."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        method = details.method
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError as e:
+                return _Malformed(f"{method}: the request is not the method's message: {e}")
+
+        kind = ("stream" if handler.request_streaming else "unary") + "_" + \
+            ("stream" if handler.response_streaming else "unary")
+        behaviour = _checked(getattr(handler, kind), handler.request_streaming)
+        return handler._replace(request_deserializer=deserialize, **{kind: behaviour})
 
 
-def _check(method: str, request: Any) -> None:
-    if isinstance(request, _Malformed):
-        raise RequestError(f"{method}: {request.error}")
+def _checked(behaviour: Callable, streaming_requests: bool) -> Callable:
+    """``behaviour`` that aborts with INVALID_ARGUMENT on a `_Malformed` request."""
+    async def refuse(context, request: _Malformed) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+
+    def requests(request, context) -> Any:
+        if not streaming_requests:
+            return request
+
+        async def checked():
+            async for item in request:
+                if isinstance(item, _Malformed):
+                    await refuse(context, item)
+                yield item
+        return checked()
+
+    if inspect.isasyncgenfunction(behaviour):
+        async def generator(request, context):
+            if isinstance(request, _Malformed):
+                await refuse(context, request)
+            async for response in behaviour(requests(request, context), context):
+                yield response
+        return generator
+
+    async def coroutine(request, context):
+        if isinstance(request, _Malformed):
+            await refuse(context, request)
+        result = behaviour(requests(request, context), context)
+        return await result if inspect.isawaitable(result) else result
+    return coroutine
 
 
 def _errors(method: F) -> F:
@@ -84,28 +125,26 @@ def _errors(method: F) -> F:
         @functools.wraps(method)
         async def unary(self, request, context):
             try:
-                _check(method.__name__, request)
                 self._authorize(method.__name__, context)
                 return await method(self, request, context)
             except SpeedDataError as e:
-                await _abort(context, e)
+                await _abort(context, e, self.service.private_paths())
         return unary  # type: ignore[return-value]
 
     @functools.wraps(method)
     async def stream(self, request, context):
         try:
-            _check(method.__name__, request)
             self._authorize(method.__name__, context)
             async for item in method(self, request, context):
                 yield item
         except SpeedDataError as e:
-            await _abort(context, e)
+            await _abort(context, e, self.service.private_paths())
     return stream  # type: ignore[return-value]
 
 
-async def _abort(context, e: SpeedDataError) -> None:
+async def _abort(context, e: SpeedDataError, private_paths: Iterable[str] = ()) -> None:
     code, _ = status_of(e)
-    await context.abort(getattr(grpc.StatusCode, code), str(e))
+    await context.abort(getattr(grpc.StatusCode, code), public_message(str(e), private_paths))
 
 
 class Servicer(pb_grpc.SpeedDataServicer):
@@ -446,7 +485,7 @@ async def _in_thread(iterator, ahead: int = 2):
 
 def _signal_pb(s: Signal) -> pb.Signal:
     return pb.Signal(name=s.name, type=DATA_TYPE[AVRO_TYPE[s.type]], avro_type=s.type,
-                     nullable=s.nullable, doc=s.doc, symbols=list(s.symbols))
+                     nullable=s.nullable, doc=s.doc, symbols=list(s.symbols), unit=s.unit)
 
 
 def _retention_in(r) -> dict:
@@ -536,22 +575,40 @@ def _handlers(servicer: Servicer) -> grpc.GenericRpcHandler:
         make = grpc.unary_stream_rpc_method_handler if m.server_streaming else \
             grpc.unary_unary_rpc_method_handler
         methods[m.name] = make(getattr(servicer, m.name),
-                               request_deserializer=_parser(request),
+                               request_deserializer=request.FromString,
                                response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
 
 
 # ---- the server -----------------------------------------------------------------------------
 
+class HealthServicer(health.aio.HealthServicer):
+    """Standard health checking, with the ``List`` method that grpcio-health-checking's
+    servicer declares but leaves unimplemented (it would answer UNKNOWN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: dict[str, int] = {}
+
+    async def set(self, service: str, status: Any) -> None:
+        self.statuses[service] = status
+        await super().set(service, status)
+
+    async def List(self, request: Any, context: Any) -> Any:
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status)
+            for name, status in self.statuses.items()})
+
+
 async def start(service: Service, address: str = "127.0.0.1:50051",
                 token: str | None = None) -> tuple[grpc.aio.Server, int]:
     """Serve on ``address`` (host:port; port 0 picks one); returns the server and its port.
     It runs on the current event loop, beside the web app and the hub."""
-    server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE),
+    server = grpc.aio.server(interceptors=[MalformedRequests()], options=[("grpc.max_send_message_length", MAX_MESSAGE),
                                       ("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((_handlers(Servicer(service, token)),))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import config as config_mod
 from .config import PORT_RANGE, ChannelConfig
-from .errors import ChannelExists, ChannelNotFound, ConfigError
+from .errors import ChannelExists, ChannelNotFound, ConfigError, listing
 from .schema import load_avro
 
 REGISTRY_FILE = "registry.sqlite"
@@ -110,7 +110,7 @@ class Registry:
             if r.config.name == name:
                 return r
         raise ChannelNotFound(f"no registered channel {name!r}",
-                              hint=f"channels are: {', '.join(self.names()) or 'none'}")
+                              hint=f"channels are: {listing(self.names())}")
 
     def names(self) -> list[str]:
         with self._connect() as db:

@@ -6,6 +6,7 @@ process and read its registry, counters and live rings.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -380,11 +381,20 @@ class Supervisor:
 
 
 def _check_port(bind: str, port: int) -> None:
-    """PortUnavailable when another program holds the UDP port."""
+    """PortUnavailable when another program holds the UDP port; ConfigError for a bind
+    address that is not one of this host's."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.bind((bind, port))
+        except socket.gaierror as e:
+            raise ConfigError(f"bind {bind!r} is not an address of this host: {e.strerror}",
+                              hint="give an IP address of this host, 0.0.0.0 for all, or "
+                                   "a name that resolves to one") from None
         except OSError as e:
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT):
+                raise ConfigError(f"bind {bind!r} is not an address of this host: "
+                                  f"{e.strerror}", hint="give an IP address of this host, "
+                                  "or 0.0.0.0 for all") from None
             owner = port_owner(port)
             raise PortUnavailable(f"UDP port {port} on {bind} is held by "
                                   f"{owner or 'another program'}: {e.strerror}",

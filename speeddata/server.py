@@ -85,10 +85,16 @@ class Server:
         self.service: Service | None = None
         self.cluster: Cluster | None = None
         self._grpc = None
+        self._redacting: logging.Filter | None = None
 
     async def start(self) -> Listening:
         from . import grpc_server
+        from .web_guard import RedactingFilter
         loop = asyncio.get_running_loop()
+        # no log line shows the token, nor a wrong guess of it in a URL
+        self._redacting = RedactingFilter([self.token or ""])
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self._redacting)
         sup = self.supervisor = await asyncio.to_thread(
             Supervisor, self.data, self.cfg.channels, self.cfg.store_options)
         try:
@@ -133,6 +139,7 @@ class Server:
         from tornado.netutil import bind_sockets
 
         from .web_app import make_app
+        from .web_guard import Hosts
         assert self.service is not None
         host, port = parse_address(self.web_address, "--web")
         try:
@@ -143,7 +150,8 @@ class Server:
         limit = self.service.limits.request_bytes
         # tornado refuses a body past max_body_size by closing the connection: let it take
         # a little more, so that the API answers 413 with a message that names the limit
-        self._http = HTTPServer(make_app(self.service, self.token, self.cfg.pages),
+        hosts = Hosts(host, self.cfg.web.get("hosts", ()))
+        self._http = HTTPServer(make_app(self.service, self.token, self.cfg.pages, hosts),
                                 max_body_size=2 * limit + (64 << 10) if limit else None)
         self._http.add_sockets(sockets)
         log.info("web on http://%s:%d/", host, sockets[0].getsockname()[1])
@@ -151,6 +159,9 @@ class Server:
 
     async def stop(self) -> None:
         """Streams end, workers flush and stop."""
+        if self._redacting is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._redacting)
         if self.cluster is not None:
             if self.supervisor is not None:
                 self.supervisor.tag_source = None

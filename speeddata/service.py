@@ -20,8 +20,9 @@ import zstandard
 from . import config as config_mod
 from .columns import Columns
 from .decimation import Decimation, Decimator, key
-from .errors import (ChannelExists, ChannelNotFound, LimitExceeded, SchemaError, StoreError,
-                     TagExists, TagNotFound, TimeRangeError)
+from .errors import (ChannelExists, ChannelNotFound, LimitExceeded, RequestError, SchemaError,
+                     StoreError,
+                     TagExists, TagNotFound, TimeRangeError, listing)
 from .exports import Exports, RemoteReader
 from .hub import Hub
 from .limits import Limits
@@ -30,7 +31,7 @@ from .serve import Supervisor
 from .stats import ChannelStats
 from .store._definition import stored_avro
 from .store import _format as F
-from .store._tags import Tag
+from .store import Tag, check_name
 
 if TYPE_CHECKING:
     from .cluster import Cluster, RemoteChannel
@@ -142,6 +143,12 @@ class Service:
         if self.cluster is not None:
             self.cluster.release_soon(name)
 
+    def private_paths(self) -> list[str]:
+        """The server's own paths, which errors sent to callers leave out
+        (`speeddata.errors.public_message`)."""
+        return sorted({self.store.path, os.path.abspath(self.store.path),
+                       os.path.realpath(self.store.path)}, key=len, reverse=True)
+
     def is_remote(self, name: str) -> bool:
         """Whether another node of the cluster owns the channel."""
         return self._remote(name) is not None
@@ -194,8 +201,8 @@ class Service:
                                cfg.bind, counters["failure"], source, cfg.decimation,
                                dict(cfg.options), created, node)
         if name not in self.store:
-            raise ChannelNotFound(f"no channel {name!r}", hint="channels are: " + (
-                ", ".join(sorted(set(running) | set(self.store.channels))) or "none"))
+            raise ChannelNotFound(f"no channel {name!r}", hint="channels are: " + listing(
+                sorted(set(running) | set(self.store.channels))))
         ch = self.store[name]
         return ChannelInfo(name, "stored", ch.schema, retention=dict(ch.options), node=node)
 
@@ -330,8 +337,7 @@ class Service:
             return self.store.tag(name, start, end, list(channels) or None, note,
                                   replace=replace)
         from .timeutil import now_ns
-        if not isinstance(name, str) or not name.strip():
-            raise StoreError("a tag needs a name")
+        check_name(name, "tag")
         known = {i.name for i in self.channels()}
         for c in channels:
             if c not in known:
@@ -356,8 +362,8 @@ class Service:
         for t in self.tags():
             if t.name == name:
                 return t
-        raise TagNotFound(f"no tag {name!r}", hint="tags are: " + (
-            ", ".join(t.name for t in self.tags()) or "none"))
+        raise TagNotFound(f"no tag {name!r}", hint="tags are: " + listing(
+            t.name for t in self.tags()))
 
     def untag(self, name: str) -> None:
         if self.cluster is not None and any(t.name == name for t in self.cluster.tags()):
@@ -369,7 +375,7 @@ class Service:
         """Copy a tag's range of each channel it covers, as stored, into the cluster's
         object store (`speeddata.cluster`); returns the archive's manifest."""
         if self.cluster is None:
-            raise StoreError("archives need a cluster (cluster: in the config)",
+            raise RequestError("archives need a cluster (cluster: in the config)",
                              hint="export to HDF5 instead, or join a cluster")
         t = self.get_tag(tag)
         names = list(t.channels) if t.channels is not None else \

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import urllib.parse
 from typing import Any
 
@@ -18,11 +19,11 @@ import tornado.httputil
 import tornado.web
 
 from ._version import __version__
-from .errors import (Forbidden, LimitExceeded, RequestError, SpeedDataError, TimeRangeError,
-                     Unauthenticated, status_of)
+from .errors import Forbidden, RequestError, TimeRangeError, Unauthenticated
 from .service import ChannelInfo, Service
 from .stats import ChannelStats
-from .timeutil import duration_ns, to_ns
+from .timeutil import duration_ns, end_of, to_ns, whole_number
+from .web_guard import JsonErrors
 
 
 def channel_json(info: ChannelInfo, stats: ChannelStats | None = None,
@@ -35,8 +36,8 @@ def channel_json(info: ChannelInfo, stats: ChannelStats | None = None,
         "node": info.node, "unreachable_since": info.since or None,
         "config": {"decimation": info.decimation, "retention": info.retention,
                    "time_field": None if info.schema.stamped else info.schema.time_field},
-        "signals": [{"name": s.name, "type": s.type, "nullable": s.nullable, "doc": s.doc}
-                    for s in info.schema.signals]}
+        "signals": [{"name": s.name, "type": s.type, "nullable": s.nullable, "doc": s.doc,
+                     "unit": s.unit} for s in info.schema.signals]}
     if stats is not None:
         st = stats.as_dict()
         st.pop("channel", None)
@@ -82,8 +83,8 @@ def check_same_origin(request: tornado.httputil.HTTPServerRequest) -> None:
                             hint="send the header 'Content-Type: application/json'")
 
 
-class ApiHandler(tornado.web.RequestHandler):
-    """JSON in and out, SpeedData errors as their HTTP status."""
+class ApiHandler(JsonErrors):
+    """JSON in and out, SpeedData errors as their HTTP status (`JsonErrors`)."""
 
     service: Service
     token: str | None
@@ -94,11 +95,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         if self.request.method not in ("GET", "HEAD"):
+            # the body's size is the gate's (speeddata.web_guard), before it is read
             check_same_origin(self.request)
-            limit = self.service.limits.request_bytes
-            if limit is not None and len(self.request.body) > limit:
-                raise LimitExceeded(f"the request body is {len(self.request.body)} bytes, "
-                                    f"more than the limit of {limit}")
             if self.token:
                 given = self.request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
@@ -118,32 +116,15 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, tornado.web.HTTPError):
-            message = error.log_message or self._reason
-            code = "NOT_FOUND" if status_code == 404 else "INVALID_ARGUMENT"
-        else:
-            message, code = "internal error", "INTERNAL"
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": message, "code": code}))
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, SpeedDataError):
-            code, status = status_of(e)
-            self.set_status(status)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"error": str(e), "code": code}))
-            return
-        super()._handle_request_exception(e)
-
 
 class Health(ApiHandler):
     def get(self) -> None:
         sup = self.service.supervisor
         cluster = self.service.cluster
+        # the store's name, not its path: a caller has no business knowing the disk's layout
         self.send_json({"status": "ok", "version": __version__,
-                        "channels": len(sup.channels), "store": sup.data,
+                        "channels": len(sup.channels), "store": os.path.basename(
+                            os.path.normpath(sup.data)),
                         "cluster": None if cluster is None else {
                             "node": cluster.node, "connected": cluster.connected,
                             "problem": cluster.problem or ""},
@@ -212,10 +193,8 @@ class SchemaCheck(ApiHandler):
 
 class Ports(ApiHandler):
     async def get(self) -> None:
-        text = self.get_argument("limit", "") or "0"
-        if not text.isdigit():
-            raise RequestError(f"limit must be a whole number of ports, not {text!r}")
-        limit = int(text)
+        limit = whole_number(self.get_argument("limit", "") or "0", what="limit (ports)",
+                             lo=0, hi=65_536)
         ports = await asyncio.to_thread(self.service.available_ports, limit)
         self.send_json({"ports": ports})
 
@@ -245,7 +224,7 @@ def _time_range(args: dict[str, Any]) -> tuple[int, int]:
     if args.get("end") not in (None, ""):
         end = to_ns(args["end"], what="end")
     elif args.get("duration") not in (None, ""):
-        end = start + duration_ns(args["duration"], what="duration")
+        end = end_of(start, duration_ns(args["duration"], what="duration"), what="duration")
     else:
         raise TimeRangeError("give a duration (ISO 8601, e.g. PT30S) or an end")
     if end <= start:

@@ -26,13 +26,14 @@ import tornado.websocket
 
 from .columns import Columns
 from .decimation import Decimation
-from .errors import RequestError, SpeedDataError, Unauthenticated, status_of
+from .errors import Forbidden, LimitExceeded, RequestError, SpeedDataError, Unauthenticated
 from .hub import Subscription
 from .service import Service
-from .web_api import ApiHandler, api_routes
+from .timeutil import finite_number, to_ns, whole_number
+from .web_api import ApiHandler, api_routes, origin_of
+from .web_guard import GuardedApplication, Hosts, JsonErrors
 
 log = logging.getLogger("speeddata.web")
-MAX_BUCKETS = 20_000
 PAGES = {"/": "index.html", "/channels": "channels.html", "/tags": "tags.html"}
 
 
@@ -59,9 +60,13 @@ def _signals(arg: str) -> list[str] | None:
     return names or None
 
 
-class Live(tornado.websocket.WebSocketHandler):
+class Live(JsonErrors, tornado.websocket.WebSocketHandler):
     """``/ws/live?channel=NAME&signals=a,b&window=60&width=1200[&token=..]``: live frames
-    of one channel, thinned to the chart's width."""
+    of one channel, thinned to the chart's width.
+
+    A request is checked whole (origin, token, arguments, that it asks for a WebSocket)
+    before it takes a live slot, and a handshake that does not open gives the slot back: a
+    refused request never holds what the dashboard's own charts need."""
 
     def initialize(self, service: Service, token: str | None = None) -> None:
         self.service = service
@@ -70,35 +75,40 @@ class Live(tornado.websocket.WebSocketHandler):
         self.task: asyncio.Task | None = None
 
     def check_origin(self, origin: str) -> bool:
-        host = self.request.headers.get("Host", "")
-        return origin.split("://", 1)[-1] == host
+        # the Host itself was checked by the gate (speeddata.web_guard)
+        return origin_of(origin) == f"{self.request.protocol}://{self.request.host}".lower()
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            raise Forbidden(f"a live feed for the web page origin {origin[:80]!r} is "
+                            "refused", hint="use SpeedData's own pages")
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise RequestError("/ws/live is a WebSocket: ask with 'Upgrade: websocket'")
+        if self.token:
+            given = self.get_argument("token", "") or self.request.headers.get(
+                "Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                raise Unauthenticated("the live feed needs ?token=<token> or "
+                                      "'Authorization: Bearer <token>'")
+        self._subscribe()
         try:
-            self._subscribe()
-        except SpeedDataError as e:
-            code, status = status_of(e)
-            self.set_status(status)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"error": str(e), "code": code}))
-            return
-        await super().get(*args, **kwargs)
+            await super().get(*args, **kwargs)
+        finally:
+            if self.task is None:                # the handshake did not open
+                self._release()
 
     def _subscribe(self) -> None:
-        if self.token and not hmac.compare_digest(
-                self.get_argument("token", "").encode(), self.token.encode()):
-            raise Unauthenticated("the live feed needs ?token=<token>")
         hub = self.service.hub
         if hub is None:
             raise SpeedDataError("this server has no live hub")
-        try:
-            window = float(self.get_argument("window", "60"))
-            width = int(self.get_argument("width", "1200"))
-        except ValueError:
-            raise RequestError("window (s) and width (px) must be numbers") from None
-        if not (0.001 <= window <= 86_400 and 1 <= width <= MAX_BUCKETS):
-            raise RequestError("window must be 0.001 to 86400 s and width 1 to "
-                               f"{MAX_BUCKETS} px")
+        window = finite_number(self.get_argument("window", "60"), what="window (s)",
+                               lo=0.001, hi=86_400)
+        width = whole_number(self.get_argument("width", "1200"), what="width (px)", lo=1)
+        most = self.service.limits.buckets
+        if most is not None and width > most:
+            raise LimitExceeded(f"a live chart {width} px wide needs more buckets than the "
+                                f"limit of {most}")
         bucket = max(1, int(window * 1e9 / width))
         self.sub = hub.subscribe(self.get_argument("channel", ""),
                                  _signals(self.get_argument("signals", "")),
@@ -130,6 +140,9 @@ class Live(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+        self._release()
+
+    def _release(self) -> None:
         if self.sub is not None:
             self.sub.close()                     # frees the hub slot at once
             self.sub = None
@@ -142,19 +155,11 @@ class Overview(ApiHandler):
     ns or ISO 8601; without them, what the channel holds."""
 
     async def get(self, name: str) -> None:
-        from .timeutil import to_ns
         start = self.get_argument("start", "")
         end = self.get_argument("end", "")
-        try:
-            buckets = int(self.get_argument("buckets", "1200"))
-        except ValueError:
-            raise RequestError("buckets must be a whole number") from None
-        if not 1 <= buckets <= MAX_BUCKETS:
-            raise RequestError(f"buckets must be 1 to {MAX_BUCKETS}")
-        lo = to_ns(int(start) if start.lstrip("-").isdigit() else start, what="start") \
-            if start else 0
-        hi = to_ns(int(end) if end.lstrip("-").isdigit() else end, what="end") \
-            if end else None
+        buckets = whole_number(self.get_argument("buckets", "1200"), what="buckets", lo=1)
+        lo = to_ns(start, what="start") if start else 0
+        hi = to_ns(end, what="end") if end else None
         signals = _signals(self.get_argument("signals", ""))
 
         def read() -> Columns:
@@ -172,11 +177,17 @@ class Overview(ApiHandler):
         self.send_json(out)
 
 
-class Assets(tornado.web.StaticFileHandler):
+class Assets(JsonErrors, tornado.web.StaticFileHandler):
     """The page assets: scripts, styles and images of ``speeddata.web``, nothing else
     (Tornado keeps the path inside the folder)."""
 
     SERVED = (".js", ".css", ".png", ".svg", ".txt")
+
+    def parse_url_path(self, url_path: str) -> str:
+        # a NUL or control character is no file name, and os.path refuses it with an error
+        if any(ord(c) < 32 for c in url_path):
+            raise tornado.web.HTTPError(404, "no such asset")
+        return super().parse_url_path(url_path)
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         if not absolute_path.endswith(self.SERVED):
@@ -184,7 +195,7 @@ class Assets(tornado.web.StaticFileHandler):
         return super().validate_absolute_path(root, absolute_path)
 
 
-class Page(tornado.web.RequestHandler):
+class Page(JsonErrors):
     """A page of ``speeddata.web``, or (``file``) one the config names."""
 
     def initialize(self, page: str = "", file: str = "") -> None:
@@ -201,9 +212,11 @@ class Page(tornado.web.RequestHandler):
 
 
 def make_app(service: Service, token: str | None = None,
-             pages: dict[str, str] | None = None) -> tornado.web.Application:
+             pages: dict[str, str] | None = None,
+             hosts: Hosts | None = None) -> tornado.web.Application:
     """The whole web app: pages (with extra ones: URL path -> HTML file), assets, live
-    feed, overviews and the REST API."""
+    feed, overviews and the REST API, every route behind the gate of `web_guard` (the
+    host names it answers to: ``hosts``, by default those of a loopback server)."""
     assets = str(resources.files("speeddata.web"))
     kw = {"service": service, "token": token}
     routes: list = [(path, Page, {"page": page}) for path, page in PAGES.items()]
@@ -212,4 +225,7 @@ def make_app(service: Service, token: str | None = None,
                (r"/api/v1/channels/([A-Za-z0-9_.\-]+)/overview", Overview, kw)]
     routes += api_routes(service, token)
     routes += [(r"/static/(.*)", Assets, {"path": assets})]
-    return tornado.web.Application(routes, websocket_max_message_size=1 << 16)
+    return GuardedApplication(routes, hosts=hosts or Hosts("127.0.0.1"),
+                              body_limit=service.limits.request_bytes,
+                              websocket_max_message_size=1 << 16,
+                              private_paths=service.private_paths())

@@ -5,55 +5,14 @@ import tempfile
 import pytest
 from hypothesis import settings
 
+from helpers import children as _children, ours as _ours
+
 # HYPOTHESIS_PROFILE=thorough for a long property/fuzz run
 settings.register_profile("default", max_examples=150)
 settings.register_profile("thorough", max_examples=3000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-
-
-def _children(pid: int) -> set[int]:
-    """Processes whose parent is ``pid``, and theirs (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _ours(directory: str) -> set[str]:
-    """SpeedData's entries in a directory; live rings (``speeddata-<pid>-...``) only where
-    that supervisor is this test run or gone (another SpeedData on the machine is not ours)."""
-    try:
-        names = {n for n in os.listdir(directory) if n.startswith("speeddata-")}
-    except OSError:
-        return set()
-    return {n for n in names if not _someone_elses(n)}
-
-
-def _someone_elses(name: str) -> bool:
-    pid = name.split("-")[1]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    return int(pid) not in _children(os.getpid())
 
 
 @pytest.fixture(autouse=True)

@@ -59,7 +59,7 @@ class ServeProcess:
     collected, stopped with SIGTERM (killed if it will not stop)."""
 
     def __init__(self, data, *, config: dict | None = None, token: str | None = None,
-                 extra_args=()):
+                 extra_args=(), verbose: bool = False):
         import os
         import subprocess
         import sys
@@ -74,7 +74,8 @@ class ServeProcess:
                                         f"serve-{os.path.basename(self.data)}.yaml")
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f)
-        cmd = [sys.executable, "-m", "speeddata.cli", "serve", "--config", self.config_path,
+        cmd = [sys.executable, "-m", "speeddata.cli", *(["-v"] if verbose else []), "serve",
+               "--config", self.config_path,
                "--grpc", "127.0.0.1:0", "--web", "127.0.0.1:0", "--interval", "3600",
                *extra_args]
         if token:
@@ -255,3 +256,49 @@ class feeding:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# ---- what a test leaves behind (the conftest checks) ----------------------------------
+
+def children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid``, and theirs (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def ours(directory: str) -> set[str]:
+    """SpeedData's entries in a directory. One named ``speeddata-<pid>-...`` (live rings,
+    export, restore and bench files) is ours only where that process is this test run, one
+    of its children, or gone: a ``make run`` in another terminal is not the suite's."""
+    try:
+        names = {n for n in os.listdir(directory) if n.startswith("speeddata-")}
+    except OSError:
+        return set()
+    return {n for n in names if not someone_elses(n)}
+
+
+def someone_elses(name: str) -> bool:
+    pid = name.split("-")[1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    return int(pid) not in children(os.getpid())

@@ -17,7 +17,7 @@ def test_the_annotated_example_loads_with_every_section():
     assert [c.name for c in cfg.channels] == ["example", "temperature"]
     assert cfg.store_options["max_bytes"] == 20 * 2**30
     assert cfg.store_options["segment_bytes"] == 64 * 2**20
-    assert cfg.web == {"bind": "127.0.0.1", "port": 8080}
+    assert cfg.web == {"bind": "127.0.0.1", "port": 8080, "hosts": ["rig-a.lab"]}
     assert cfg.pages == {"/rig": str(ROOT / "examples" / "rig.html")}
     assert cfg.limits == {"query_records": 100_000_000, "export_records": 500_000_000}
     assert cfg.channels[0].options == {"max_age": "24h"}
