@@ -1,14 +1,17 @@
 """The serving layer under a hostile load, against a real ``speeddata serve`` on loopback:
 200 idle gRPC subscribers and 200 idle WebSockets (on a quiet channel, so they stay open),
 one fast subscriber at full rate, and 50,000 datagrams/s into another channel. Then
-10,000 subscribe / close cycles.
+10,000 subscribe / close cycles. Then 1,000 refused cross-site WebSockets a minute while the
+dashboard's own charts stay live in Chromium.
 
 Reported: the serve process's RSS and fd count over time (flat is the target), the fast
 subscriber's latency p50 / p99 from a record's send time (target p99 < 20 ms), and records
 lost: sent against stored, and against what the fast subscriber saw plus what it was told
-it missed (target 0).
+it missed (target 0); for the refused WebSockets, fds and RSS again, every refusal a 403,
+and the charts' frames (p99 of the time between frames) and live frames still coming.
 
 Run: .venv/bin/python benchmarks/hostile_soak.py [--minutes 5] [--cycles 10000]
+     [--refused-minutes 2]
 """
 
 from __future__ import annotations
@@ -46,12 +49,71 @@ def websocket(url: str, channel: str):
     return live_websocket(url, f"channel={channel}")[0]
 
 
+def refused_websockets(server, port: int, minutes: float, per_minute: int = 1000) -> dict:
+    """Cross-site WebSockets refused at ``per_minute`` while a Chromium dashboard follows
+    the channel: fds and RSS, refusals that were not 403, and the chart's frames."""
+    import socket
+
+    from playwright.sync_api import sync_playwright
+    host, web_port = server.url.split("//")[1].rstrip("/").split(":")
+    pid = server.proc.pid
+    stop = threading.Event()
+    counts = {"refused": 0, "other": 0}
+
+    def attack() -> None:
+        while not stop.is_set():
+            with socket.create_connection((host, int(web_port)), timeout=10) as s:
+                s.sendall((f"GET /ws/live?channel=example HTTP/1.1\r\nHost: {host}:{web_port}\r\n"
+                           "Origin: http://evil.example\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+                head = s.recv(64)
+            counts["refused" if head.startswith(b"HTTP/1.1 403") else "other"] += 1
+            stop.wait(60 / per_minute)
+
+    feeder = subprocess.Popen([sys.executable, "-m", "speeddata.cli", "send", "--port",
+                               str(port), "--rate", "1000", "--duration", str(minutes * 60 + 30)],
+                              stdout=subprocess.DEVNULL)
+    samples = []
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = b.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(server.url)
+            page.wait_for_function("SpeedData.charts.length > 0 && SpeedData.charts[0].frames > 3",
+                                   timeout=30_000)
+            page.evaluate("SpeedData.charts[0].frameTimes = []")
+            frames_before = page.evaluate("SpeedData.charts[0].frames")
+            attacker = threading.Thread(target=attack, daemon=True)
+            attacker.start()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < minutes * 60:
+                samples.append((time.monotonic() - t0, *fds_and_rss(pid)))
+                time.sleep(min(10.0, minutes * 6))
+            stop.set()
+            attacker.join(10)
+            samples.append((time.monotonic() - t0, *fds_and_rss(pid)))
+            stamps = page.evaluate("SpeedData.charts[0].frameTimes")
+            frames = page.evaluate("SpeedData.charts[0].frames") - frames_before
+            b.close()
+    finally:
+        feeder.terminate()
+        feeder.wait()
+    dt = np.diff(stamps)
+    return {"samples": samples, **counts, "live_frames": frames,
+            "frame_p50_ms": float(np.median(dt)), "frame_p99_ms": float(np.percentile(dt, 99))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=50_000, help="datagrams/s")
     ap.add_argument("--idle", type=int, default=200, help="idle subscribers of each kind")
     ap.add_argument("--cycles", type=int, default=10_000, help="subscribe / close cycles")
+    ap.add_argument("--refused-minutes", type=float, default=2.0,
+                    help="minutes of refused cross-site WebSockets (0: skip)")
     args = ap.parse_args()
     port = free_udp_port(count=2)
     quiet = port + 1
@@ -125,6 +187,8 @@ def main() -> None:
         trickle.wait()
         time.sleep(2.0)
         cycles_after = fds_and_rss(pid)
+        refused = refused_websockets(server, port, args.refused_minutes) \
+            if args.refused_minutes else None
         client.close()
         channel.close()
         server.stop()
@@ -145,6 +209,15 @@ def main() -> None:
     print(f"{args.cycles:,} subscribe / close cycles in {cycle_s:.1f} s: fds "
           f"{cycles_before[0]} -> {cycles_after[0]}, RSS {cycles_before[1]:.1f} -> "
           f"{cycles_after[1]:.1f} MiB")
+    if refused:
+        print(f"\n{refused['refused'] + refused['other']:,} cross-site WebSockets in "
+              f"{args.refused_minutes:g} min: {refused['refused']:,} refused with 403, "
+              f"{refused['other']} answered otherwise; the dashboard's chart got "
+              f"{refused['live_frames']:,} live frames meanwhile, frames p50 "
+              f"{refused['frame_p50_ms']:.1f} ms, p99 {refused['frame_p99_ms']:.1f} ms")
+        print("\n| t (s) | fds | RSS (MiB) |\n|---:|---:|---:|")
+        for t_s, f, r in refused["samples"]:
+            print(f"| {t_s:.0f} | {f} | {r:.1f} |")
 
 
 if __name__ == "__main__":

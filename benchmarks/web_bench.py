@@ -156,7 +156,8 @@ CHART = """([signals, window]) => {
 }"""
 
 
-def chart_frames(seconds: float) -> dict:
+def chart_frames(seconds: float, script: str | None = None) -> dict:
+    """``script``: another stripchart.js to measure in its place (a baseline)."""
     from playwright.sync_api import sync_playwright
     with tempfile.TemporaryDirectory(prefix="sdweb-") as tmp:
         server, port = _server_with_eight(tmp, seconds_held=60)
@@ -166,6 +167,9 @@ def chart_frames(seconds: float) -> dict:
             with sync_playwright() as p:
                 b = _browser(p)
                 page = b.new_page(viewport={"width": 1300, "height": 900})
+                if script is not None:
+                    page.route("**/static/stripchart.js", lambda route: route.fulfill(
+                        body=script, content_type="text/javascript"))
                 page.goto(server.url)
                 k = page.evaluate(CHART, [",".join(f"eight.s{j}" for j in range(8)), "60"])
                 page.wait_for_function(f"SpeedData.charts[{k}].frames > 3", timeout=20_000)
@@ -182,6 +186,7 @@ def chart_frames(seconds: float) -> dict:
             server.stop()
     dt = np.diff(stamps)
     return {"frames": len(stamps), "median_ms": float(np.median(dt)),
+            "p99_ms": float(np.percentile(dt, 99)), "draws": len(draws),
             "long_frames": int((dt > 50).sum()), "buckets_drawn": points,
             "draw_median_ms": float(np.median(draws)), "draw_max_ms": float(np.max(draws))}
 
@@ -252,17 +257,28 @@ def export_http(n: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also measure the chart of this git revision, alternating with this one")
     args = p.parse_args(argv)
     quick = args.quick
     lat = live_latency(3 if quick else 10)
     for k, (p50, p99, n) in lat.items():
         print(f"live latency, {k} window: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} frames)",
               flush=True)
-    f = chart_frames(3 if quick else 10)
-    print(f"chart, 8 signals at 10 kHz, 60 s over 1200 px ({f['buckets_drawn']} buckets): "
-          f"drawing a frame takes {f['draw_median_ms']:.2f} ms (median; max "
-          f"{f['draw_max_ms']:.1f}); frames every {f['median_ms']:.1f} ms (median), "
-          f"{f['long_frames']} over 50 ms of {f['frames']}", flush=True)
+    charts = {"this": None}
+    if args.baseline:
+        import subprocess
+        charts[args.baseline] = subprocess.run(
+            ["git", "show", f"{args.baseline}:web/stripchart.js"], cwd=HERE.parent, text=True,
+            capture_output=True, check=True).stdout
+    for _ in range(1 if quick or not args.baseline else 3):
+        for name, script in charts.items():       # alternating: the machine is noisy
+            f = chart_frames(3 if quick else 10, script)
+            print(f"chart ({name}), 8 signals at 10 kHz, 60 s over 1200 px "
+                  f"({f['buckets_drawn']} buckets): {f['draws']} draws taking "
+                  f"{f['draw_median_ms']:.2f} ms (median; max {f['draw_max_ms']:.1f}); frames "
+                  f"every {f['median_ms']:.1f} ms (median, p99 {f['p99_ms']:.1f}), "
+                  f"{f['long_frames']} over 50 ms of {f['frames']}", flush=True)
     z = zoom(0.25 if quick else 24)
     print(f"zoom over {z['records']:,} records at 1 kHz: whole span {z['whole']:.0f} ms, "
           f"1 minute {z['1 min']:.0f} ms", flush=True)
