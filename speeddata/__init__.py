@@ -7,7 +7,7 @@ from . import errors, schema, store
 from ._version import __version__
 from .dataset import DataSet
 from .hdf5 import read_hdf5
-from .store._avro import read_avro
+from .store import read_avro
 from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
                      DecodeError, Forbidden, FormatError, LimitExceeded, PortUnavailable,
                      RequestError, SchemaError, SpeedDataError, StoreError, TagExists,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -194,39 +195,21 @@ def cmd_inspect(args) -> int:
             print(f"  {name}: {len(cols)} records, signals {', '.join(cols.signals)}; "
                   f"{_span(held)}")
         return 0
-    from .store import _format as F
-    if path.endswith(".idx"):
-        rows = F.load_index(path)
-        print(f"{path}: index of {len(rows)} blocks, {int(rows['count'].sum())} records")
-        if len(rows):
-            print(f"  record time {_span((int(rows['tmin'].min()), int(rows['tmax'].max())))}")
-            print(f"  receive time {_span((int(rows['rmin'].min()), int(rows['rmax'].max())))}")
+    from .store import describe
+    report = describe(path)
+    if report.kind == "index":
+        print(f"{path}: index of {report.blocks} blocks, {report.records} records")
+        if report.blocks:
+            print(f"  record time {_span(report.record_span)}")
+            print(f"  receive time {_span(report.receive_span)}")
         return 0
-    import json
-    from . import schema as S
-    from .codec import Plan
-    from .store._segment import Block, walk
-    with open(path, "rb") as f:
-        data = f.read()
-    avro, codec, sync, pos = F.parse_header(data)
-    cs = S.load(avro)
-    blocks: list[Block] = []
-    damage: list[Any] = []
-    for item in walk(data, pos, sync, codec, Plan(cs)):
-        if isinstance(item, Block):
-            blocks.append(item)
-        else:
-            damage.append(item)
-    print(f"{path}: Avro container, codec {codec}, {len(blocks)} blocks, "
-          f"{sum(b.records for b in blocks)} records, {len(data)} bytes")
-    if blocks:
-        times = [b.times for b in blocks if len(b.times)]
-        if times:
-            held = (min(int(t.min()) for t in times), max(int(t.max()) for t in times))
-            print(f"  record time {_span(held)}")
-    for d in damage:
-        print(f"  damaged from byte {d.offset}: {d.reason}")
-    print("  schema: " + json.dumps(avro))
+    print(f"{path}: Avro container, codec {report.codec}, {report.blocks} blocks, "
+          f"{report.records} records, {report.size} bytes")
+    if report.record_span:
+        print(f"  record time {_span(report.record_span)}")
+    for offset, reason in report.damage:
+        print(f"  damaged from byte {offset}: {reason}")
+    print("  schema: " + json.dumps(report.schema))
     return 0
 
 

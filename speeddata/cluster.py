@@ -47,7 +47,7 @@ from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, SpeedDa
 from .hub import Subscription, Update
 from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import ChannelSchema
-from .store._tags import Tag
+from .store import Tag, load_stored, stored_avro
 from .timeutil import format_ns, now_ns
 
 if TYPE_CHECKING:
@@ -367,7 +367,6 @@ class Cluster:
     def _own_state(self) -> dict[str, tuple[str, dict]]:
         """Each local channel's status and cluster entry, those with only stored data left
         too (reads the store: in a thread)."""
-        from .store._definition import stored_avro
         sup = self.supervisor
         assert sup is not None
         out = {}
@@ -480,7 +479,6 @@ class Cluster:
 
     def claim_channel(self, cfg, schema: ChannelSchema) -> None:
         """From a request thread: the name, before the channel is started here."""
-        from .store._definition import stored_avro
         entry = {"node": self.node, "port": cfg.port, "bind": cfg.bind, "grpc": self.grpc,
                  "schema": json.dumps(stored_avro(schema)), "created": now_ns(),
                  "decimation": cfg.decimation, "retention": dict(cfg.options)}
@@ -507,14 +505,10 @@ class Cluster:
             pass                      # the next heartbeat removes it
 
     def _schema(self, entry: dict) -> ChannelSchema:
-        from . import schema as S
-        from .store._definition import TIME_FIELD_KEY, TIME_UNIT_KEY
         text = entry["schema"]
         cs = self._schemas.get(text)
         if cs is None:
-            avro = json.loads(text)
-            cs = self._schemas[text] = S.load(avro, time_field=avro.get(TIME_FIELD_KEY),
-                                              time_unit=avro.get(TIME_UNIT_KEY))
+            cs = self._schemas[text] = load_stored(json.loads(text))
         return cs
 
     def _alive(self, node: str) -> tuple[bool, dict | None]:
@@ -862,30 +856,12 @@ def restore_into(store, manifest: dict, folder: str) -> dict[str, int]:
     channels; returns the records restored per channel. A channel that already holds
     records of that range is refused (StoreError) before anything is written, so a restore
     never doubles data."""
-    from .store import _format as F
-    from .store._avro import read_avro
-    from .store._definition import TIME_FIELD_KEY, TIME_UNIT_KEY
     tag = tag_from(manifest["tag"])
-    plans = []
-    for c in manifest["channels"]:
-        name = c["channel"]
-        path = os.path.join(folder, f"{name}.avro")
-        with open(path, "rb") as f:
-            avro = F.parse_header(f.read())[0]
-        time_field, time_unit = avro.get(TIME_FIELD_KEY, "time"), avro.get(TIME_UNIT_KEY)
+    names = [c["channel"] for c in manifest["channels"]]
+    for name in names:
         if name in store and store[name].count(tag.start, tag.end):
             raise StoreError(f"channel {name!r} of {store.path} already holds "
                              f"{store[name].count(tag.start, tag.end)} records of tag "
                              f"{tag}", hint="restore into another store (--data DIR)")
-        plans.append((name, path, avro, time_field, time_unit))
-    out = {}
-    for name, path, avro, time_field, time_unit in plans:
-        schema = {k: v for k, v in avro.items() if k not in (TIME_FIELD_KEY, TIME_UNIT_KEY)}
-        ch = store.create_channel(name, schema, time_field=time_field, time_unit=time_unit)
-        cols = read_avro(path, channel=name, time_field=time_field, time_unit=time_unit)[name]
-        cols = cols.take((cols.time >= tag.start) & (cols.time < tag.end))
-        if len(cols):
-            ch.append_columns(cols)
-        ch.flush()
-        out[name] = len(cols)
-    return out
+    return {name: store.import_avro(name, os.path.join(folder, f"{name}.avro"), tag.start,
+                                    tag.end) for name in names}

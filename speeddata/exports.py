@@ -18,7 +18,7 @@ from .errors import LimitExceeded, StoreError, TooMany
 from .limits import Limits
 from .schema import ChannelSchema
 from .store import Store
-from .store._tags import Tag
+from .store import Tag
 
 
 class Exports:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import zstandard
 
 from . import config as config_mod
 from .columns import Columns
@@ -29,9 +28,7 @@ from .limits import Limits
 from .schema import ChannelSchema, load_avro
 from .serve import Supervisor
 from .stats import ChannelStats
-from .store._definition import stored_avro
-from .store import _format as F
-from .store import Tag, check_name
+from .store import Tag, check_name, stored_avro
 
 if TYPE_CHECKING:
     from .cluster import Cluster, RemoteChannel
@@ -315,16 +312,7 @@ class Service:
             yield from self.cluster.client(channel).iter_avro(  # type: ignore[union-attr]
                 channel, start, end)
             return
-        ch = self._stored(channel)
-        sync = os.urandom(F.SYNC_SIZE)
-        yield F.header(json.dumps(stored_avro(ch.schema)), sync, F.CODEC)
-        recompress = None
-        for block in ch.iter_blocks(start, end):
-            payload = block.payload
-            if block.codec != F.CODEC:      # SpeedData writes zstandard; others are re-coded
-                recompress = recompress or zstandard.ZstdCompressor()
-                payload = recompress.compress(F.Decompressor(block.codec)(payload))
-            yield F.block(block.records, payload, sync)
+        yield from self._stored(channel).avro_container(start, end)
 
     # ---- tags and export -----------------------------------------------------------------
 

@@ -124,3 +124,15 @@ def test_mypy_passes_on_the_package():
                           str(root / "pyproject.toml"), str(PACKAGE)], capture_output=True,
                          text=True, cwd=root)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_nothing_outside_the_store_imports_its_private_modules():
+    """The store's seam: what its callers need (Avro container streams of a range, imports
+    of a container file, descriptions of its files) is offered by ``speeddata.store``;
+    nothing outside opens a segment or reads its private modules."""
+    graph = import_graph()
+    leaks = sorted(f"{name} -> {edge}" for name, edges in graph.items()
+                   if not name.startswith("speeddata.store") for edge in edges
+                   if edge.startswith("speeddata.store._"))
+    assert graph["speeddata.service"] and "speeddata.store" in graph["speeddata.service"]
+    assert not leaks, leaks

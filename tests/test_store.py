@@ -459,3 +459,28 @@ def test_a_stream_writes_full_blocks_together_and_never_later_than_flush_interva
         assert 0 < sum(map(len, unwritten)) <= HOLD_BYTES + 1024
     with speeddata.store.open(tmp_path) as store:
         assert store["example"].read().counter.tolist() == list(range(last))
+
+
+def test_a_range_as_an_avro_container_and_back_into_another_store(tmp_path):
+    with speeddata.store.open(tmp_path / "a", block_bytes=1024) as st:
+        ch = st.create_channel("example", EXAMPLE_AVSC)
+        ch.append([example_record(i) for i in range(3000)])
+        ch.flush()
+        path = tmp_path / "range.avro"
+        with open(path, "wb") as f:
+            for piece in ch.avro_container(T0 + 1000 * 10**6, T0 + 2000 * 10**6):
+                f.write(piece)
+        with open(path, "rb") as f:                     # any Avro reader opens it
+            counters = [r["counter"] for r in fastavro.reader(f)]
+        assert counters[0] <= 1000 and counters[-1] >= 1999     # whole blocks at the edges
+        report = speeddata.store.describe(path)
+        assert report.kind == "container" and report.records == len(counters)
+        assert report.schema["speeddata.time_field"] == "time" and not report.damage
+        index = next(p for p in (tmp_path / "a" / "channels" / "example").iterdir()
+                     if p.suffix == ".idx")
+        assert speeddata.store.describe(index).records == 3000
+    with speeddata.store.open(tmp_path / "b") as st:
+        n = st.import_avro("copy", path, T0 + 1000 * 10**6, T0 + 2000 * 10**6)
+        assert n == 1000
+        assert st["copy"].read()["counter"].tolist() == list(range(1000, 2000))
+        assert st["copy"].schema.time_field == "time"

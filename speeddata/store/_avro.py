@@ -1,15 +1,24 @@
-"""Reading a single Avro object container file (a segment, or any other) as a DataSet."""
+"""Avro object container files in and out of the store: any one (a segment, or any other)
+read as a DataSet, a range of a channel written as one, its header read back for an
+import, and a file of the store described for people."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
 
 from .. import schema as S
 from ..codec import Plan, allocate, finish
 from ..dataset import DataSet
 from ..errors import SpeedDataError, StoreWarning
 from . import _format as F
+from ._definition import TIME_FIELD_KEY, TIME_UNIT_KEY, stored_avro
 from ._segment import Block, walk
 
 
@@ -53,3 +62,66 @@ def read_avro(path: str | os.PathLike, *, channel: str | None = None,
         channel = os.path.basename(parent) if os.path.exists(
             os.path.join(parent, "schema.avsc")) else avro["name"]
     return DataSet({channel: finish(cs, time, columns, masks, channel)}, {"source": path})
+
+
+def container(schema: S.ChannelSchema, blocks: Iterable[Any]) -> Iterator[bytes]:
+    """Stored blocks as one Avro object container file, in pieces: the header with the
+    schema as a channel keeps it, then each block as it is on disk (one written with
+    another codec is re-coded to zstandard)."""
+    sync = os.urandom(F.SYNC_SIZE)
+    yield F.header(json.dumps(stored_avro(schema)), sync, F.CODEC)
+    recompress = None
+    for block in blocks:
+        payload = block.payload
+        if block.codec != F.CODEC:
+            recompress = recompress or zstandard.ZstdCompressor()
+            payload = recompress.compress(F.Decompressor(block.codec)(payload))
+        yield F.block(block.records, payload, sync)
+
+
+def container_schema(path: str | os.PathLike) -> tuple[dict, str | None, str | None]:
+    """(Avro schema, time field, time unit) from the header of a container file that a
+    channel wrote (`container`); the time field is ``time`` for a file of other origin."""
+    with open(path, "rb") as f:
+        avro = F.parse_header(f.read(1 << 20))[0]
+    schema = {k: v for k, v in avro.items() if k not in (TIME_FIELD_KEY, TIME_UNIT_KEY)}
+    return schema, avro.get(TIME_FIELD_KEY, "time"), avro.get(TIME_UNIT_KEY)
+
+
+@dataclass
+class FileReport:
+    """What a file of the store holds, as ``speeddata inspect`` shows it."""
+    kind: str                                  # "index" or "container"
+    blocks: int
+    records: int
+    size: int
+    record_span: tuple[int, int] | None = None
+    receive_span: tuple[int, int] | None = None     # an index only
+    codec: str = ""
+    schema: dict | None = None
+    damage: list[tuple[int, str]] = field(default_factory=list)   # (byte offset, reason)
+
+
+def describe(path: str | os.PathLike) -> FileReport:
+    """A segment's index (``.idx``) or any Avro container file, summarised: blocks, records,
+    the span of time they hold, and where they are damaged."""
+    path = os.fspath(path)
+    if path.endswith(".idx"):
+        rows = F.load_index(path)
+        return FileReport("index", len(rows), int(rows["count"].sum()), os.path.getsize(path),
+                          (int(rows["tmin"].min()), int(rows["tmax"].max())) if len(rows) else None,
+                          (int(rows["rmin"].min()), int(rows["rmax"].max())) if len(rows) else None)
+    with open(path, "rb") as f:
+        data = f.read()
+    avro, codec, sync, pos = F.parse_header(data)
+    blocks: list[Block] = []
+    damage: list[tuple[int, str]] = []
+    for item in walk(data, pos, sync, codec, Plan(S.load(avro))):
+        if isinstance(item, Block):
+            blocks.append(item)
+        else:
+            damage.append((item.offset, item.reason))
+    times = [b.times for b in blocks if len(b.times)]
+    span = (min(int(t.min()) for t in times), max(int(t.max()) for t in times)) if times else None
+    return FileReport("container", len(blocks), sum(b.records for b in blocks), len(data), span,
+                      codec=codec, schema=avro, damage=damage)

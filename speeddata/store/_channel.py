@@ -22,6 +22,7 @@ from . import _decode as D
 from . import _format as F
 from . import _overview as O
 from . import _overview_read as OR
+from ._avro import container
 from ._definition import read_definition
 from ._listing import SegmentList
 from ._lock import take_lock, writer_active
@@ -189,6 +190,13 @@ class Channel:
         selected, lo, last = self._selected(start, end)
         yield from D.chunks(self._plan, self.name, selected, lo, last,
                             D.data_signals(signals), chunk_records)
+
+    def avro_container(self, start: TimeLike | None = None, end: TimeLike | None = None
+                       ) -> Iterator[bytes]:
+        """The stored blocks that may hold [start, end) as one Avro object container file,
+        in pieces (blocks at the edges hold some records outside the range): what any Avro
+        reader opens, and `Store.import_avro` takes back."""
+        return container(self.schema, self.iter_blocks(start, end))
 
     def iter_blocks(self, start: TimeLike | None = None, end: TimeLike | None = None
                     ) -> Iterator[StoredBlock]:

@@ -24,6 +24,11 @@ def stored_avro(cs: S.ChannelSchema) -> dict:
     return dict(cs.avro, **{TIME_FIELD_KEY: cs.time_field, TIME_UNIT_KEY: cs.time_unit})
 
 
+def load_stored(avro: dict) -> S.ChannelSchema:
+    """A schema as a channel keeps it (`stored_avro`), checked, with its time field."""
+    return S.load(avro, time_field=avro.get(TIME_FIELD_KEY), time_unit=avro.get(TIME_UNIT_KEY))
+
+
 def read_definition(path: str, name: str, readonly: bool):
     """(config, schema, what was rebuilt) of a channel directory. A damaged channel.json is
     rebuilt from the schema; a damaged schema.avsc from the newest segment's header. What

@@ -33,6 +33,7 @@ from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, 
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
 from . import _format as F, _retention
+from ._avro import container_schema, read_avro
 from ._channel import Channel, StoreLink
 from ._definition import CONFIG_FILE, SCHEMA_FILE, stored_avro, write_json
 from ._lock import writer_active
@@ -484,6 +485,36 @@ class Store:
             log.info("store %s: dropped channel %r and its data", self.path, name)
 
     # ---- tags ----------------------------------------------------------------------------
+
+    def import_avro(self, name: str, path: str | os.PathLike, start: TimeLike | None = None,
+                    end: TimeLike | None = None) -> int:
+        """Append the records in [start, end) of an Avro container file (as
+        `Channel.avro_container` writes it, or any other) to channel ``name``, created from
+        the file's schema when missing.
+
+        Parameters
+        ----------
+        name
+            The channel to append to.
+        path
+            The container file; its header's schema must match an existing channel's.
+        start, end
+            The half-open range of records taken (all by default).
+
+        Returns
+        -------
+        int
+            How many records were appended.
+        """
+        schema, time_field, time_unit = container_schema(path)
+        ch = self.create_channel(name, schema, time_field=time_field, time_unit=time_unit)
+        cols = read_avro(path, channel=name, time_field=time_field, time_unit=time_unit)[name]
+        lo, hi = time_range(start, end)
+        cols = cols.take((cols.time >= lo) & (cols.time < hi))
+        if len(cols):
+            ch.append_columns(cols)
+        ch.flush()
+        return len(cols)
 
     def tag(self, name: str, start: TimeLike, end: TimeLike,
             channels: Sequence[str] | None = None, note: str = "", *,
