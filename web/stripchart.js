@@ -166,7 +166,7 @@
       this.bind();
       (groups[this.sync] = groups[this.sync] || []).push(this);
       this.describe().then(() => { this.layout(); this.connect(); });
-      requestAnimationFrame((t) => this.draw(t));
+      schedule();
     }
 
     get channels() { return [...new Set(this.signals.map((s) => s.channel))]; }
@@ -709,18 +709,13 @@
 
     seriesFor(channel) { return (!this.live && this.history && this.history[channel]) || this.data[channel]; }
 
-    draw(stamp) {
-      if (this.closed) return;
-      requestAnimationFrame((t) => this.draw(t));
+    // one animation frame (see `schedule`): ``moved`` when live views have moved on
+    frame(stamp, now, moved) {
       this.frameTimes.push(stamp);
       if (this.frameTimes.length > 4000) this.frameTimes.splice(0, 2000);
-      const now = Date.now();
       if (this.live) {
-        // live, the view moves a pixel every window/width ms: draw when it has, or when
-        // something else changed (data, cursor, layout), not at every frame
-        const px = Math.floor(now / (this.span / this.plotWidth()));
-        if (px !== this.drawnPx) { this.drawnPx = px; this.dirty = true; }
         this.end = now;
+        if (moved) this.dirty = true;
       }
       if (stamp - (this.valuesAt || 0) > 250) { this.valuesAt = stamp; this.showValues(); }
       if (!this.dirty) return;
@@ -952,6 +947,27 @@
 
   function escapeHtml(text) {
     return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  }
+
+  // One animation loop for every chart of the page. Live, a view moves a pixel every
+  // window/width ms: all live charts are drawn together at that pace (the finest of them),
+  // and others only when something changed (data, cursor, layout). The page is then
+  // composited once per step, not once per chart, and not at every frame.
+  let looping = false, lastTick = null;
+  function schedule() {
+    if (looping) return;
+    looping = true;
+    const loop = (stamp) => {
+      const now = Date.now();
+      let period = Infinity;
+      for (const c of charts) if (c.live && !c.closed) period = Math.min(period, c.span / c.plotWidth());
+      const tick = Math.floor(now / Math.max(period, 16));
+      const moved = tick !== lastTick;
+      lastTick = tick;
+      for (const c of charts) if (!c.closed) c.frame(stamp, now, moved);
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
   }
 
   const charts = [];
