@@ -74,19 +74,6 @@ def _key(name: str) -> str:
     return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=") or "-"
 
 
-def tag_json(t: Tag) -> dict[str, Any]:
-    return {"name": t.name, "start": t.start, "end": t.end,
-            "channels": list(t.channels) if t.channels is not None else None,
-            "note": t.note, "created": t.created}
-
-
-def tag_from(d: dict[str, Any]) -> Tag:
-    channels = d.get("channels")
-    return Tag(d["name"], int(d["start"]), int(d["end"]),
-               tuple(channels) if channels is not None else None, d.get("note", ""),
-               int(d.get("created", 0)))
-
-
 @dataclass
 class RemoteChannel:
     """A channel another node of the cluster receives and stores."""
@@ -574,7 +561,7 @@ class Cluster:
     # ---- tags ----------------------------------------------------------------------------
 
     async def _tags(self) -> list[Tag]:
-        return sorted((tag_from(d) for d in (await self._all(TAGS)).values()),
+        return sorted((Tag.from_dict(d) for d in (await self._all(TAGS)).values()),
                       key=lambda t: (t.start, t.name))
 
     def tags(self) -> list[Tag]:
@@ -584,7 +571,7 @@ class Cluster:
     def put_tag(self, tag: Tag, replace: bool = False) -> Tag:
         async def put() -> Tag:
             from nats.js.errors import KeyWrongLastSequenceError
-            value = json.dumps(dict(tag_json(tag), node=self.node)).encode()
+            value = json.dumps(dict(tag.as_dict(), node=self.node)).encode()
             kv = self._kv[TAGS]
             if replace:
                 await kv.put(_key(tag.name), value)
@@ -592,7 +579,7 @@ class Cluster:
             try:
                 await kv.create(_key(tag.name), value)
             except KeyWrongLastSequenceError:
-                old = tag_from(json.loads((await kv.get(_key(tag.name))).value))
+                old = Tag.from_dict(json.loads((await kv.get(_key(tag.name))).value))
                 raise TagExists(f"a cluster tag {tag.name!r} exists already: {old}",
                                 hint="pick another name, or replace it") from None
             return tag
@@ -702,7 +689,7 @@ class Cluster:
         """Store a tag's range of each channel (channel -> (node it is read from, the Avro
         container file's bytes in pieces)) in the object store, then its manifest; the
         manifest is written last, so an archive listed is an archive whole."""
-        manifest: dict[str, Any] = {"tag": tag_json(tag), "node": self.node,
+        manifest: dict[str, Any] = {"tag": tag.as_dict(), "node": self.node,
                                     "created": now_ns(), "channels": []}
         for channel, (node, pieces) in parts.items():
             with tempfile.TemporaryFile() as f:
@@ -856,7 +843,7 @@ def restore_into(store, manifest: dict, folder: str) -> dict[str, int]:
     channels; returns the records restored per channel. A channel that already holds
     records of that range is refused (StoreError) before anything is written, so a restore
     never doubles data."""
-    tag = tag_from(manifest["tag"])
+    tag = Tag.from_dict(manifest["tag"])
     names = [c["channel"] for c in manifest["channels"]]
     for name in names:
         if name in store and store[name].count(tag.start, tag.end):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import inspect
 import logging
 import threading
@@ -24,7 +23,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .columns import Columns
 from .decimation import Decimation
-from .errors import RequestError, SpeedDataError, Unauthenticated, public_message, status_of
+from . import tokens
+from .errors import RequestError, SpeedDataError, public_message, status_of
 from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import Signal
 from .service import ChannelInfo, Service
@@ -156,9 +156,8 @@ class Servicer(pb_grpc.SpeedDataServicer):
         if not self.token or method not in MUTATING:
             return
         given = dict(context.invocation_metadata() or ()).get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-            raise Unauthenticated(f"{method} needs the metadata 'authorization: Bearer "
-                                   "<token>'" + (" (the token given is wrong)" if given else ""))
+        tokens.check(self.token, tokens.presented(given), f"{method} (in the metadata "
+                     "'authorization: Bearer <token>')")
 
     # ---- channels ------------------------------------------------------------------------
 

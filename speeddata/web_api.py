@@ -9,7 +9,6 @@ needs ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import urllib.parse
@@ -19,7 +18,8 @@ import tornado.httputil
 import tornado.web
 
 from ._version import __version__
-from .errors import Forbidden, RequestError, TimeRangeError, Unauthenticated
+from . import tokens
+from .errors import Forbidden, RequestError, TimeRangeError
 from .service import ChannelInfo, Service
 from .stats import ChannelStats
 from .timeutil import duration_ns, end_of, to_ns, whole_number
@@ -97,10 +97,8 @@ class ApiHandler(JsonErrors):
         if self.request.method not in ("GET", "HEAD"):
             # the body's size is the gate's (speeddata.web_guard), before it is read
             check_same_origin(self.request)
-            if self.token:
-                given = self.request.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                    raise Unauthenticated("this request needs 'Authorization: Bearer <token>'")
+            tokens.check(self.token, tokens.presented(self.request.headers.get("Authorization")),
+                         f"{self.request.method} {self.request.path}")
 
     def body_json(self) -> dict[str, Any]:
         try:
@@ -210,12 +208,6 @@ class Stats(ApiHandler):
                         for s, h in stats})
 
 
-def tag_json(t) -> dict[str, Any]:
-    return {"name": t.name, "start": t.start, "end": t.end,
-            "channels": list(t.channels) if t.channels is not None else None,
-            "note": t.note, "created": t.created}
-
-
 def _time_range(args: dict[str, Any]) -> tuple[int, int]:
     """[start, end) from ``start`` and ``end`` or ``duration`` (ISO 8601 or ns)."""
     if "start" not in args:
@@ -235,7 +227,7 @@ def _time_range(args: dict[str, Any]) -> tuple[int, int]:
 class Tags(ApiHandler):
     async def get(self) -> None:
         tags = await asyncio.to_thread(self.service.tags)
-        self.send_json({"tags": [tag_json(t) for t in tags]})
+        self.send_json({"tags": [t.as_dict() for t in tags]})
 
     async def post(self) -> None:
         body = self.body_json()
@@ -246,7 +238,7 @@ class Tags(ApiHandler):
         tag = await asyncio.to_thread(self.service.tag, str(body.get("name", "")), start,
                                       end, channels, str(body.get("note", "")),
                                       bool(body.get("replace", False)))
-        self.send_json(tag_json(tag), 201)
+        self.send_json(tag.as_dict(), 201)
 
 
 class TagOne(ApiHandler):

@@ -13,7 +13,6 @@ visible.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import struct
@@ -26,7 +25,8 @@ import tornado.websocket
 
 from .columns import Columns
 from .decimation import Decimation
-from .errors import Forbidden, LimitExceeded, RequestError, SpeedDataError, Unauthenticated
+from . import tokens
+from .errors import Forbidden, LimitExceeded, RequestError, SpeedDataError
 from .hub import Subscription
 from .service import Service
 from .timeutil import finite_number, to_ns, whole_number
@@ -85,12 +85,9 @@ class Live(JsonErrors, tornado.websocket.WebSocketHandler):
                             "refused", hint="use SpeedData's own pages")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise RequestError("/ws/live is a WebSocket: ask with 'Upgrade: websocket'")
-        if self.token:
-            given = self.get_argument("token", "") or self.request.headers.get(
-                "Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                raise Unauthenticated("the live feed needs ?token=<token> or "
-                                      "'Authorization: Bearer <token>'")
+        tokens.check(self.token, tokens.presented(self.request.headers.get("Authorization"),
+                                                  self.get_argument("token", "")),
+                     "the live feed (?token=<token> from a browser)")
         self._subscribe()
         try:
             await super().get(*args, **kwargs)

@@ -7,8 +7,9 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import StoreError, TagExists, TagNotFound, listing
 from ..timeutil import format_ns, now_ns
@@ -31,6 +32,20 @@ class Tag:
 
     def __str__(self) -> str:
         return f"{self.name} [{format_ns(self.start)}, {format_ns(self.end)})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The tag as JSON takes it: what REST answers, the cluster keeps and archives name."""
+        return {"name": self.name, "start": self.start, "end": self.end,
+                "channels": list(self.channels) if self.channels is not None else None,
+                "note": self.note, "created": self.created}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Tag":
+        """A tag from `as_dict`'s form."""
+        channels = d.get("channels")
+        return cls(d["name"], int(d["start"]), int(d["end"]),
+                   tuple(channels) if channels is not None else None, d.get("note", ""),
+                   int(d.get("created", 0)))
 
 
 class TagDB:
