@@ -331,11 +331,10 @@ class Servicer(pb_grpc.SpeedDataServicer):
 
     @_errors
     async def GetCluster(self, request, context):
-        cluster = self.service.cluster
-        paused = self.service.supervisor.retention_paused or ""
-        if cluster is None:
+        info = self.service.cluster_info()
+        paused = info["retention_paused"] or ""
+        if not info["clustered"]:
             return pb.ClusterInfo(clustered=False, retention_paused=paused)
-        info = cluster.info()
         return pb.ClusterInfo(
             clustered=True, node=info["node"], nats=info["nats"], connected=info["connected"],
             problem=info["problem"], live_dropped=info["live_dropped"],
@@ -355,11 +354,9 @@ class Servicer(pb_grpc.SpeedDataServicer):
 
     @_errors
     async def GetStats(self, request, context):
-        stats = await asyncio.to_thread(self.service.stats, list(request.channels))
-        hub = self.service.hub
+        served = await asyncio.to_thread(self.service.served_stats, list(request.channels))
         return pb.GetStatsResponse(channels=[
-            _stats_pb(s, h, hub.subscriptions(s.channel) if hub else 0,
-                      hub.stalled[s.channel] if hub else 0) for s, h in stats])
+            _stats_pb(x.stats, x.horizon_s, x.subscribers, x.live_stalled) for x in served])
 
 
 def _peer_host(peer: str) -> str:

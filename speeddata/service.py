@@ -37,6 +37,15 @@ STATUSES = ("running", "starting", "failed", "stored", "unreachable")
 
 
 @dataclass
+class ServedStats:
+    """A channel's counters and holdings, and what the live hub serves of it."""
+    stats: ChannelStats
+    horizon_s: float              # how far back the store holds it
+    subscribers: int              # live streams following it now
+    live_stalled: int             # live streams dropped for not reading
+
+
+@dataclass
 class ChannelInfo:
     """A channel as the APIs describe it."""
     name: str
@@ -225,6 +234,21 @@ class Service:
                 st = self.supervisor.stats(info.name)
             out.append((st, self.store.horizon(info.name)))
         return out
+
+    def served_stats(self, names: Sequence[str] = ()) -> list[ServedStats]:
+        """`stats`, with what the live hub serves of each channel: what GetStats and
+        ``/api/v1/stats`` say."""
+        hub = self.hub
+        return [ServedStats(s, h, hub.subscriptions(s.channel) if hub else 0,
+                            hub.stalled[s.channel] if hub else 0) for s, h in self.stats(names)]
+
+    def cluster_info(self) -> dict[str, Any]:
+        """This node, its NATS and the nodes it hears (``{"clustered": False}`` alone), and
+        why retention is paused: what GetCluster and ``/api/v1/cluster`` say."""
+        info: dict[str, Any] = self.cluster.info() if self.cluster is not None else \
+            {"clustered": False}
+        info["retention_paused"] = self.supervisor.retention_paused
+        return info
 
     def _remote_stats(self, info: ChannelInfo) -> tuple[ChannelStats, float]:
         """Another node's channel's stats, from that node (just its status when it cannot

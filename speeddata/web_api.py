@@ -200,12 +200,10 @@ class Ports(ApiHandler):
 class Stats(ApiHandler):
     async def get(self) -> None:
         names = [n for n in self.get_argument("channels", "").split(",") if n]
-        stats = await asyncio.to_thread(self.service.stats, names)
-        hub = self.service.hub
-        self.send_json({s.channel: dict(s.as_dict(), horizon_s=h,
-                                        subscribers=hub.subscriptions(s.channel) if hub else 0,
-                                        live_stalled=hub.stalled[s.channel] if hub else 0)
-                        for s, h in stats})
+        served = await asyncio.to_thread(self.service.served_stats, names)
+        self.send_json({x.stats.channel: dict(x.stats.as_dict(), horizon_s=x.horizon_s,
+                                              subscribers=x.subscribers,
+                                              live_stalled=x.live_stalled) for x in served})
 
 
 def _time_range(args: dict[str, Any]) -> tuple[int, int]:
@@ -283,10 +281,7 @@ class Cluster(ApiHandler):
     """``GET /api/v1/cluster``: this node, its NATS and the nodes it hears."""
 
     def get(self) -> None:
-        cluster = self.service.cluster
-        info: dict[str, Any] = cluster.info() if cluster is not None else {"clustered": False}
-        info["retention_paused"] = self.service.supervisor.retention_paused
-        self.send_json(info)
+        self.send_json(self.service.cluster_info())
 
 
 class Archives(ApiHandler):
