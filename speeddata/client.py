@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import errors as E
+from . import errors
 from .columns import Columns
 from .decimation import Decimation, concat
 from .schema import load_avro
@@ -43,15 +43,15 @@ _TYPE = {v: k for k, v in pb.DataType.items()}
 _KIND = {"none": pb.DECIMATION_KIND_NONE, "every": pb.DECIMATION_KIND_EVERY,
          "mean": pb.DECIMATION_KIND_MEAN, "rms": pb.DECIMATION_KIND_RMS,
          "minmax": pb.DECIMATION_KIND_MIN_MAX}
-_ERRORS: dict[grpc.StatusCode, type[E.SpeedDataError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: E.RequestError,
-    grpc.StatusCode.ALREADY_EXISTS: E.ChannelExists,
-    grpc.StatusCode.NOT_FOUND: E.ChannelNotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: E.LimitExceeded,
-    grpc.StatusCode.UNAVAILABLE: E.PortUnavailable,
-    grpc.StatusCode.UNAUTHENTICATED: E.Unauthenticated,
-    grpc.StatusCode.FAILED_PRECONDITION: E.StoreError,
-    grpc.StatusCode.DATA_LOSS: E.FormatError,
+_ERRORS: dict[grpc.StatusCode, type[errors.SpeedDataError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.RequestError,
+    grpc.StatusCode.ALREADY_EXISTS: errors.ChannelExists,
+    grpc.StatusCode.NOT_FOUND: errors.ChannelNotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.LimitExceeded,
+    grpc.StatusCode.UNAVAILABLE: errors.PortUnavailable,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.StoreError,
+    grpc.StatusCode.DATA_LOSS: errors.FormatError,
 }
 
 
@@ -76,17 +76,17 @@ class ChannelInfo:
                 f"<table><tr><th>signal</th><th>type</th></tr>{rows}</table>")
 
 
-def _error(e: grpc.RpcError) -> E.SpeedDataError:
+def _error(e: grpc.RpcError) -> errors.SpeedDataError:
     code, detail = e.code(), e.details() or ""
-    cls = _ERRORS.get(code, E.SpeedDataError)
+    cls = _ERRORS.get(code, errors.SpeedDataError)
     if code == grpc.StatusCode.NOT_FOUND and detail.startswith("no tag"):
-        cls = E.TagNotFound
+        cls = errors.TagNotFound
     elif code == grpc.StatusCode.ALREADY_EXISTS and "tag" in detail.split(" ", 2)[:2]:
-        cls = E.TagExists
+        cls = errors.TagExists
     elif code == grpc.StatusCode.UNAVAILABLE and "UDP port" not in detail:
-        return E.Unavailable(f"the server is unavailable: {detail}")
-    if cls is E.SpeedDataError:
-        return E.SpeedDataError(f"{code.name}: {detail}")
+        return errors.Unavailable(f"the server is unavailable: {detail}")
+    if cls is errors.SpeedDataError:
+        return errors.SpeedDataError(f"{code.name}: {detail}")
     return cls(detail)
 
 

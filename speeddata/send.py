@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from . import schema as S
+from . import schema as channel_schema
 from ._ingest import send_datagrams
 from .codec import Plan, encode_columns
 
@@ -75,7 +75,7 @@ def send(host: str = "127.0.0.1", port: int = 26000, kind: str = "example", *,
     """Send ``kind`` records to host:port at ``rate`` datagrams/s (0: as fast as possible),
     until ``count`` records were sent, ``duration`` s passed, or ``stop()`` is true."""
     gen, unit = GENERATORS[kind]
-    cs = S.load(builtin_schema(kind), time_unit=unit)
+    cs = channel_schema.load(builtin_schema(kind), time_unit=unit)
     plan = Plan(cs, wire=True)
     rec_rate = rate * records_per_datagram
     period = int(1e9 / rec_rate) if rec_rate > 0 else 1000

@@ -13,11 +13,11 @@ from typing import Any
 
 import zstandard
 
-from .. import schema as S
+from .. import schema as channel_schema
 from ..codec import Plan, allocate, finish
 from ..dataset import DataSet
 from ..errors import SpeedDataError, StoreWarning
-from . import _format as F
+from . import _format as on_disk
 from ._definition import TIME_FIELD_KEY, TIME_UNIT_KEY, stored_avro
 from ._segment import Block, walk
 
@@ -34,13 +34,13 @@ def read_avro(path: str | os.PathLike, *, channel: str | None = None,
     with open(path, "rb") as f:
         data = f.read()
     try:
-        avro, codec, sync, pos = F.parse_header(data)
-        cs = S.load(avro, time_field=time_field, time_unit=time_unit)
+        avro, codec, sync, pos = on_disk.parse_header(data)
+        cs = channel_schema.load(avro, time_field=time_field, time_unit=time_unit)
     except SpeedDataError as e:
         raise type(e)(f"{path}: {e}") from e
     # a segment holds the receive time SpeedData stamped; a foreign file without a time
-    # field does not (S.load prepended one to the schema: read without it)
-    holds_time = not cs.stamped or bool(avro["fields"][0].get(S.STAMPED_KEY))
+    # field does not (channel_schema.load prepended one to the schema: read without it)
+    holds_time = not cs.stamped or bool(avro["fields"][0].get(channel_schema.STAMPED_KEY))
     plan = Plan(cs, wire=not holds_time)
     blocks = []
     for item in walk(data, pos, sync, codec, plan):
@@ -51,10 +51,10 @@ def read_avro(path: str | os.PathLike, *, channel: str | None = None,
                           f"({item.reason})", StoreWarning, stacklevel=2)
     total = sum(b.records for b in blocks)
     time, columns, masks = allocate(cs, total)
-    decompress = F.Decompressor(codec)
+    decompress = on_disk.Decompressor(codec)
     row = 0
     for b in blocks:
-        _, payload, _ = F.parse_block(data, b.offset, sync)
+        _, payload, _ = on_disk.parse_block(data, b.offset, sync)
         plan.decode_into(decompress(payload), b.records, row, time, columns, masks)
         row += b.records
     parent = os.path.dirname(os.path.abspath(path))
@@ -64,26 +64,26 @@ def read_avro(path: str | os.PathLike, *, channel: str | None = None,
     return DataSet({channel: finish(cs, time, columns, masks, channel)}, {"source": path})
 
 
-def container(schema: S.ChannelSchema, blocks: Iterable[Any]) -> Iterator[bytes]:
+def container(schema: channel_schema.ChannelSchema, blocks: Iterable[Any]) -> Iterator[bytes]:
     """Stored blocks as one Avro object container file, in pieces: the header with the
     schema as a channel keeps it, then each block as it is on disk (one written with
     another codec is re-coded to zstandard)."""
-    sync = os.urandom(F.SYNC_SIZE)
-    yield F.header(json.dumps(stored_avro(schema)), sync, F.CODEC)
+    sync = os.urandom(on_disk.SYNC_SIZE)
+    yield on_disk.header(json.dumps(stored_avro(schema)), sync, on_disk.CODEC)
     recompress = None
     for block in blocks:
         payload = block.payload
-        if block.codec != F.CODEC:
+        if block.codec != on_disk.CODEC:
             recompress = recompress or zstandard.ZstdCompressor()
-            payload = recompress.compress(F.Decompressor(block.codec)(payload))
-        yield F.block(block.records, payload, sync)
+            payload = recompress.compress(on_disk.Decompressor(block.codec)(payload))
+        yield on_disk.block(block.records, payload, sync)
 
 
 def container_schema(path: str | os.PathLike) -> tuple[dict, str | None, str | None]:
     """(Avro schema, time field, time unit) from the header of a container file that a
     channel wrote (`container`); the time field is ``time`` for a file of other origin."""
     with open(path, "rb") as f:
-        avro = F.parse_header(f.read(1 << 20))[0]
+        avro = on_disk.parse_header(f.read(1 << 20))[0]
     schema = {k: v for k, v in avro.items() if k not in (TIME_FIELD_KEY, TIME_UNIT_KEY)}
     return schema, avro.get(TIME_FIELD_KEY, "time"), avro.get(TIME_UNIT_KEY)
 
@@ -107,16 +107,16 @@ def describe(path: str | os.PathLike) -> FileReport:
     the span of time they hold, and where they are damaged."""
     path = os.fspath(path)
     if path.endswith(".idx"):
-        rows = F.load_index(path)
+        rows = on_disk.load_index(path)
         return FileReport("index", len(rows), int(rows["count"].sum()), os.path.getsize(path),
                           (int(rows["tmin"].min()), int(rows["tmax"].max())) if len(rows) else None,
                           (int(rows["rmin"].min()), int(rows["rmax"].max())) if len(rows) else None)
     with open(path, "rb") as f:
         data = f.read()
-    avro, codec, sync, pos = F.parse_header(data)
+    avro, codec, sync, pos = on_disk.parse_header(data)
     blocks: list[Block] = []
     damage: list[tuple[int, str]] = []
-    for item in walk(data, pos, sync, codec, Plan(S.load(avro))):
+    for item in walk(data, pos, sync, codec, Plan(channel_schema.load(avro))):
         if isinstance(item, Block):
             blocks.append(item)
         else:

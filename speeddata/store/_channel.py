@@ -17,11 +17,11 @@ from ..columns import Columns
 from ..errors import FormatError, StoreError, StoreWarning, TimeRangeError
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, time_range
-from . import _appends as A
-from . import _decode as D
-from . import _format as F
-from . import _overview as O
-from . import _overview_read as OR
+from . import _appends as appends
+from . import _decode as decoding
+from . import _format as on_disk
+from . import _overview as summaries
+from . import _overview_read as overview_read
 from ._avro import container
 from ._definition import read_definition
 from ._listing import SegmentList
@@ -105,7 +105,7 @@ class Channel:
         Nested records are nested dicts, as fastavro takes them. Times are in the channel's
         time unit; a channel without a time field stamps ``receive_time`` (default: now).
         """
-        return self.append_datagrams(A.record_datagrams(self.schema, self.name, records),
+        return self.append_datagrams(appends.record_datagrams(self.schema, self.name, records),
                                      receive_time=receive_time)
 
     def append_datagrams(self, datagrams: Iterable[bytes | memoryview], *,
@@ -115,7 +115,7 @@ class Channel:
         Datagrams that do not decode exactly are rejected and counted by reason; the rest
         are stored.
         """
-        return self.writer().add(datagrams, A.receive_ns(receive_time))
+        return self.writer().add(datagrams, appends.receive_ns(receive_time))
 
     def append_columns(self, time: Any, data: Mapping[str, Any] | None = None, *,
                        receive_time: TimeLike | None = None) -> Appended:
@@ -132,9 +132,9 @@ class Channel:
         """
         if self._wire is None:
             self._wire = Plan(self.schema, wire=True)
-        batches = A.column_batches(self._wire, self.name, time, data,
+        batches = appends.column_batches(self._wire, self.name, time, data,
                                    int(self.option("block_bytes")))
-        return self.writer().add_batches(batches, A.receive_ns(receive_time))
+        return self.writer().add_batches(batches, appends.receive_ns(receive_time))
 
     def flush(self) -> None:
         """Write the open block, and the summary rows held back, now (appends flush by
@@ -174,7 +174,8 @@ class Channel:
             Signals to decode (all by default); ``time`` always comes (naming it is fine).
         """
         selected, lo, last = self._selected(start, end)
-        return D.decode(self._plan, self.name, selected, lo, last, D.data_signals(signals))
+        return decoding.decode(self._plan, self.name, selected, lo, last,
+                               decoding.data_signals(signals))
 
     def iter_read(self, start: TimeLike | None = None, end: TimeLike | None = None,
                   signals: Sequence[str] | None = None,
@@ -188,8 +189,8 @@ class Channel:
         range, is dropped on decoding and holds nothing back.
         """
         selected, lo, last = self._selected(start, end)
-        yield from D.chunks(self._plan, self.name, selected, lo, last,
-                            D.data_signals(signals), chunk_records)
+        yield from decoding.chunks(self._plan, self.name, selected, lo, last,
+                            decoding.data_signals(signals), chunk_records)
 
     def avro_container(self, start: TimeLike | None = None, end: TimeLike | None = None
                        ) -> Iterator[bytes]:
@@ -211,7 +212,7 @@ class Channel:
                     for b in blocks:
                         f.seek(int(b["offset"]))
                         raw = f.read(int(b["length"]))
-                        count, payload, _ = F.parse_block(raw, 0, seg.head()[1])
+                        count, payload, _ = on_disk.parse_block(raw, 0, seg.head()[1])
                         yield StoredBlock(seg.path, int(b["offset"]), count, int(b["tmin"]),
                                           int(b["tmax"]), codec, bytes(payload))
             except FileNotFoundError:      # deleted by retention meanwhile
@@ -234,7 +235,7 @@ class Channel:
                 inside += int(blocks["count"][~within].sum())
             elif not within.all():
                 edges.append((seg, blocks[~within]))
-        return inside + (len(D.decode(self._plan, self.name, edges, lo, last, []))
+        return inside + (len(decoding.decode(self._plan, self.name, edges, lo, last, []))
                          if edges else 0)
 
     def overview(self, start: TimeLike | None = None, end: TimeLike | None = None,
@@ -260,21 +261,21 @@ class Channel:
             lo = lo if start is not None else held[0]
             hi = hi if end is not None else held[1] + 1
         hi = max(hi, lo + 1)
-        names = OR.checked_signals(self.schema, signals)
+        names = overview_read.checked_signals(self.schema, signals)
         self.flush()
         with self.lock:
             segments = self._segments.within(lo, hi - 1)
-        return OR.overview(self._plan, self.name, segments, lo, hi, buckets, names)
+        return overview_read.overview(self._plan, self.name, segments, lo, hi, buckets, names)
 
     def build_summaries(self, progress=None) -> int:
         """Summaries for the closed segments that lack them (written by an older version,
         or lost): each block decoded once. Returns the blocks summarised."""
-        if not O.numeric_signals(self.schema) or self._link.readonly:
+        if not summaries.numeric_signals(self.schema) or self._link.readonly:
             return 0
         views = self.views()
         if self._writer is not None or writer_active(self.path):
             views = views[:-1]             # its writer appends summaries as it goes
-        return OR.build_summaries(self.name, self._plan, views, progress)
+        return overview_read.build_summaries(self.name, self._plan, views, progress)
 
     # ---- what it holds -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import zstandard
 from ..codec import Plan, allocate, finish
 from ..columns import Columns
 from ..errors import FormatError, StoreWarning
-from . import _format as F
+from . import _format as on_disk
 from ._view import SegmentView
 
 PARALLEL_RECORDS = 200_000   # a read of this many records spreads over the threads
@@ -129,7 +129,7 @@ def parse_runs(parts: list[list[Task]], parse, parallel: bool) -> list[str | Non
             try:
                 if t.offset + t.length > len(t.mem):
                     raise FormatError(f"the file ends at byte {len(t.mem)}")
-                _, payload, _ = F.parse_block(t.mem[t.offset:t.offset + t.length], 0,
+                _, payload, _ = on_disk.parse_block(t.mem[t.offset:t.offset + t.length], 0,
                                               t.head[1])
                 bodies.append(decompressor(t.head[0])(payload))
                 at.append(i)
@@ -163,11 +163,11 @@ def _split(tasks: list[Task], parts: int) -> list[list[Task]]:
     return [tasks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def decompressor(codec: str) -> F.Decompressor:
+def decompressor(codec: str) -> on_disk.Decompressor:
     """One per thread and codec: zstandard decompressors are not thread-safe."""
     cache = _LOCAL.__dict__.setdefault("decompressors", {})
     if codec not in cache:
-        cache[codec] = F.Decompressor(codec)
+        cache[codec] = on_disk.Decompressor(codec)
     return cache[codec]
 
 
@@ -238,7 +238,7 @@ def _unsorted_runs(entries: np.ndarray, time: np.ndarray) -> list[tuple[int, int
     """(first row, end row, stable sorting permutation) of each run of blocks whose time
     ranges overlap, or of a block out of order inside: only those need sorting, so one
     stray block costs the sort of its neighbourhood, not of the whole read."""
-    in_order = (entries["flags"] & F.FLAG_IN_ORDER).astype(bool)
+    in_order = (entries["flags"] & on_disk.FLAG_IN_ORDER).astype(bool)
     tmin, tmax = entries["tmin"], entries["tmax"]
     if in_order.all() and bool(np.all(tmin[1:] >= tmax[:-1])):
         return []                         # the usual read: blocks in order, none overlaps

@@ -8,9 +8,9 @@ import json
 import os
 from typing import Any
 
-from .. import schema as S
+from .. import schema as channel_schema
 from ..errors import FormatError, StoreError
-from . import _format as F
+from . import _format as on_disk
 
 SCHEMA_FILE = "schema.avsc"
 CONFIG_FILE = "channel.json"
@@ -18,15 +18,16 @@ TIME_FIELD_KEY = "speeddata.time_field"     # kept in the stored schema too, so 
 TIME_UNIT_KEY = "speeddata.time_unit"       # channel's definition survives a lost channel.json
 
 
-def stored_avro(cs: S.ChannelSchema) -> dict:
+def stored_avro(cs: channel_schema.ChannelSchema) -> dict:
     """The schema as a channel keeps it: with its time field and unit, so that the schema
     file (and every segment header, which holds it) alone defines the channel."""
     return dict(cs.avro, **{TIME_FIELD_KEY: cs.time_field, TIME_UNIT_KEY: cs.time_unit})
 
 
-def load_stored(avro: dict) -> S.ChannelSchema:
+def load_stored(avro: dict) -> channel_schema.ChannelSchema:
     """A schema as a channel keeps it (`stored_avro`), checked, with its time field."""
-    return S.load(avro, time_field=avro.get(TIME_FIELD_KEY), time_unit=avro.get(TIME_UNIT_KEY))
+    return channel_schema.load(avro, time_field=avro.get(TIME_FIELD_KEY),
+                               time_unit=avro.get(TIME_UNIT_KEY))
 
 
 def read_definition(path: str, name: str, readonly: bool):
@@ -58,9 +59,9 @@ def read_definition(path: str, name: str, readonly: bool):
                              if k not in ("name", "time_field", "time_unit", "created",
                                           "options")}
     try:
-        schema = S.load(avro, time_field=config.get("time_field"),
+        schema = channel_schema.load(avro, time_field=config.get("time_field"),
                         time_unit=config.get("time_unit"))
-    except S.SchemaError as e:
+    except channel_schema.SchemaError as e:
         raise StoreError(f"channel {name!r}: {schema_path} is damaged: {e}") from e
     if rebuilt and not readonly:
         write_json(schema_path, avro)
@@ -72,7 +73,7 @@ def schema_from_segments(path: str) -> dict | None:
     for stem in sorted((n[:-5] for n in os.listdir(path) if n.endswith(".avro")),
                        reverse=True):
         try:
-            return F.read_header(os.path.join(path, stem + ".avro"))[0]
+            return on_disk.read_header(os.path.join(path, stem + ".avro"))[0]
         except (FormatError, OSError):
             continue
     return None

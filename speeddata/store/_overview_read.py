@@ -14,11 +14,11 @@ from typing import NamedTuple
 import numpy as np
 import zstandard
 
-from .. import schema as S
+from .. import schema as channel_schema
 from ..codec import Plan, allocate, decode, finish
 from ..errors import DecodeError, FormatError, StoreWarning
-from . import _format as F
-from . import _overview as O
+from . import _format as on_disk
+from . import _overview as summaries
 from ._decode import PARALLEL_RECORDS, Task, decompressor, parse_runs, runs_of, tasks_of
 from ._overview import Overview
 from ._view import SegmentView
@@ -26,16 +26,17 @@ from ._view import SegmentView
 log = logging.getLogger("speeddata.store")
 
 
-def checked_signals(schema: S.ChannelSchema, signals: Sequence[str] | None) -> list[str]:
+def checked_signals(schema: channel_schema.ChannelSchema,
+                    signals: Sequence[str] | None) -> list[str]:
     """The signals an overview covers: those named (``time`` aside), or every numeric one;
     a SchemaError for an unknown or non-numeric name."""
     if signals is None:
-        return [s.name for s in O.numeric_signals(schema)]
+        return [s.name for s in summaries.numeric_signals(schema)]
     names = [s for s in signals if s != "time"]
     for name in names:
         sig = schema.signal(name)          # SchemaError for an unknown name
-        if sig.type not in O.NUMERIC:
-            raise S.SchemaError(f"signal {name!r} is {sig.type}: an overview takes "
+        if sig.type not in summaries.NUMERIC:
+            raise channel_schema.SchemaError(f"signal {name!r} is {sig.type}: an overview takes "
                                 "numeric signals", hint="read it instead")
     return names
 
@@ -45,9 +46,9 @@ def overview(plan: Plan, channel: str, segments: list[SegmentView], lo: int, hi:
     """The overview of the records in [lo, hi) of ``segments`` (those that may hold some),
     in ``buckets`` buckets of equal width, for the numeric signals ``names``."""
     schema = plan.schema
-    column = {s.name: k for k, s in enumerate(O.numeric_signals(schema))}
-    dtype = O.summary_dtype(schema)
-    edges = O.bucket_edges(lo, hi, buckets)
+    column = {s.name: k for k, s in enumerate(summaries.numeric_signals(schema))}
+    dtype = summaries.summary_dtype(schema)
+    edges = summaries.bucket_edges(lo, hi, buckets)
     last = hi - 1
     parts, counts, straddling, summarised = [], np.zeros(buckets, np.int64), [], 0
     for seg in segments:
@@ -61,8 +62,9 @@ def overview(plan: Plan, channel: str, segments: list[SegmentView], lo: int, hi:
     counted, stats = fold(plan, channel, straddling, names, edges)
     counts += counted
     for rows, at, bucket in parts:
-        O.merge_rows([stats[n] for n in names], [column[n] for n in names], rows, bucket, at)
-    return O.finish(channel, edges, counts, stats, sum(len(b) for _, b in straddling),
+        summaries.merge_rows([stats[n] for n in names], [column[n] for n in names], rows,
+                             bucket, at)
+    return summaries.finish(channel, edges, counts, stats, sum(len(b) for _, b in straddling),
                     summarised)
 
 
@@ -92,7 +94,7 @@ def _summarised(seg: SegmentView, lo: int, last: int, edges: np.ndarray,
             continue
         g = info[g0:g1]
         free = use_block[g0 * size - a:g1 * size - a:size]  # not inside a longer run taken
-        b0, b1 = O.bucket_of(edges, g["tmin"]), O.bucket_of(edges, g["tmax"])
+        b0, b1 = summaries.bucket_of(edges, g["tmin"]), summaries.bucket_of(edges, g["tmax"])
         ok = free & g["complete"] & (g["tmin"] >= lo) & (g["tmax"] <= last) & (b0 == b1)
         if ok.any():
             parts.append((merged, g0 + np.flatnonzero(ok), b0[ok]))
@@ -104,7 +106,7 @@ def _summarised(seg: SegmentView, lo: int, last: int, edges: np.ndarray,
     tmin, tmax = seg.index["tmin"][at], seg.index["tmax"][at]
     near = (tmax >= lo) & (tmin <= last)
     at, tmin, tmax = at[near], tmin[near], tmax[near]
-    b0, b1 = O.bucket_of(edges, tmin), O.bucket_of(edges, tmax)
+    b0, b1 = summaries.bucket_of(edges, tmin), summaries.bucket_of(edges, tmax)
     whole = (tmin >= lo) & (tmax <= last) & (b0 == b1) & has[at]
     if whole.any():
         parts.append((rows, at[whole], b0[whole]))
@@ -115,7 +117,7 @@ def _summarised(seg: SegmentView, lo: int, last: int, edges: np.ndarray,
 
 
 def fold(plan: Plan, channel: str, selected, names: list[str], edges: np.ndarray
-         ) -> tuple[np.ndarray, dict[str, O.Stats]]:
+         ) -> tuple[np.ndarray, dict[str, summaries.Stats]]:
     """Records per bucket of ``edges``, and each named signal's statistics, of the
     selected blocks: decoded two megabytes at a time into small columns and folded in at
     once by the thread that decoded them (each run of blocks its own statistics, merged
@@ -126,7 +128,7 @@ def fold(plan: Plan, channel: str, selected, names: list[str], edges: np.ndarray
     parallel = sum(t.records for t in tasks) >= PARALLEL_RECORDS
     parts = runs_of(tasks, parallel)
     counts = [np.zeros(buckets, np.int64) for _ in parts]
-    stats = [{name: O.Stats(buckets) for name in names} for _ in parts]
+    stats = [{name: summaries.Stats(buckets) for name in names} for _ in parts]
 
     def into_stats(k: int, bodies: list[bytes], batch: list[Task]) -> list:
         n = sum(t.records for t in batch)
@@ -141,9 +143,9 @@ def fold(plan: Plan, channel: str, selected, names: list[str], edges: np.ndarray
                 if f is not None:
                     keep[rows[i]:rows[i + 1]] = False
             cols = cols.take(keep)
-        O.count_records(counts[k], cols.time, edges)
+        summaries.count_records(counts[k], cols.time, edges)
         for name in names:
-            O.add_records(stats[k][name], cols, name, edges)
+            summaries.add_records(stats[k][name], cols, name, edges)
         return failed
 
     for problem in parse_runs(parts, into_stats, parallel):
@@ -151,13 +153,13 @@ def fold(plan: Plan, channel: str, selected, names: list[str], edges: np.ndarray
             warnings.warn(problem, StoreWarning, stacklevel=4)
     if len(parts) == 1:
         return counts[0], stats[0]
-    merged = {name: O.Stats(buckets) for name in names}
+    merged = {name: summaries.Stats(buckets) for name in names}
     every = np.arange(buckets, dtype=np.int64)
-    rows_of = np.zeros(buckets, O.summary_dtype(plan.schema))
-    column = {s.name: k for k, s in enumerate(O.numeric_signals(plan.schema))}
+    rows_of = np.zeros(buckets, summaries.summary_dtype(plan.schema))
+    column = {s.name: k for k, s in enumerate(summaries.numeric_signals(plan.schema))}
     for part_stats in stats:
         for name, st in part_stats.items():
-            O.put(rows_of, column[name], st)
+            summaries.put(rows_of, column[name], st)
             merged[name].add_rows(rows_of, column[name], every)
     return sum(counts, np.zeros(buckets, np.int64)), merged
 
@@ -167,8 +169,8 @@ def build_summaries(channel: str, plan: Plan, views: list[SegmentView],
     """Summaries for the segments ``views`` (closed ones) that lack them, written by an
     older version or lost: each block decoded once. Returns the blocks summarised."""
     schema = plan.schema
-    numeric = [s.name for s in O.numeric_signals(schema)]
-    dtype = O.summary_dtype(schema)
+    numeric = [s.name for s in summaries.numeric_signals(schema)]
+    dtype = summaries.summary_dtype(schema)
     done = 0
     for i, seg in enumerate(views):
         sums = seg.summaries(dtype)
@@ -180,14 +182,14 @@ def build_summaries(channel: str, plan: Plan, views: list[SegmentView],
             data = f.read()
         for b in seg.index:
             try:
-                count, payload, _ = F.parse_block(data, int(b["offset"]), sync)
+                count, payload, _ = on_disk.parse_block(data, int(b["offset"]), sync)
                 cols = decode(plan, decompressor(codec)(payload), count, numeric)
             except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as e:
                 log.warning("%s: block at byte %d left without a summary (overviews "
                             "decode it): %s", seg.path, int(b["offset"]), e)
                 continue
-            rows.append(O.summarize(cols.time, cols.data, schema, int(b["offset"]), dtype))
-        O.write_summaries(seg.sum_path, rows, dtype)
+            rows.append(summaries.summarize(cols.time, cols.data, schema, int(b["offset"]), dtype))
+        summaries.write_summaries(seg.sum_path, rows, dtype)
         done += len(rows)
         if progress:
             progress(i + 1, len(views))

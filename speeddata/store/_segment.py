@@ -15,7 +15,7 @@ import numpy as np
 import zstandard
 
 from ..errors import DecodeError, FormatError, StoreError, StoreWarning
-from . import _format as F
+from . import _format as on_disk
 
 DAMAGED_SUFFIX = ".damaged"
 HEAD_FILE = "HEAD"            # beside a channel's segments: the newest one's stem
@@ -68,9 +68,9 @@ class SegmentWriter:
     def __init__(self, path: str, schema_json: str, *, fsync: bool = False):
         self.path = path
         self.idx_path = idx_path_of(path)
-        self.sync = os.urandom(F.SYNC_SIZE)
+        self.sync = os.urandom(on_disk.SYNC_SIZE)
         self.fsync = fsync
-        head = F.header(schema_json, self.sync)
+        head = on_disk.header(schema_json, self.sync)
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             self.idx_fd = os.open(self.idx_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -89,7 +89,7 @@ class SegmentWriter:
 
     def frame(self, payload: bytes, info: Mapping[str, Any]) -> bytes:
         """A block as the segment holds it: its records compressed by `compressor`, framed."""
-        return F.block(info["count"], payload, self.sync)
+        return on_disk.block(info["count"], payload, self.sync)
 
     def write(self, frames: Sequence[bytes], infos: Sequence[Mapping[str, Any]]) -> int:
         """Append blocks (as `frame` makes them), their index entries, and their summary
@@ -98,21 +98,21 @@ class SegmentWriter:
         they took on disk. A failed write leaves none of them behind."""
         offsets = np.cumsum([self.size] + [len(f) for f in frames[:-1]])
         entries = np.array([(at, len(f), i["count"], i["tmin"], i["tmax"], i["rmin"],
-                             i["rmax"], F.FLAG_IN_ORDER if i["in_order"] else 0)
+                             i["rmax"], on_disk.FLAG_IN_ORDER if i["in_order"] else 0)
                             for at, f, i in zip(offsets.tolist(), frames, infos)],
-                           dtype=F.INDEX_DTYPE)
+                           dtype=on_disk.INDEX_DTYPE)
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         self._write(self.fd, data, self.size)
         if self.fsync:
             os.fsync(self.fd)
         try:
-            self._write(self.idx_fd, entries.tobytes(), self.blocks * F.INDEX_DTYPE.itemsize)
+            self._write(self.idx_fd, entries.tobytes(), self.blocks * on_disk.INDEX_DTYPE.itemsize)
         except StoreError:
             os.ftruncate(self.fd, self.size)  # keep segment and index in step
             raise
         if self.first_recv is None:
             self.first_recv = infos[0]["rmin"]
-        written = len(data) + len(entries) * F.INDEX_DTYPE.itemsize
+        written = len(data) + len(entries) * on_disk.INDEX_DTYPE.itemsize
         for at, info in zip(offsets.tolist(), infos):
             summary = info.get("summary")
             if summary is not None:
@@ -191,21 +191,21 @@ def walk(data, pos: int, sync: bytes, codec: str, plan) -> Iterator[Block | Dama
     """The one block walker: every block of ``data`` from ``pos`` on, checked by
     decompressing and parsing its records with ``plan``; damage is skipped to the next sync
     marker and reported."""
-    decompress = F.Decompressor(codec)
+    decompress = on_disk.Decompressor(codec)
     while pos < len(data):
         try:
-            count, payload, end = F.parse_block(data, pos, sync)
+            count, payload, end = on_disk.parse_block(data, pos, sync)
             times = plan.check(decompress(payload))
             if len(times) != count:
                 raise FormatError(f"block at byte {pos} holds {len(times)} records, "
                                   f"its header says {count}")
         except (FormatError, DecodeError, zstandard.ZstdError, ValueError) as err:
             nxt = data.find(sync, pos + 1)
-            if nxt < 0 or nxt + F.SYNC_SIZE >= len(data):
+            if nxt < 0 or nxt + on_disk.SYNC_SIZE >= len(data):
                 yield Damage(pos, None, str(err))
                 return
-            yield Damage(pos, nxt + F.SYNC_SIZE, str(err))
-            pos = nxt + F.SYNC_SIZE
+            yield Damage(pos, nxt + on_disk.SYNC_SIZE, str(err))
+            pos = nxt + on_disk.SYNC_SIZE
             continue
         yield Block(pos, end, count, times)
         pos = end
@@ -214,12 +214,12 @@ def walk(data, pos: int, sync: bytes, codec: str, plan) -> Iterator[Block | Dama
 def scanned_entries(blocks: list[Block], recv_ns: int) -> np.ndarray:
     """Index entries for blocks found by scanning. Their receive time is unknown; the
     segment file's modification time, which is no earlier, stands in."""
-    out = np.zeros(len(blocks), dtype=F.INDEX_DTYPE)
+    out = np.zeros(len(blocks), dtype=on_disk.INDEX_DTYPE)
     for i, b in enumerate(blocks):
         t = b.times
         in_order = bool(np.all(t[1:] >= t[:-1]))
         out[i] = (b.offset, b.end - b.offset, b.records, t.min(), t.max(), recv_ns, recv_ns,
-                  F.FLAG_SCANNED | (F.FLAG_IN_ORDER if in_order else 0))
+                  on_disk.FLAG_SCANNED | (on_disk.FLAG_IN_ORDER if in_order else 0))
     return out
 
 
@@ -235,7 +235,7 @@ def scan_index(path: str, plan) -> tuple[np.ndarray, list[Damage]]:
     untrustworthy), and the damage met on the way."""
     with open(path, "rb") as f:
         data = f.read()
-    _, codec, sync, pos = F.parse_header(data)
+    _, codec, sync, pos = on_disk.parse_header(data)
     found = list(walk(data, pos, sync, codec, plan))
     return (scanned_entries([b for b in found if isinstance(b, Block)], mtime_ns(path)),
             [d for d in found if isinstance(d, Damage)])
@@ -264,16 +264,16 @@ def needs_repair(path: str) -> bool:
         idx_size = os.path.getsize(idx_path)
     except FileNotFoundError:
         return True
-    if idx_size % F.INDEX_DTYPE.itemsize:
+    if idx_size % on_disk.INDEX_DTYPE.itemsize:
         return True
     if idx_size == 0:
         try:
-            return F.read_header(path)[3] != size
+            return on_disk.read_header(path)[3] != size
         except (FormatError, OSError):
             return True
     with open(idx_path, "rb") as f:
-        f.seek(idx_size - F.INDEX_DTYPE.itemsize)
-        last = np.frombuffer(f.read(F.INDEX_DTYPE.itemsize), dtype=F.INDEX_DTYPE)[0]
+        f.seek(idx_size - on_disk.INDEX_DTYPE.itemsize)
+        last = np.frombuffer(f.read(on_disk.INDEX_DTYPE.itemsize), dtype=on_disk.INDEX_DTYPE)[0]
     return int(last["offset"]) + int(last["length"]) != size
 
 
@@ -281,17 +281,17 @@ def index_sound(path: str) -> bool:
     """The index agrees with the segment, and the header reads and ends where the first
     block starts, with that block's sync marker (two small reads, not the whole file)."""
     try:
-        index = F.load_index(path[:-5] + ".idx")
-        if F.check_index(index, os.path.getsize(path), closed=True) is not None:
+        index = on_disk.load_index(path[:-5] + ".idx")
+        if on_disk.check_index(index, os.path.getsize(path), closed=True) is not None:
             return False
         if not len(index):
             return True
         first, end = int(index[0]["offset"]), int(index[0]["offset"] + index[0]["length"])
         with open(path, "rb") as f:
             head = f.read(first)
-            f.seek(end - F.SYNC_SIZE)
-            block_sync = f.read(F.SYNC_SIZE)
-        _, _, sync, length = F.parse_header(head)
+            f.seek(end - on_disk.SYNC_SIZE)
+            block_sync = f.read(on_disk.SYNC_SIZE)
+        _, _, sync, length = on_disk.parse_header(head)
         return length == first and sync == block_sync
     except (OSError, FormatError):
         return False
@@ -307,29 +307,31 @@ def repair_channel(path: str, plan, schema_json: str) -> list[Repair]:
             if needs_repair(seg) or not index_sound(seg)]
 
 
-def salvage_header(data: bytes, schema_json: str, old_index: np.ndarray) -> tuple[bytes, bytes] | None:
+def salvage_header(data: bytes, schema_json: str,
+                   old_index: np.ndarray) -> tuple[bytes, bytes] | None:
     """A new header for a segment whose header is damaged: the channel's schema, and the
     sync marker found at the end of its first block. Returns (header, sync) of exactly the
     old header's length, so every block keeps its offset; None when no block is found."""
-    length = len(F.header(schema_json, bytes(F.SYNC_SIZE)))   # as SegmentWriter wrote it
+    # as SegmentWriter wrote it
+    length = len(on_disk.header(schema_json, bytes(on_disk.SYNC_SIZE)))
     starts = [length]
     if len(old_index):
         starts.insert(0, int(old_index[0]["offset"]))
     for start in starts:
-        if not len(F.MAGIC) < start < len(data):
+        if not len(on_disk.MAGIC) < start < len(data):
             continue
-        candidates = [data[start - F.SYNC_SIZE:start]]
+        candidates = [data[start - on_disk.SYNC_SIZE:start]]
         try:     # the first block's own end holds the marker, even when the header's is hit
-            count, p = F.decode_long(data, start)
-            size, p = F.decode_long(data, p)
-            end = p + size + F.SYNC_SIZE
+            count, p = on_disk.decode_long(data, start)
+            size, p = on_disk.decode_long(data, p)
+            end = p + size + on_disk.SYNC_SIZE
             if 0 < size and end <= len(data):
-                candidates.append(data[end - F.SYNC_SIZE:end])
+                candidates.append(data[end - on_disk.SYNC_SIZE:end])
         except FormatError:
             pass
         for sync in candidates:
             try:
-                F.parse_block(data, start, sync)
+                on_disk.parse_block(data, start, sync)
             except FormatError:
                 continue
             head = _header_of_length(schema_json, sync, start)
@@ -340,11 +342,11 @@ def salvage_header(data: bytes, schema_json: str, old_index: np.ndarray) -> tupl
 
 def _header_of_length(schema_json: str, sync: bytes, length: int) -> bytes | None:
     """A container header of exactly ``length`` bytes, padded with a metadata entry."""
-    head = F.header(schema_json, sync)
+    head = on_disk.header(schema_json, sync)
     if len(head) == length:
         return head
     for pad in range(0, max(0, length - len(head)) + 1):
-        head = F.header(schema_json, sync, meta={"speeddata.pad": " " * pad})
+        head = on_disk.header(schema_json, sync, meta={"speeddata.pad": " " * pad})
         if len(head) == length:
             return head
     return None
@@ -361,29 +363,29 @@ def repair(path: str, plan, schema_json: str) -> Repair:
     idx_path = idx_path_of(path)
     with open(path, "rb") as f:
         data = f.read()
-    old = F.load_index(idx_path)
+    old = on_disk.load_index(idx_path)
     try:
-        _, codec, sync, pos = F.parse_header(data)
+        _, codec, sync, pos = on_disk.parse_header(data)
     except FormatError as err:
         salvaged = salvage_header(data, schema_json, old)
         if salvaged is None:
-            return _header_lost(result, data, err, len(F.header(schema_json, sync=b"0" * 16)))
+            return _header_lost(result, data, err, len(on_disk.header(schema_json, sync=b"0" * 16)))
         head, sync = salvaged
         with open(path, "r+b") as f:
             f.write(head)
         data = head + data[len(head):]
-        codec, pos = F.CODEC, len(head)
+        codec, pos = on_disk.CODEC, len(head)
         result.header_rebuilt = True
         _warn(f"{path}: rebuilt its damaged header from the channel's schema ({err})")
     # bytes the index vouched for: losing any of them is damage, not a write cut short
     indexed_end = int((old["offset"] + old["length"]).max()) if len(old) else 0
-    if F.check_index(old, len(data), closed=False) is not None or \
+    if on_disk.check_index(old, len(data), closed=False) is not None or \
             (len(old) and int(old[0]["offset"]) != pos):
         old = old[:0]
     entries = []
     for e in old:  # entries that still match the file are kept without decompressing
         end = int(e["offset"] + e["length"])
-        if int(e["offset"]) != pos or end > len(data) or data[end - F.SYNC_SIZE:end] != sync:
+        if int(e["offset"]) != pos or end > len(data) or data[end - on_disk.SYNC_SIZE:end] != sync:
             break
         entries.append(e)
         pos = end
@@ -391,7 +393,8 @@ def repair(path: str, plan, schema_json: str) -> Repair:
     found = _rescan(result, data, pos, sync, codec, plan, indexed_end)
     if rescanned or not os.path.exists(idx_path):
         new = scanned_entries(found, mtime_ns(path))
-        F.write_index(idx_path, np.concatenate([np.array(entries, dtype=F.INDEX_DTYPE), new]))
+        on_disk.write_index(idx_path, np.concatenate(
+            [np.array(entries, dtype=on_disk.INDEX_DTYPE), new]))
         result.reindexed = True
     return result
 

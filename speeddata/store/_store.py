@@ -27,12 +27,12 @@ from typing import Any
 
 import zstandard
 
-from .. import schema as S
+from .. import schema as channel_schema
 from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, TagNotFound,
                       TimeRangeError, listing)
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
-from . import _format as F, _retention
+from . import _format as on_disk, _retention
 from ._avro import container_schema, read_avro
 from ._channel import Channel, StoreLink
 from ._definition import CONFIG_FILE, SCHEMA_FILE, stored_avro, write_json
@@ -119,9 +119,9 @@ def check_options(options: dict[str, Any], where: str = "", *,
                 raise StoreError(f"{where}{key} must be a positive number of bytes, "
                                  f"not {value!r}")
             out[key] = int(value)
-            if key == "block_bytes" and value > F.MAX_BLOCK_BYTES // 4:
+            if key == "block_bytes" and value > on_disk.MAX_BLOCK_BYTES // 4:
                 raise StoreError(f"{where}block_bytes must be at most "
-                                 f"{F.MAX_BLOCK_BYTES // 4} bytes, not {value!r}")
+                                 f"{on_disk.MAX_BLOCK_BYTES // 4} bytes, not {value!r}")
         elif key == "compression_level":
             lo, hi = -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL
             if not _is_int(value) or not lo <= value <= hi:
@@ -423,7 +423,7 @@ class Store:
         """
         self._check_writable()
         check_name(name, "channel")
-        cs = S.load(schema, time_field=time_field, time_unit=time_unit)
+        cs = channel_schema.load(schema, time_field=time_field, time_unit=time_unit)
         opts = {k: v for k, v in check_options(options, f"channel {name!r}: ").items()
                 if v is not None}
         with self._lock:

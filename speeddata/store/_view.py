@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import FormatError, StoreWarning
-from . import _format as F
+from . import _format as on_disk
 from ._overview import GROUPS, group_summaries
 from ._segment import idx_path_of, mtime_ns, scan_index
 
@@ -50,13 +50,13 @@ class SegmentView:
         self._mem: memoryview | None = None    # mapped again at the size now indexed
         self.idx_bytes = _size(self.idx_path)
         self.file_bytes = _size(self.path)
-        index = F.load_index(self.idx_path)
+        index = on_disk.load_index(self.idx_path)
         if self.file_bytes < 0:      # deleted by retention meanwhile
             index = index[:0]
-        why = F.check_index(index, self.file_bytes, closed=self.closed)
+        why = on_disk.check_index(index, self.file_bytes, closed=self.closed)
         if why is None and self.closed and not len(index) and self.file_bytes > 0:
             try:
-                if F.read_header(self.path)[3] != self.file_bytes:
+                if on_disk.read_header(self.path)[3] != self.file_bytes:
                     why = "it is empty but the segment holds blocks"
             except (FormatError, OSError) as e:
                 why = f"the segment's header is unreadable: {e}"
@@ -77,7 +77,7 @@ class SegmentView:
         except (FormatError, OSError) as e:
             warnings.warn(f"{self.path}: unreadable, its records are skipped ({why}; {e})",
                           StoreWarning, stacklevel=5)
-            return np.empty(0, dtype=F.INDEX_DTYPE)
+            return np.empty(0, dtype=on_disk.INDEX_DTYPE)
         lost = "".join(f"; bytes {d.offset}..{d.end if d.end is not None else 'end'} "
                        f"unreadable ({d.reason})" for d in damage)
         warnings.warn(f"{self.idx_path}: index not trusted ({why}); read by scanning the "
@@ -109,7 +109,7 @@ class SegmentView:
         grew."""
         size = _size(self.sum_path)
         if self._sums is None or self._sums[0] != size:
-            self._sums = (size, F.load_rows(self.sum_path, dtype))
+            self._sums = (size, on_disk.load_rows(self.sum_path, dtype))
         return self._sums[1]
 
     def aligned_summaries(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +175,7 @@ class SegmentView:
     def head(self) -> tuple[str, bytes]:
         """(codec, sync marker) from the segment's header, read once: headers never change."""
         if self._head is None:
-            _, codec, sync, _ = F.read_header(self.path)
+            _, codec, sync, _ = on_disk.read_header(self.path)
             self._head = codec, sync
         return self._head
 
