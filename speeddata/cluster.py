@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .columns import Columns
 from .config import ClusterConfig
 from .decimation import Decimation
-from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, SpeedDataError,
+from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
+                     SpeedDataError,
                      StoreError, TagExists, TagNotFound, listing)
 from .hub import Subscription, Update
 from .pb_enums import AGGREGATE, DATA_TYPE
@@ -143,9 +144,9 @@ class _Relay:
             if self.nats_sub is not None:
                 asyncio.ensure_future(_quietly(self.nats_sub.unsubscribe()))
 
-    def close(self, why: str) -> None:
+    def close(self, why: str, error: type[SpeedDataError] = ChannelNotFound) -> None:
         for sub in list(self.subs):
-            sub._close(why)
+            sub._close(why, error)
         self.subs.clear()
         if self.nats_sub is not None:
             asyncio.ensure_future(_quietly(self.nats_sub.unsubscribe()))
@@ -162,6 +163,13 @@ class _Relayed(Subscription):
     def close(self) -> None:
         self.relay.remove(self)
         self._released()
+
+
+def unreachable(rc: RemoteChannel) -> str:
+    """What a read of a dead owner's channel is told: "node 'a' (owner of 'rig') is
+    unreachable since 10:30:38 UTC"."""
+    return (f"node {rc.node!r} (owner of {rc.name!r}) is unreachable since "
+            f"{format_ns(rc.since)[11:19]} UTC")
 
 
 async def _quietly(coro: Awaitable) -> None:
@@ -207,6 +215,8 @@ class Cluster:
         self._schemas: dict[str, ChannelSchema] = {}
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self.replicas = cfg.replicas or 1     # what the buckets are made with (`_connect`)
+        self.fatal: ConfigError | None = None  # a config the cluster refuses: serve stops
 
     # ---- life ----------------------------------------------------------------------------
 
@@ -222,6 +232,9 @@ class Cluster:
         except asyncio.TimeoutError:
             log.warning("cluster: not joined yet: %s; storing locally, joining when NATS "
                         "answers", self.problem)
+        if self.fatal is not None:
+            await self.stop()
+            raise self.fatal
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -263,6 +276,11 @@ class Cluster:
                 self._ready.set()
             except asyncio.CancelledError:
                 raise
+            except ConfigError as e:              # waiting will not mend it
+                self.fatal = e
+                self._failed(e)
+                self._ready.set()
+                return
             except Exception as e:
                 self._failed(e)
             # at a steady rate, however long a beat took (but never two at once)
@@ -291,6 +309,7 @@ class Cluster:
                                 ping_interval=max(1, int(self.cfg.heartbeat)),
                                 max_outstanding_pings=3, error_cb=quiet)
         try:
+            self.replicas = self._fitting_replicas(nc)
             js = nc.jetstream(timeout=CALL_TIMEOUT)
             for bucket in (CHANNELS, NODES, TAGS):
                 try:
@@ -298,12 +317,12 @@ class Cluster:
                 except BucketNotFoundError:
                     self._kv[bucket] = await self._create(js.create_key_value(
                         config=KeyValueConfig(bucket=bucket, history=1,
-                                              replicas=self.cfg.replicas)), bucket)
+                                              replicas=self.replicas)), bucket)
             try:
                 self._objects = await js.object_store(ARCHIVES)
             except BucketNotFoundError:
                 self._objects = await self._create(js.create_object_store(
-                    ARCHIVES, config=ObjectStoreConfig(replicas=self.cfg.replicas)), ARCHIVES)
+                    ARCHIVES, config=ObjectStoreConfig(replicas=self.replicas)), ARCHIVES)
             await nc.subscribe(f"{WANT}.>", cb=self._on_want)
             self._js = js
         except BaseException:
@@ -312,12 +331,32 @@ class Cluster:
         self.nc = nc
         self._ready.clear()
 
+    def _fitting_replicas(self, nc: Any) -> int:
+        """The copies of the buckets: ``replicas:`` as configured if the JetStream cluster
+        met has that many servers (ConfigError otherwise), else min(3, its servers)."""
+        # the server's INFO names its cluster and every member's client URL; nats-py
+        # keeps it on the connection only
+        info = getattr(nc, "_server_info", None) or {}
+        servers = max(1, len(set(info.get("connect_urls") or ()))) if info.get("cluster") \
+            else 1
+        wanted = self.cfg.replicas
+        if wanted is None:
+            return min(3, servers)
+        if wanted > servers:
+            where = info.get("cluster") or "a single server, not clustered"
+            raise ConfigError(f"cluster.replicas: {wanted} copies, but the JetStream cluster "
+                              f"at {nc.connected_url.netloc if nc.connected_url else 'NATS'} "
+                              f"({where}) has {servers} server{'s' if servers > 1 else ''}",
+                              hint=f"set replicas: {servers} or fewer, or leave it out "
+                                   f"(min(3, the servers))")
+        return wanted
+
     async def _create(self, creating: Awaitable, bucket: str) -> Any:
         try:
             return await creating
         except Exception as e:
             raise ClusterUnavailable(
-                f"cannot create the JetStream bucket {bucket} with {self.cfg.replicas} "
+                f"cannot create the JetStream bucket {bucket} with {self.replicas} "
                 f"replicas: {e}", hint="replicas: can be at most the number of NATS servers "
                 "with JetStream") from None
 
@@ -410,8 +449,13 @@ class Cluster:
         for key, lease in list(self._leases.items()):
             if lease.expires < now or lease.task.done():
                 self._end_lease(key)
-        for relay in list(self._relays.values()):
-            await relay.ask()
+        for (channel, form), relay in list(self._relays.items()):
+            gone = self._owner_gone(channel)
+            if gone:                     # its subscribers end, told why, rather than wait
+                self._relays.pop((channel, form), None)
+                relay.close(gone, ClusterUnavailable)
+            else:
+                await relay.ask()
 
     async def _publish_entry(self, name: str, entry: dict) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
@@ -527,6 +571,13 @@ class Cluster:
     def remote_channel(self, name: str) -> RemoteChannel | None:
         return self.remote().get(name)
 
+    def _owner_gone(self, channel: str) -> str:
+        """Why another node's channel cannot be followed now ('' while its owner beats)."""
+        rc = self.remote_channel(channel)
+        if rc is None or rc.status != "unreachable":
+            return ""
+        return unreachable(rc)
+
     def info(self) -> dict[str, Any]:
         """What GetCluster and ``/api/v1/cluster`` say."""
         nodes = []
@@ -619,6 +670,9 @@ class Cluster:
         if self.nc is None or not self.nc.is_connected:
             raise ClusterUnavailable(f"channel {channel!r} is on node {rc.node!r} and the "
                                      f"cluster cannot be reached: {self.problem}")
+        if rc.status == "unreachable":
+            raise ClusterUnavailable(unreachable(rc), hint="its data comes back when the node "
+                                     "does; Query reads nothing from it meanwhile either")
         want, form = self._want(channel, signals, decimation)
         relay = self._relays.get((channel, form))
         if relay is None:

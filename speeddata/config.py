@@ -92,7 +92,7 @@ class ClusterConfig:
     """How a node joins a cluster (`speeddata.cluster`)."""
     nats: list[str]
     node: str
-    replicas: int = 3
+    replicas: int | None = None       # None: min(3, the JetStream servers the node meets)
     heartbeat: float = 2.0            # s
     advertise: str | None = None      # host for other nodes; default: the gRPC bind host
 
@@ -298,8 +298,8 @@ def cluster(d: dict, where: str = "cluster.") -> ClusterConfig:
     if not _NODE.match(node):
         raise ConfigError(f"{where}node: {node!r} is not a node name (letters, digits, _ "
                           "and -, at most 64)")
-    replicas = _take(d, "replicas", where, int, 3)
-    if not 1 <= replicas <= 5:
+    replicas = _take(d, "replicas", where, int)
+    if replicas is not None and not 1 <= replicas <= 5:
         raise ConfigError(f"{where}replicas: {replicas} is not 1 to 5 (JetStream's range)")
     beat = d.get("heartbeat", 2.0)
     try:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .columns import Columns
 from .decimation import Decimation, Decimator
-from .errors import ChannelNotFound, TooMany
+from .errors import ChannelNotFound, SpeedDataError, TooMany
 from .live import Subscriber
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class Subscription:
         self._queued = 0
         self._dropped = 0            # raw records dropped from the queue, not yet reported
         self.closed: str | None = None   # why the channel went away
+        self.closed_error: type[SpeedDataError] = ChannelNotFound   # what it then raises
         self.delivered = 0
         self.release: Callable[[], None] | None = None   # frees its place under the limits
         self.on_stall: Callable[[str], None] | None = None   # ends the transport, with why
@@ -111,8 +112,10 @@ class Subscription:
             self._dropped += old.next_record - old.first_record + old.missed
         self.wake.set()
 
-    def _close(self, why: str) -> None:
+    def _close(self, why: str, error: type[SpeedDataError] = ChannelNotFound) -> None:
+        """End the subscription: once what waits is taken, `take` raises ``error(why)``."""
         self.closed = why
+        self.closed_error = error
         self.wake.set()
 
     def take(self) -> Update | None:
@@ -120,7 +123,7 @@ class Subscription:
         gone and everything before that was taken."""
         if not self._queue:
             if self.closed is not None:
-                raise ChannelNotFound(self.closed)
+                raise self.closed_error(self.closed)
             return None
         u = self._queue.popleft()
         self._queued -= u.next_record - u.first_record

@@ -1,0 +1,109 @@
+"""The cluster in the cases it exists for, on real processes on loopback: one NATS server
+(the first thing anyone tries) with the default config, a replicas setting the servers
+cannot hold, and live data of a node that dies: a subscription begun after it died fails at
+once, and one that was running ends, both with UNAVAILABLE naming the node."""
+
+import threading
+import time
+
+import pytest
+
+import speeddata
+from speeddata.errors import Unavailable
+from speeddata.send import builtin_schema, send
+from speeddata.serve import remove_orphans
+
+from helpers import NatsServers, ServeProcess, free_udp_port, wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+HEARTBEAT = 0.5
+SHM = "/dev/shm"
+EXAMPLE = builtin_schema("example")
+
+
+def node(folder, name, urls, *, channels=(), **cluster):
+    cfg = {"cluster": {"nats": urls, "node": name, "heartbeat": HEARTBEAT, **cluster},
+           "channels": [{"name": c, "port": p, "schema": EXAMPLE} for c, p in channels]}
+    (folder / name).mkdir(exist_ok=True)
+    return ServeProcess(folder / name / "data", config=cfg)
+
+
+@pytest.fixture
+def one_nats(tmp_path):
+    nats = NatsServers(tmp_path, 1)
+    try:
+        nats.wait_ready(1)
+        yield nats
+    finally:
+        nats.stop()
+
+
+def test_one_nats_server_and_the_default_config_make_a_cluster(tmp_path, one_nats):
+    port = free_udp_port()
+    a = node(tmp_path, "a", one_nats.urls, channels=[("ch-a", port)])
+    b = node(tmp_path, "b", one_nats.urls)
+    try:
+        with speeddata.Client(b.address) as cb:
+            wait_for(lambda: [(c.name, c.node, c.status) for c in cb.list_channels()] ==
+                     [("ch-a", "a", "running")], what="a's channel listed through b")
+            info = cb.cluster()
+            assert info["connected"] and not info["problem"], info
+            cb.register_channel("ch-b", free_udp_port(), EXAMPLE)     # the registry works
+            assert cb.get_channel("ch-b").node == "b"
+    finally:
+        b.stop()
+        a.stop()
+    assert "replicas" not in a.output and "unreachable" not in a.output, a.output
+
+
+def test_replicas_the_servers_cannot_hold_are_refused_at_start(tmp_path, one_nats):
+    with pytest.raises(AssertionError) as e:
+        node(tmp_path, "a", one_nats.urls, replicas=3)
+    text = str(e.value)
+    assert "cluster.replicas: 3 copies" in text and "has 1 server" in text, text
+
+
+def test_live_data_of_a_node_that_died_ends_with_unavailable(tmp_path, one_nats):
+    port = free_udp_port()
+    a = node(tmp_path, "a", one_nats.urls, channels=[("ch-a", port)])
+    b = node(tmp_path, "b", one_nats.urls)
+    stop = threading.Event()
+    sender = threading.Thread(target=send, kwargs=dict(port=port, rate=500, stop=stop.is_set))
+    sender.start()
+    ended: list[BaseException] = []
+    got = {"batches": 0}
+    try:
+        with speeddata.Client(b.address) as cb:
+            wait_for(lambda: [c.status for c in cb.list_channels()] == ["running"],
+                     what="a's channel through b")
+
+            def follow():
+                try:
+                    with cb.subscribe("ch-a", ["counter"]) as live:
+                        for _ in live:
+                            got["batches"] += 1
+                except BaseException as e:         # what ends it
+                    ended.append(e)
+            follower = threading.Thread(target=follow, daemon=True)
+            follower.start()
+            wait_for(lambda: got["batches"] > 5, what="live batches of a through b")
+            a.proc.kill()                                  # kill -9 the owner
+            killed = time.monotonic()
+            follower.join(timeout=15)
+            assert not follower.is_alive(), "the subscription stalled after its owner died"
+            took = time.monotonic() - killed
+            assert ended and isinstance(ended[0], Unavailable), ended
+            assert "node 'a' (owner of 'ch-a') is unreachable since" in str(ended[0])
+            assert took < 10 * HEARTBEAT + 3, took
+            # begun after: refused at once, not a stream that never speaks
+            t = time.monotonic()
+            with pytest.raises(Unavailable, match="node 'a' \\(owner of 'ch-a'\\)"):
+                with cb.subscribe("ch-a") as live:
+                    next(iter(live))
+            assert time.monotonic() - t < 5
+    finally:
+        stop.set()
+        sender.join()
+        b.stop()
+        a.stop()
+        remove_orphans(SHM)                 # the killed node's live rings, as its next start would
