@@ -84,6 +84,10 @@ def _error(e: grpc.RpcError) -> errors.SpeedDataError:
     elif code == grpc.StatusCode.ALREADY_EXISTS and "tag" in detail.split(" ", 2)[:2]:
         cls = errors.TagExists
     elif code == grpc.StatusCode.UNAVAILABLE and "UDP port" not in detail:
+        # a server's own word (a node of its cluster unreachable, named) stands as it is;
+        # grpc's ("failed to connect to all addresses...") is said to be about the server
+        if "unreachable since" in detail or detail.startswith("the server"):
+            return errors.Unavailable(detail)
         return errors.Unavailable(f"the server is unavailable: {detail}")
     if cls is errors.SpeedDataError:
         return errors.SpeedDataError(f"{code.name}: {detail}")

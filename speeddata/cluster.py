@@ -212,6 +212,7 @@ class Cluster:
         self._leases: dict[tuple[str, str], _Lease] = {}
         self._relays: dict[tuple[str, str], _Relay] = {}
         self._clients: dict[str, Client] = {}
+        self._alive_before: set[str] = set()      # nodes beating at the last look
         self._schemas: dict[str, ChannelSchema] = {}
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -439,6 +440,7 @@ class Cluster:
         await self._kv[NODES].put(self.node, json.dumps(beat).encode())
         self.entries = await self._all(CHANNELS)
         self.nodes = await self._all(NODES)
+        self._forget_clients_of_returned_nodes()
         for name, (_, entry) in own.items():
             await self._publish_entry(name, entry)
         for name, entry in list(self.entries.items()):
@@ -571,6 +573,17 @@ class Cluster:
     def remote_channel(self, name: str) -> RemoteChannel | None:
         return self.remote().get(name)
 
+    def _forget_clients_of_returned_nodes(self) -> None:
+        """A node beating again after silence gets a new gRPC client: the old one's channel
+        would still wait out its reconnect back-off (tens of seconds) before trying it."""
+        alive = {name for name in self.nodes if self._alive(name)[0]}
+        for name in alive - self._alive_before:
+            grpc_address = self.nodes[name].get("grpc", "")
+            client = self._clients.pop(grpc_address, None)
+            if client is not None:
+                client.close()
+        self._alive_before = alive
+
     def _owner_gone(self, channel: str) -> str:
         """Why another node's channel cannot be followed now ('' while its owner beats)."""
         rc = self.remote_channel(channel)
@@ -601,8 +614,11 @@ class Cluster:
         rc = self.remote_channel(name)
         if rc is None:
             raise ChannelNotFound(f"no channel {name!r} in the cluster")
-        # a node that stopped heartbeating may still answer (NATS, not it, may be away):
-        # ask it; if it is gone, the call fails with UNAVAILABLE naming it
+        # while this node hears the cluster, a node silent for three beats is gone: say so
+        # at once, naming it. Deaf ourselves, we cannot tell: ask it (NATS, not it, may be
+        # away); if it is gone too, the call fails with UNAVAILABLE.
+        if rc.status == "unreachable" and self.connected:
+            raise ClusterUnavailable(unreachable(rc))
         client = self._clients.get(rc.grpc)
         if client is None:
             client = self._clients[rc.grpc] = Client(rc.grpc, token=self.token,

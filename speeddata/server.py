@@ -101,6 +101,7 @@ class Server:
             sup.start()
             self.hub = Hub(sup, loop)
             self.service = Service(sup, self.hub, Limits(**self.cfg.limits))
+            self.service.joining = self.cluster_config is not None
             self.hub.max_subscriptions = self.service.limits.subscriptions
             self.hub.max_per_client = self.service.limits.subscriptions_per_client
             self.hub.stall_after = self.service.limits.stall_seconds
@@ -131,6 +132,7 @@ class Server:
         self.cluster = Cluster(cfg, grpc=f"{host}:{grpc_port}", web=web_url, token=self.token)
         await self.cluster.start(self.supervisor, self.hub)
         self.service.cluster = self.cluster
+        self.service.joining = False          # from now on the cluster says (UNAVAILABLE)
         self.hub.remote = self.cluster
         self.supervisor.tag_source = self.cluster.tags
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from . import config as config_mod
 from .columns import Columns
 from .decimation import Decimation, Decimator, key
-from .errors import (ChannelExists, ChannelNotFound, LimitExceeded, RequestError, SchemaError,
-                     StoreError,
-                     TagExists, TagNotFound, TimeRangeError, listing)
+from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, LimitExceeded,
+                     RequestError, SchemaError, StoreError, TagExists, TagNotFound,
+                     TimeRangeError, listing)
 from .exports import Exports, RemoteReader
 from .hub import Hub
 from .limits import Limits
@@ -74,6 +74,8 @@ class Service:
         self.limits = limits or Limits()
         # the cluster this node belongs to (`speeddata.cluster`); None on a single host
         self.cluster: Cluster | None = None
+        # configured for a cluster, not joined yet: a name claimed now would be local only
+        self.joining = False
         self.exports = Exports(self.store, self.limits)
 
     def _remote(self, name: str) -> "RemoteChannel | None":
@@ -103,6 +105,10 @@ class Service:
         self.check_schema_size(item["schema"], schema if isinstance(schema, str) else None)
         cfg = config_mod.channel(item, "", bind=item.get("bind") or "127.0.0.1")
         load_avro(cfg.schema)
+        if self.joining:
+            raise ClusterUnavailable("this node has not joined its cluster yet, and a name "
+                                     "must be unique cluster-wide",
+                                     hint="try again in a moment")
         if self.cluster is None:
             self.supervisor.add_channel(cfg)
             return self.channel(cfg.name)

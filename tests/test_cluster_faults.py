@@ -88,6 +88,7 @@ def test_live_data_of_a_node_that_died_ends_with_unavailable(tmp_path, one_nats)
             follower.start()
             wait_for(lambda: got["batches"] > 5, what="live batches of a through b")
             a.proc.kill()                                  # kill -9 the owner
+            a.proc.wait()
             killed = time.monotonic()
             follower.join(timeout=15)
             assert not follower.is_alive(), "the subscription stalled after its owner died"
@@ -107,3 +108,83 @@ def test_live_data_of_a_node_that_died_ends_with_unavailable(tmp_path, one_nats)
         b.stop()
         a.stop()
         remove_orphans(SHM)                 # the killed node's live rings, as its next start would
+
+
+def test_reads_of_a_dead_owner_say_so_and_recover_when_it_returns(tmp_path, one_nats):
+    port = free_udp_port()
+    a = node(tmp_path, "a", one_nats.urls, channels=[("ch-a", port)])
+    b = node(tmp_path, "b", one_nats.urls)
+    try:
+        send(port=port, rate=5000, count=1000)
+        with speeddata.Client(b.address) as cb:
+            wait_for(lambda: [c.status for c in cb.list_channels()] == ["running"],
+                     what="a's channel through b")
+            wait_for(lambda: len(cb.query("ch-a")) == 1000, what="a's records through b")
+            a.proc.kill()
+            a.proc.wait()
+            wait_for(lambda: [c.status for c in cb.list_channels()] == ["unreachable"],
+                     what="a unreachable")
+            t = time.monotonic()
+            with pytest.raises(Unavailable) as e:
+                cb.query("ch-a")
+            assert time.monotonic() - t < 3
+            text = str(e.value)
+            assert text.startswith("node 'a' (owner of 'ch-a') is unreachable since"), text
+            assert "unavailable: the server is unavailable" not in text
+            remove_orphans(SHM)
+            a = node(tmp_path, "a", one_nats.urls, channels=[("ch-a", port)])   # back
+            back = time.monotonic()
+            wait_for(lambda: _answers(cb), timeout=30, what="a routed query after a's return")
+            took = time.monotonic() - back
+            assert took < 4 * HEARTBEAT + 3, took      # not the gRPC back-off's 25-45 s
+    finally:
+        b.stop()
+        a.stop()
+
+
+def _answers(client) -> bool:
+    try:
+        return len(client.query("ch-a")) == 1000
+    except Unavailable:
+        return False
+
+
+def test_a_registration_before_the_node_joined_is_refused_not_kept_local(tmp_path):
+    from helpers import free_tcp_port
+    nats = NatsServers(tmp_path, 1)
+    nats.stop()                                        # not there yet
+    grpc_port = free_tcp_port()
+    answers: list = []
+
+    def register_early():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not answers:
+            try:
+                with speeddata.Client(f"127.0.0.1:{grpc_port}", timeout=2) as c:
+                    c.register_channel("early", free_udp_port(), EXAMPLE)
+                    answers.append("registered")
+            except Unavailable as e:
+                if "not joined" in str(e) or "cannot be reached" in str(e):
+                    answers.append(str(e))
+            except Exception:
+                time.sleep(0.05)
+    early = threading.Thread(target=register_early)
+    early.start()
+    (tmp_path / "a").mkdir()
+    a = ServeProcess(tmp_path / "a" / "data", config={"cluster": {
+        "nats": nats.urls, "node": "a", "heartbeat": HEARTBEAT}},
+        extra_args=("--grpc", f"127.0.0.1:{grpc_port}"))
+    try:
+        early.join(timeout=40)
+        assert answers and answers[0] != "registered", answers
+        with speeddata.Client(a.address) as c:
+            assert "early" not in [ch.name for ch in c.list_channels()]   # nothing local
+            for i in range(len(nats.procs)):
+                nats.start(i)
+            nats.wait_ready(1)
+            wait_for(lambda: c.cluster()["connected"], timeout=30, what="a joined")
+            c.register_channel("early", free_udp_port(), EXAMPLE)
+            assert c.get_channel("early").node == "a"
+    finally:
+        a.stop()
+        nats.stop()
