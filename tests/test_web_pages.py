@@ -3,6 +3,7 @@
 to live, the registration form, a tag and its HDF5 download, and both themes. Screenshots
 go to test-artifacts/ (ignored by git)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -344,6 +345,19 @@ def test_a_page_of_ones_own_from_the_config_draws_its_charts(browser, server):
 
 # ---- charts engineers would rather look at ------------------------------------------------
 
+@contextlib.contextmanager
+def sending(port, **kw):
+    """Example records (or ``kind=``) sent to ``port`` from a thread until the block ends."""
+    stop = threading.Event()
+    sender = threading.Thread(target=send, kwargs=dict(port=port, stop=stop.is_set, **kw))
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join()
+
+
 def demo_config(port):
     return {"channels": [{"name": "example", "port": port, "schema": builtin_schema("example")},
                          {"name": "temperature", "port": port + 1,
@@ -353,11 +367,7 @@ def demo_config(port):
 def test_every_signal_of_the_temperature_channel_is_drawn_with_its_own_scale(browser, server):
     port = free_udp_port(count=2)
     s = server(config=demo_config(port))
-    stop = threading.Event()
-    sender = threading.Thread(target=send, kwargs=dict(port=port + 1, kind="temperature",
-                                                        rate=20, stop=stop.is_set))
-    sender.start()
-    try:
+    with sending(port + 1, kind="temperature", rate=20):
         page, errors = open_page(browser, s.url)
         page.wait_for_function("SpeedData.charts.length === 2 && SpeedData.charts[1].lanes"
                                ".length === 4", timeout=20_000)
@@ -373,18 +383,12 @@ def test_every_signal_of_the_temperature_channel_is_drawn_with_its_own_scale(bro
         assert "device_id" in legend and "not charted" in legend    # named, not left out
         shot(page, "temperature-lanes")
         assert errors == []
-    finally:
-        stop.set()
-        sender.join()
 
 
 def test_a_legend_click_hides_a_signal_and_a_second_shows_it_shift_solos(browser, server):
     port = free_udp_port()
     s = server(config=example_config(port))
-    stop = threading.Event()
-    sender = threading.Thread(target=send, kwargs=dict(port=port, rate=1000, stop=stop.is_set))
-    sender.start()
-    try:
+    with sending(port, rate=1000):
         page, errors = open_page(browser, s.url)
         page.wait_for_function("SpeedData.charts.length > 0 && SpeedData.charts[0].frames > 5",
                                timeout=20_000)
@@ -408,18 +412,12 @@ def test_a_legend_click_hides_a_signal_and_a_second_shows_it_shift_solos(browser
             modifiers=["Shift"])                                    # and back
         assert len(page.evaluate("SpeedData.charts[0].visible")) == 5
         assert errors == []
-    finally:
-        stop.set()
-        sender.join()
 
 
 def test_history_meets_live_without_a_seam_when_the_overview_is_2_s_late(browser, server):
     port = free_udp_port()
     s = server(config=example_config(port))
-    stop = threading.Event()
-    sender = threading.Thread(target=send, kwargs=dict(port=port, rate=1000, stop=stop.is_set))
-    sender.start()
-    try:
+    with sending(port, rate=1000):
         time.sleep(8)                             # history before the page opens
 
         def late(route):
@@ -445,21 +443,12 @@ def test_history_meets_live_without_a_seam_when_the_overview_is_2_s_late(browser
         assert len(wanted) > 100 and not missing, missing[:40]
         shot(page, "no-seam")
         assert errors == []
-    finally:
-        stop.set()
-        sender.join()
 
 
 def test_the_cursor_shows_values_and_two_charts_share_cursor_and_zoom(browser, server):
     port = free_udp_port(count=2)
     s = server(config=demo_config(port))
-    stop = threading.Event()
-    senders = [threading.Thread(target=send, kwargs=dict(port=port, rate=500, stop=stop.is_set)),
-               threading.Thread(target=send, kwargs=dict(port=port + 1, kind="temperature",
-                                                         rate=20, stop=stop.is_set))]
-    for t in senders:
-        t.start()
-    try:
+    with sending(port, rate=500), sending(port + 1, kind="temperature", rate=20):
         page, errors = open_page(browser, s.url)
         page.wait_for_function("SpeedData.charts.length === 2 && SpeedData.charts.every("
                                "c => c.frames > 3)", timeout=20_000)
@@ -485,10 +474,6 @@ def test_the_cursor_shows_values_and_two_charts_share_cursor_and_zoom(browser, s
         page.locator(".live-button").nth(1).click()                   # live again, both
         page.wait_for_function("SpeedData.charts.every(c => c.live && c.span === 60000)")
         assert errors == []
-    finally:
-        stop.set()
-        for t in senders:
-            t.join()
 
 
 def test_a_quiet_channel_says_when_its_last_record_came_and_jumps_there(browser, server):

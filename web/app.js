@@ -46,5 +46,20 @@
     return `${(s / 3600).toFixed(1)} h`;
   }
 
-  window.SpeedData = Object.assign(window.SpeedData || {}, { api, header, formatNs, duration, token });
+  // a table's body: its rows, or one line that says it is empty and what to do
+  function fillTable(selector, rows, columns, empty) {
+    if (!rows.length) {
+      const tr = document.createElement("tr");
+      tr.className = "empty";
+      const td = document.createElement("td");
+      td.colSpan = columns;
+      td.textContent = empty;
+      tr.appendChild(td);
+      rows = [tr];
+    }
+    document.querySelector(selector).replaceChildren(...rows);
+  }
+
+  window.SpeedData = Object.assign(window.SpeedData || {}, { api, header, formatNs, duration, token,
+    fillTable });
 })();

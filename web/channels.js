@@ -124,13 +124,7 @@ async function refresh() {
     tr.appendChild(td);
     return tr;
   }));
-  if (!rows.length) {
-    const tr = document.createElement("tr");
-    tr.className = "empty";
-    tr.innerHTML = '<td colspan="7">No channels yet: register one below.</td>';
-    rows.push(tr);
-  }
-  document.querySelector("#channels tbody").replaceChildren(...rows);
+  SpeedData.fillTable("#channels tbody", rows, 7, "No channels yet: register one below.");
   checkPort();
 }
 

@@ -87,13 +87,8 @@ async function refresh() {
     tr.appendChild(td);
     return tr;
   });
-  if (!rows.length) {
-    const tr = document.createElement("tr");
-    tr.className = "empty";
-    tr.innerHTML = '<td colspan="6">No tags yet: tag a range above, or choose one on a chart of the dashboard.</td>';
-    rows.push(tr);
-  }
-  document.querySelector("#tags tbody").replaceChildren(...rows);
+  SpeedData.fillTable("#tags tbody", rows, 6,
+    "No tags yet: tag a range above, or choose one on a chart of the dashboard.");
   const { channels } = await SpeedData.api("GET", "/api/v1/channels");
   for (const id of ["ex-channels", "tag-channels"]) {
     const box = document.getElementById(id);
