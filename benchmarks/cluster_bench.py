@@ -10,8 +10,11 @@ processes and two ``speeddata serve`` nodes, a (which receives and stores) and b
   of the Avro files, against writing and reading the same bytes on this disk.
 - Ingest CPU per datagram (worker and serve process) of a node with ``cluster:`` against
   one without, in alternating rounds (target: within 5%).
+- A node killed and started again (``--faults``, the default 2 s heartbeat): the time from
+  kill -9 to "unreachable" listed on the other node, and from the restart having started
+  to a routed query that works there.
 
-Run: .venv/bin/python benchmarks/cluster_bench.py [--quick] [--nats 3]
+Run: .venv/bin/python benchmarks/cluster_bench.py [--quick] [--nats 3] [--faults]
 """
 
 from __future__ import annotations
@@ -174,6 +177,47 @@ def ingest_cpu(folder: Path, urls, rate: float, seconds: float, rounds: int) -> 
             "rounds": out}
 
 
+def death_and_return(folder: Path, urls, replicas: int, rounds: int) -> dict:
+    """Seconds from kill -9 of node a to its channel shown unreachable through b, and from
+    a's restart (serving) to a Query through b that answers, per round (queries are tried
+    through b while a is away, as users do)."""
+    from speeddata.errors import Unavailable
+    from speeddata.serve import remove_orphans
+    port = free_udp_port()
+    a = start_node(folder, "a", urls, [("rig", port)], replicas)
+    b = start_node(folder, "b", urls, (), replicas)
+    gone, back = [], []
+    try:
+        send(port=port, rate=10_000, count=10_000)
+        with Client(b.address) as cb:
+            wait(lambda: {c.name: c.status for c in cb.list_channels()}.get("rig") == "running")
+
+            def answers() -> bool:
+                try:
+                    return len(cb.query("rig")) == 10_000
+                except Unavailable:
+                    return False
+            wait(answers)
+            for _ in range(rounds):
+                a.proc.kill()
+                t = time.monotonic()
+                a.proc.wait()
+                wait(lambda: {c.name: c.status for c in cb.list_channels()}.get("rig") ==
+                     "unreachable", timeout=60)
+                gone.append(time.monotonic() - t)
+                for _ in range(3):             # users asking meanwhile, as they do
+                    answers()
+                remove_orphans("/dev/shm")
+                a = start_node(folder, "a", urls, [("rig", port)], replicas)
+                t = time.monotonic()
+                wait(answers, timeout=90)
+                back.append(time.monotonic() - t)
+    finally:
+        a.stop()
+        b.stop()
+    return {"unreachable_s": gone, "query_back_s": back}
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -191,7 +235,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--nats", type=int, default=1, help="NATS servers (3: replicas 3)")
+    p.add_argument("--faults", action="store_true", help="only: a node killed and back")
     args = p.parse_args()
+    if args.faults:
+        with tempfile.TemporaryDirectory(prefix="sdbench-cluster-") as tmp:
+            nats = NatsServers(Path(tmp), args.nats)
+            try:
+                nats.wait_ready(args.nats)
+                f = death_and_return(Path(tmp), nats.urls, args.nats, 3 if args.quick else 5)
+            finally:
+                nats.stop()
+        print("kill -9 to unreachable on the other node (heartbeat 2 s): " +
+              ", ".join(f"{s:.1f}" for s in f["unreachable_s"]) + " s; median "
+              f"{statistics.median(f['unreachable_s']):.1f} s")
+        print("restart to a working routed query: " +
+              ", ".join(f"{s:.1f}" for s in f["query_back_s"]) + " s; median "
+              f"{statistics.median(f['query_back_s']):.1f} s")
+        return
     n = 1_000_000 if args.quick else 10_000_000
     with tempfile.TemporaryDirectory(prefix="sdbench-cluster-") as tmp:
         folder = Path(tmp)
