@@ -49,7 +49,7 @@ from .hub import Subscription, Update
 from .pb_enums import AGGREGATE, DATA_TYPE
 from .schema import ChannelSchema
 from .store import Tag, load_stored, stored_avro
-from .timeutil import format_ns, now_ns
+from .timeutil import format_ns, now_ns, to_ns
 
 if TYPE_CHECKING:
     from .client import Client
@@ -213,6 +213,8 @@ class Cluster:
         self._relays: dict[tuple[str, str], _Relay] = {}
         self._clients: dict[str, Client] = {}
         self._alive_before: set[str] = set()      # nodes beating at the last look
+        # (the server's time of our last beat, ns; our monotonic time when we read it)
+        self._server_now: tuple[int, float] | None = None
         self._schemas: dict[str, ChannelSchema] = {}
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -439,7 +441,7 @@ class Cluster:
                 "heartbeat": now_ns(), "channels": {n: s for n, (s, _) in own.items()}}
         await self._kv[NODES].put(self.node, json.dumps(beat).encode())
         self.entries = await self._all(CHANNELS)
-        self.nodes = await self._all(NODES)
+        self.nodes = await self._beats()
         self._forget_clients_of_returned_nodes()
         for name, (_, entry) in own.items():
             await self._publish_entry(name, entry)
@@ -492,6 +494,29 @@ class Cluster:
         found = await kv_all(self._js, self._kv[bucket], bucket)
         self._seen[bucket] = (info.state.last_seq, found)
         return dict(found)
+
+    async def _beats(self) -> dict[str, dict]:
+        """Every node's last heartbeat, with ``at``: when the NATS server stored it (ns, the
+        server's clock). Liveness compares these with the server's time of our own beat,
+        so no two hosts' clocks are ever compared."""
+        from nats.js.errors import NotFoundError
+        stream = f"KV_{NODES}"
+        info = await self._js.stream_info(stream, subjects_filter=f"$KV.{NODES}.>")
+        out = {}
+        for subject in (info.state.subjects or {}):
+            try:
+                msg = await self._js.get_last_msg(stream, subject)
+            except NotFoundError:
+                continue
+            if not msg.data:
+                continue                          # a tombstone
+            beat = json.loads(msg.data)
+            beat["at"] = to_ns(msg.time) if msg.time is not None else 0
+            out[subject[len(f"$KV.{NODES}."):]] = beat
+        own = out.get(self.node)
+        if own is not None:
+            self._server_now = (own["at"], time.monotonic())
+        return out
 
     async def claim(self, name: str, entry: dict) -> None:
         """Take a channel name for this node, cluster-wide; ChannelExists naming the node
@@ -546,11 +571,14 @@ class Cluster:
 
     def _alive(self, node: str) -> tuple[bool, dict | None]:
         beat = self.nodes.get(node)
-        if beat is None:
-            return False, None
-        age = now_ns() - int(beat.get("heartbeat", 0))
+        if beat is None or self._server_now is None:
+            return False, beat
+        # how long ago the server took its beat, by the server's clock at our own last beat,
+        # and our monotonic clock since then: this host's wall clock plays no part
+        server_at, seen = self._server_now
+        age = (server_at - int(beat.get("at", 0))) / 1e9 + (time.monotonic() - seen)
         # a second or two of slack: a busy node's beat may come late without being gone
-        return age < (SILENT_BEATS * self.cfg.heartbeat + 2.0) * 1e9, beat
+        return age < SILENT_BEATS * self.cfg.heartbeat + 2.0, beat
 
     def remote(self) -> dict[str, RemoteChannel]:
         """The channels other nodes own, as last heard."""
@@ -562,7 +590,7 @@ class Cluster:
             alive, beat = self._alive(e["node"])
             status = (beat or {}).get("channels", {}).get(name, "starting") if alive \
                 else "unreachable"
-            since = 0 if alive else int((beat or {}).get("heartbeat", e.get("created", 0)))
+            since = 0 if alive else int((beat or {}).get("at", e.get("created", 0)))
             out[name] = RemoteChannel(
                 name, e["node"], int(e.get("port", 0)), e.get("bind", ""),
                 (beat or {}).get("grpc", e.get("grpc", "")), status, since, self._schema(e),
@@ -597,7 +625,7 @@ class Cluster:
         for name, beat in sorted(self.nodes.items()):
             alive, _ = self._alive(name)
             nodes.append({"name": name, "grpc": beat.get("grpc", ""), "web": beat.get("web", ""),
-                          "heartbeat": int(beat.get("heartbeat", 0)), "reachable": alive,
+                          "heartbeat": int(beat.get("at", 0)), "reachable": alive,
                           "channels": sorted(beat.get("channels", {}))})
         problem = self.problem or ("" if self.connected else
                                    "the connection to NATS was lost; reconnecting")

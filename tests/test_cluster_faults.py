@@ -188,3 +188,38 @@ def test_a_registration_before_the_node_joined_is_refused_not_kept_local(tmp_pat
     finally:
         a.stop()
         nats.stop()
+
+
+def test_a_node_whose_clock_is_an_hour_ahead_is_alive_and_dies_like_any(tmp_path, one_nats):
+    """Liveness is read from when NATS stored each heartbeat, never from a host's clock: a
+    node an hour ahead is neither dead to the others nor immortal when it dies."""
+    import os
+    ports = free_udp_port(count=2)
+    (tmp_path / "a").mkdir()
+    os.environ["SPEEDDATA_CLOCK_SKEW"] = "3600"          # inherited by a's process only
+    try:
+        a = ServeProcess(tmp_path / "a" / "data", config={
+            "cluster": {"nats": one_nats.urls, "node": "a", "heartbeat": HEARTBEAT},
+            "channels": [{"name": "ch-a", "port": ports, "schema": EXAMPLE}]})
+    finally:
+        del os.environ["SPEEDDATA_CLOCK_SKEW"]
+    b = node(tmp_path, "b", one_nats.urls, channels=[("ch-b", ports + 1)])
+    try:
+        with speeddata.Client(a.address) as ca, speeddata.Client(b.address) as cb:
+            for c in (ca, cb):          # each sees the other alive, whatever their clocks
+                wait_for(lambda: {x.name: x.status for x in c.list_channels()} ==
+                         {"ch-a": "running", "ch-b": "running"}, what="both alive")
+            time.sleep(6 * HEARTBEAT)                       # and stays so
+            assert {x.name: x.status for x in ca.list_channels()} == \
+                {"ch-a": "running", "ch-b": "running"}
+            assert all(n["reachable"] for n in cb.cluster()["nodes"])
+            a.proc.kill()                                   # the skewed one dies
+            a.proc.wait()
+            t = time.monotonic()
+            wait_for(lambda: {x.name: x.status for x in cb.list_channels()}["ch-a"] ==
+                     "unreachable", what="the skewed node seen dead")
+            assert time.monotonic() - t < 10 * HEARTBEAT + 3
+    finally:
+        b.stop()
+        a.stop()
+        remove_orphans(SHM)
