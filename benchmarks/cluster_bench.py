@@ -129,7 +129,7 @@ def disk_speed(folder: Path, size: int) -> tuple[float, float]:
 
 
 def archive_restore(a: Client, urls, lo: int, hi: int, folder: Path) -> dict:
-    from speeddata.cluster import fetch_archive, restore_into
+    from speeddata.cluster_buckets import fetch_archive, restore_into
     a.tag("bench", lo, hi, channels=["four"])
     t = time.perf_counter()
     manifest = a.archive("bench")

@@ -37,7 +37,7 @@ def cmd_archive(args) -> int:
 
 def cmd_archives(args) -> int:
     if args.nats:
-        from .cluster import archives
+        from .cluster_buckets import archives
         found = archives(_urls(args.nats))
     else:
         from .client import Client
@@ -49,7 +49,7 @@ def cmd_archives(args) -> int:
 
 def cmd_restore(args) -> int:
     from . import store
-    from .cluster import fetch_archive, restore_into
+    from .cluster_buckets import fetch_archive, restore_into
     with tempfile.TemporaryDirectory(prefix=f"speeddata-{os.getpid()}-restore-") as folder:
         manifest = fetch_archive(_urls(args.nats), args.tag, folder)
         if args.hdf5:

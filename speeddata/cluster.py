@@ -27,29 +27,23 @@ imports NATS: another engine would replace this module alone.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
+import concurrent.futures
 import json
 import logging
-import os
 import tempfile
 import time
-import concurrent.futures
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .columns import Columns
 from .config import ClusterConfig
-from .decimation import Decimation
 from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
-                     SpeedDataError,
-                     StoreError, TagExists, TagNotFound, listing)
-from .hub import Subscription, Update
-from .pb_enums import AGGREGATE, DATA_TYPE
+                     SpeedDataError, StoreError, TagExists, TagNotFound)
 from .schema import ChannelSchema
 from .store import Tag, load_stored, stored_avro
 from .timeutil import format_ns, now_ns, to_ns
+from .cluster_buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel,
+                              _key, fitting_replicas, kv_all, list_manifests)
+from .cluster_live import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -58,128 +52,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speeddata.cluster")
 
-CHANNELS = "speeddata-channels"
-NODES = "speeddata-nodes"
-TAGS = "speeddata-tags"
-ARCHIVES = "speeddata-archives"
-LIVE = "speeddata.live"
-WANT = "speeddata.want"
-SILENT_BEATS = 3          # heartbeats a node may miss before it is unreachable
-CALL_TIMEOUT = 5.0        # s for one call to NATS from a request
 ROUTED_TIMEOUT = 10.0    # s for a call routed to another node (streams have none)
-LIVE_BYTES = 512 << 10    # a live message holds at most this much (NATS takes 1 MiB)
 
 
-def _key(name: str) -> str:
-    """A KV key or object name for any text (tag names may hold spaces)."""
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=") or "-"
-
-
-@dataclass
-class RemoteChannel:
-    """A channel another node of the cluster receives and stores."""
-    name: str
-    node: str
-    port: int
-    bind: str
-    grpc: str                 # where its stored data is read
-    status: str               # the owner's word for it, or "unreachable"
-    since: int                # unreachable: the owner's last heartbeat (ns); else 0
-    schema: ChannelSchema
-    created: int
-    decimation: str = "none"
-    retention: dict = field(default_factory=dict)
-
-
-@dataclass
-class _Lease:
-    """A form of a local channel that another node watches: published until ``expires``."""
-    expires: float
-    sub: Subscription
-    task: asyncio.Task
-
-
-class _Relay:
-    """One form of another node's channel, relayed from its subject to local subscriptions
-    (gRPC Subscribe, WebSockets) that take it as they take a local channel's."""
-
-    def __init__(self, cluster: "Cluster", channel: str, want: dict[str, Any], form: str):
-        self.cluster = cluster
-        self.channel = channel
-        self.want = want
-        self.form = form
-        self.subs: set[Subscription] = set()
-        self.next_record: int | None = None
-        self.nats_sub: Any = None
-
-    async def open(self) -> None:
-        nc = self.cluster.nc
-        self.nats_sub = await nc.subscribe(f"{LIVE}.{self.channel}.{self.form}",
-                                           cb=self._on_batch, pending_bytes_limit=64 << 20)
-        await self.ask()
-
-    async def ask(self) -> None:
-        """(Re)new the lease on this form at the owner."""
-        await self.cluster.nc.publish(f"{WANT}.{self.channel}", json.dumps(self.want).encode())
-
-    async def _on_batch(self, msg) -> None:
-        from .client import batch_columns
-        h = msg.headers or {}
-        first, covered, missed = int(h.get("first", 0)), int(h.get("next", 0)), \
-            int(h.get("missed", 0))
-        if self.next_record is not None and first > self.next_record:
-            missed += first - self.next_record       # lost between the nodes (slow, away)
-        if self.next_record is not None and covered <= self.next_record and not missed:
-            return                                   # a repeat
-        cols = batch_columns(msg.data)
-        update = Update(Columns(cols.time, cols.data, self.channel), first, covered, missed, {})
-        self.next_record = max(self.next_record or 0, covered)
-        for sub in list(self.subs):
-            sub._enqueue(update)
-
-    def remove(self, sub: Subscription) -> None:
-        self.subs.discard(sub)
-        if not self.subs:
-            self.cluster._relays.pop((self.channel, self.form), None)
-            if self.nats_sub is not None:
-                asyncio.ensure_future(_quietly(self.nats_sub.unsubscribe()))
-
-    def close(self, why: str, error: type[SpeedDataError] = ChannelNotFound) -> None:
-        for sub in list(self.subs):
-            sub._close(why, error)
-        self.subs.clear()
-        if self.nats_sub is not None:
-            asyncio.ensure_future(_quietly(self.nats_sub.unsubscribe()))
-
-
-class _Relayed(Subscription):
-    """A subscription to another node's channel: fed by its `_Relay`."""
-
-    def __init__(self, relay: _Relay, signals, decimation: Decimation, wake):
-        super().__init__(relay.cluster.hub, relay.channel, signals, decimation,  # type: ignore[arg-type]
-                         wake)
-        self.relay = relay
-
-    def close(self) -> None:
-        self.relay.remove(self)
-        self._released()
-
-
-def unreachable(rc: RemoteChannel) -> str:
-    """What a read of a dead owner's channel is told: "node 'a' (owner of 'rig') is
-    unreachable since 10:30:38 UTC"."""
-    return (f"node {rc.node!r} (owner of {rc.name!r}) is unreachable since "
-            f"{format_ns(rc.since)[11:19]} UTC")
-
-
-async def _quietly(coro: Awaitable) -> None:
-    try:
-        await coro
-    except Exception:          # the connection went meanwhile: nothing left to undo
-        pass
-
-
-class Cluster:
+class Cluster(LiveRelay):
     """This node's membership of a cluster, on the serve process's event loop.
 
     Requests call it from worker threads (``Service``); the methods that talk to NATS then
@@ -312,7 +188,7 @@ class Cluster:
                                 ping_interval=max(1, int(self.cfg.heartbeat)),
                                 max_outstanding_pings=3, error_cb=quiet)
         try:
-            self.replicas = self._fitting_replicas(nc)
+            self.replicas = fitting_replicas(nc, self.cfg.replicas)
             js = nc.jetstream(timeout=CALL_TIMEOUT)
             for bucket in (CHANNELS, NODES, TAGS):
                 try:
@@ -333,26 +209,6 @@ class Cluster:
             raise
         self.nc = nc
         self._ready.clear()
-
-    def _fitting_replicas(self, nc: Any) -> int:
-        """The copies of the buckets: ``replicas:`` as configured if the JetStream cluster
-        met has that many servers (ConfigError otherwise), else min(3, its servers)."""
-        # the server's INFO names its cluster and every member's client URL; nats-py
-        # keeps it on the connection only
-        info = getattr(nc, "_server_info", None) or {}
-        servers = max(1, len(set(info.get("connect_urls") or ()))) if info.get("cluster") \
-            else 1
-        wanted = self.cfg.replicas
-        if wanted is None:
-            return min(3, servers)
-        if wanted > servers:
-            where = info.get("cluster") or "a single server, not clustered"
-            raise ConfigError(f"cluster.replicas: {wanted} copies, but the JetStream cluster "
-                              f"at {nc.connected_url.netloc if nc.connected_url else 'NATS'} "
-                              f"({where}) has {servers} server{'s' if servers > 1 else ''}",
-                              hint=f"set replicas: {servers} or fewer, or leave it out "
-                                   f"(min(3, the servers))")
-        return wanted
 
     async def _create(self, creating: Awaitable, bucket: str) -> Any:
         try:
@@ -691,96 +547,6 @@ class Cluster:
             await kv.delete(_key(name))
         self.call(delete)
 
-    # ---- live ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _want(channel: str, signals: Sequence[str] | None, d: Decimation) -> tuple[dict, str]:
-        want: dict[str, Any] = {"channel": channel,
-                                "signals": list(signals) if signals else None,
-                "decimation": {"kind": d.kind, "factor": d.factor, "bucket_ns": d.bucket_ns}}
-        form = hashlib.sha1(json.dumps([want["signals"], want["decimation"]]).encode())
-        want["form"] = form.hexdigest()[:16]
-        return want, want["form"]
-
-    def subscribe(self, channel: str, signals: Sequence[str] | None, decimation: Decimation,
-                  wake: asyncio.Event | None = None) -> Subscription:
-        """Follow another node's channel (from the loop's thread), as `Hub.subscribe` does
-        a local one. Its records are numbered as on the owner."""
-        rc = self.remote_channel(channel)
-        if rc is None:
-            raise ChannelNotFound(f"no channel {channel!r} in the cluster")
-        for s in signals or ():
-            rc.schema.signal(s)                  # SchemaError naming it
-        if self.nc is None or not self.nc.is_connected:
-            raise ClusterUnavailable(f"channel {channel!r} is on node {rc.node!r} and the "
-                                     f"cluster cannot be reached: {self.problem}")
-        if rc.status == "unreachable":
-            raise ClusterUnavailable(unreachable(rc), hint="its data comes back when the node "
-                                     "does; Query reads nothing from it meanwhile either")
-        want, form = self._want(channel, signals, decimation)
-        relay = self._relays.get((channel, form))
-        if relay is None:
-            relay = self._relays[(channel, form)] = _Relay(self, channel, want, form)
-            asyncio.ensure_future(_quietly(relay.open()))
-        sub = _Relayed(relay, signals, decimation, wake)
-        relay.subs.add(sub)
-        return sub
-
-    async def _on_want(self, msg) -> None:
-        """Another node leases a form of one of our channels."""
-        try:
-            want = json.loads(msg.data)
-            channel, form = want["channel"], want["form"]
-            d = want["decimation"]
-            decimation = Decimation(d["kind"], int(d["factor"]), int(d["bucket_ns"]))
-        except (ValueError, KeyError, TypeError):
-            return                                   # not ours to answer
-        sup = self.supervisor
-        if sup is None or channel not in sup.channels or self.hub is None:
-            return
-        expires = time.monotonic() + SILENT_BEATS * self.cfg.heartbeat + 1.0
-        lease = self._leases.get((channel, form))
-        if lease is not None and not lease.task.done():
-            lease.expires = expires
-            return
-        try:
-            sub = self.hub.subscribe(channel, want.get("signals"), decimation)
-        except SpeedDataError as e:
-            log.warning("cluster: cannot publish %s as asked: %s", channel, e)
-            return
-        task = asyncio.create_task(self._publish(channel, form, sub))
-        self._leases[(channel, form)] = _Lease(expires, sub, task)
-
-    async def _publish(self, channel: str, form: str, sub: Subscription) -> None:
-        from . import wire
-        subject = f"{LIVE}.{channel}.{form}"
-        while True:
-            try:
-                u = await sub.next()
-            except SpeedDataError:
-                return                               # the channel went away
-            pieces = wire.split(u.columns, 1 << 30, LIVE_BYTES) if len(u.columns) else \
-                [u.columns]
-            for k, piece in enumerate(pieces):
-                last = k == len(pieces) - 1
-                headers = {"first": str(u.first_record),
-                           "next": str(u.next_record if last else u.first_record),
-                           "missed": str(u.missed if k == 0 else 0)}
-                if self.nc is None or not self.nc.is_connected:
-                    self.live_dropped += 1           # never wait for NATS: drop and count
-                    continue
-                data = b"".join(bytes(p) for p in wire.batch_message(piece, channel,
-                                                                      AGGREGATE, DATA_TYPE))
-                try:
-                    await self.nc.publish(subject, data, headers=headers)
-                except Exception:
-                    self.live_dropped += 1
-
-    def _end_lease(self, key: tuple[str, str]) -> None:
-        lease = self._leases.pop(key)
-        lease.task.cancel()
-        lease.sub.close()
-
     # ---- archives ------------------------------------------------------------------------
 
     def archive(self, tag: Tag, parts: dict[str, tuple[str, Iterator[bytes]]]) -> dict:
@@ -817,136 +583,3 @@ class Cluster:
 # server dies, one request in three does. So keys are listed from the stream's own
 # bookkeeping (stream info of its subjects, answered by the stream's leader), values read by
 # direct get, and an object read (which needs a consumer) is tried again.
-
-async def kv_all(js, kv, bucket: str) -> dict[str, dict]:
-    """Every live key of a KV bucket and its JSON value."""
-    from nats.js.errors import KeyNotFoundError
-    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
-    prefix = f"$KV.{bucket}."
-    out = {}
-    for subject in (info.state.subjects or {}):
-        key = subject[len(prefix):]
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            continue                      # deleted (its tombstone is the last message)
-        if entry.value:
-            out[key] = json.loads(entry.value)
-    return out
-
-
-async def _read(objects, name: str, writeinto: Any = None, tries: int = 8) -> Any:
-    """An object (its data, or written into a file), tried again where JetStream times
-    out."""
-    from nats.errors import TimeoutError as NatsTimeout
-    for attempt in range(tries):
-        try:
-            if writeinto is not None:
-                writeinto.seek(0)
-                writeinto.truncate()
-            return await objects.get(name, writeinto=writeinto)
-        except NatsTimeout:
-            if attempt == tries - 1:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def list_manifests(js, objects) -> list[dict]:
-    """The manifests of the archives in the object store, oldest range first."""
-    from nats.js.errors import NotFoundError
-    info = await js.stream_info(f"OBJ_{ARCHIVES}", subjects_filter=f"$O.{ARCHIVES}.M.>")
-    out = []
-    for subject in (info.state.subjects or {}):
-        encoded = subject.rsplit(".", 1)[1]
-        name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-        if not name.endswith("/manifest.json"):
-            continue
-        try:
-            out.append(json.loads((await _read(objects, name)).data))
-        except NotFoundError:
-            continue                      # deleted
-    return sorted(out, key=lambda m: (m["tag"]["start"], m["tag"]["name"]))
-
-
-async def _open_archives(urls: Sequence[str]):
-    import nats
-    from nats.js.errors import BucketNotFoundError
-    try:
-        nc = await nats.connect(servers=list(urls), connect_timeout=3,
-                                max_reconnect_attempts=2, reconnect_time_wait=0.5)
-    except Exception as e:
-        raise ClusterUnavailable(f"cannot reach NATS at {', '.join(urls)}: {e}") from None
-    try:
-        js = nc.jetstream(timeout=CALL_TIMEOUT)
-        return nc, js, await js.object_store(ARCHIVES)
-    except BucketNotFoundError:
-        await nc.close()
-        raise TagNotFound("the cluster holds no archives yet") from None
-
-
-def _retrying(make: Callable[[], Coroutine[Any, Any, Any]], what: str,
-              deadline: float = 30.0) -> Any:
-    """Run ``make()`` until it succeeds: a JetStream that just lost a server answers with
-    time-outs for the seconds its streams take to elect new leaders."""
-    from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import ServiceUnavailableError
-    until = time.monotonic() + deadline
-    while True:
-        try:
-            return asyncio.run(make())
-        except (NatsTimeout, ServiceUnavailableError, asyncio.TimeoutError) as e:
-            if time.monotonic() > until:
-                raise ClusterUnavailable(f"NATS did not answer {what} in {deadline:g} s: "
-                                         f"{type(e).__name__}") from None
-            log.info("cluster: %s: %s; trying again", what, type(e).__name__)
-            time.sleep(0.5)
-
-
-def archives(urls: Sequence[str]) -> list[dict]:
-    """The archives of the cluster that NATS at ``urls`` serves (manifests)."""
-    async def run() -> list[dict]:
-        nc, js, objects = await _open_archives(urls)
-        try:
-            return await list_manifests(js, objects)
-        finally:
-            await nc.close()
-    return _retrying(run, "the list of archives")
-
-
-def fetch_archive(urls: Sequence[str], tag: str, into: str) -> dict:
-    """Download an archive's files into the folder ``into``: ``<channel>.avro`` each, and
-    its manifest (returned)."""
-    from nats.js.errors import NotFoundError
-
-    async def run() -> dict:
-        nc, js, objects = await _open_archives(urls)
-        try:
-            try:
-                manifest = json.loads((await _read(objects, f"{_key(tag)}/manifest.json")).data)
-            except NotFoundError:
-                names = [m["tag"]["name"] for m in await list_manifests(js, objects)]
-                raise TagNotFound(f"no archive of tag {tag!r}",
-                                  hint="archives are: " + listing(names)) from None
-            for c in manifest["channels"]:
-                with open(os.path.join(into, f"{c['channel']}.avro"), "w+b") as f:
-                    await _read(objects, f"{_key(tag)}/{c['channel']}.avro", writeinto=f)
-            return manifest
-        finally:
-            await nc.close()
-    return _retrying(run, f"archive {tag!r}")
-
-
-def restore_into(store, manifest: dict, folder: str) -> dict[str, int]:
-    """Append an archive's records (those inside its tag's range) to a store, creating its
-    channels; returns the records restored per channel. A channel that already holds
-    records of that range is refused (StoreError) before anything is written, so a restore
-    never doubles data."""
-    tag = Tag.from_dict(manifest["tag"])
-    names = [c["channel"] for c in manifest["channels"]]
-    for name in names:
-        if name in store and store[name].count(tag.start, tag.end):
-            raise StoreError(f"channel {name!r} of {store.path} already holds "
-                             f"{store[name].count(tag.start, tag.end)} records of tag "
-                             f"{tag}", hint="restore into another store (--data DIR)")
-    return {name: store.import_avro(name, os.path.join(folder, f"{name}.avro"), tag.start,
-                                    tag.end) for name in names}

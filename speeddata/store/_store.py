@@ -18,53 +18,30 @@ import builtins  # this module's open() is the store's
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import zstandard
-
 from .. import schema as channel_schema
 from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, TagNotFound,
                       TimeRangeError, listing)
 from ..stats import ChannelStats
-from ..timeutil import TimeLike, duration_ns, now_ns, time_range, to_ns
-from . import _format as on_disk, _retention
+from ..timeutil import TimeLike, now_ns, time_range, to_ns
+from . import _retention
 from ._avro import container_schema, read_avro
 from ._channel import Channel, StoreLink
 from ._definition import CONFIG_FILE, SCHEMA_FILE, stored_avro, write_json
 from ._lock import writer_active
 from ._segment import parse_stem
 from ._names import NAME, check_name
+from ._opening import (CHANNELS_DIR, FORMAT, MARKER, TAGS_FILE, VERSION, create_store,
+                       finish_interrupted, migrate_v1)
+from ._options import DEFAULTS, check_options, setting_text, settings_text
 from ._tags import Tag, TagDB
 
 log = logging.getLogger("speeddata.store")
-
-MARKER = "speeddata.json"
-TAGS_FILE = "tags.sqlite"
-CHANNELS_DIR = "channels"
-FORMAT = "speeddata-store"
-VERSION = 2
-
-DEFAULTS: dict[str, Any] = {
-    "max_bytes": None,                 # retention: byte quota (None: unlimited)
-    "max_age": None,                   # retention: ns of receive time kept (None: forever)
-    # uncompressed bytes that close a block: an overview decodes the blocks straddling its
-    # bucket edges whole, and a short range reads whole blocks, so they stay small
-    "block_bytes": 16 << 10,
-    # s: a stream's records are written at most this long after they came (the open block,
-    # and full blocks held to be written together)
-    "flush_interval": 0.1,
-    "segment_bytes": 64 << 20,         # a segment rolls over at this size...
-    "segment_span": 3600 * 10**9,      # ...or when its receive times span this many ns
-    "compression_level": -1,           # zstandard level: -1 costs ~3% more disk than 3 and
-                                       # compresses 2x, decompresses 1.5-2.5x faster
-    "fsync": False,                    # fsync every block (power-loss safety; kill -9 needs none)
-}
-RETENTION_KEYS = ("max_bytes", "max_age")
 
 
 def open(path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
@@ -91,60 +68,6 @@ def open(path: str | os.PathLike, *, create: bool = True, readonly: bool = False
                  **options)
 
 
-def check_options(options: dict[str, Any], where: str = "", *,
-                  stored: bool = False) -> dict[str, Any]:
-    """Store or channel options, checked and normalised (durations to ns); None values
-    stay None (meaning: the default). StoreError names the bad key.
-
-    ``stored``: the options as persisted, whose durations are int ns already (read as
-    seconds, a saved hour would come back as 10**9 hours)."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise StoreError(f"{where}unknown store option(s): {', '.join(sorted(unknown))}",
-                         hint=f"options are: {', '.join(sorted(DEFAULTS))}")
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if value is None:
-            out[key] = None
-        elif key in ("max_age", "segment_span"):
-            try:
-                out[key] = value if stored and _is_int(value) else \
-                    duration_ns(value, what=f"{where}{key}")
-            except TimeRangeError as e:
-                raise StoreError(str(e)) from None
-            if out[key] <= 0:
-                raise StoreError(f"{where}{key} must be a positive duration, not {value!r}")
-        elif key in ("max_bytes", "block_bytes", "segment_bytes"):
-            if not _is_int(value) or value <= 0:
-                raise StoreError(f"{where}{key} must be a positive number of bytes, "
-                                 f"not {value!r}")
-            out[key] = int(value)
-            if key == "block_bytes" and value > on_disk.MAX_BLOCK_BYTES // 4:
-                raise StoreError(f"{where}block_bytes must be at most "
-                                 f"{on_disk.MAX_BLOCK_BYTES // 4} bytes, not {value!r}")
-        elif key == "compression_level":
-            lo, hi = -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL
-            if not _is_int(value) or not lo <= value <= hi:
-                raise StoreError(f"{where}compression_level must be an integer from {lo} "
-                                 f"to {hi}, not {value!r}")
-            out[key] = int(value)
-        elif key == "flush_interval":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not 0 <= value <= 3600:
-                raise StoreError(f"{where}flush_interval must be 0 to 3600 seconds, "
-                                 f"not {value!r}")
-            out[key] = float(value)
-        elif key == "fsync":
-            if not isinstance(value, bool):
-                raise StoreError(f"{where}fsync must be true or false, not {value!r}")
-            out[key] = value
-    return out
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class Store:
     """A directory of channels. Use `speeddata.store.open` to get one.
 
@@ -164,7 +87,7 @@ class Store:
         marker = os.path.join(self.path, MARKER)
         given = check_options(options)
         if not os.path.exists(marker):
-            self._create(marker, create and not readonly)
+            create_store(self.path, marker, create and not readonly)
         meta = self._read_marker(marker)
         if not readonly and not os.access(self.path, os.W_OK):
             # a read-only filesystem or directory: still a store to read
@@ -172,7 +95,7 @@ class Store:
             self.owns_retention = False
             self._why_readonly = "its directory is not writable (read-only filesystem?)"
         if meta["version"] == 1 and not readonly:
-            meta = self._migrate_v1(marker, meta)
+            meta = migrate_v1(self.path, marker, meta)
         self._channels_dir = os.path.join(self.path, CHANNELS_DIR) if meta["version"] >= 2 \
             else self.path
         self._saved = self._saved_options(meta.get("options"))
@@ -187,26 +110,13 @@ class Store:
         if problem:
             self._problem("tags", problem)
         if not readonly:
-            self._finish_interrupted()
+            finish_interrupted(self.path, self._channels_dir)
         if given and readonly:
             self.options.update({k: v for k, v in given.items() if v is not None})
         elif given:
             self.configure(**options)
 
     # ---- opening -------------------------------------------------------------------------
-
-    def _create(self, marker: str, allowed: bool) -> None:
-        if os.path.isdir(self.path) and os.listdir(self.path):
-            raise StoreError(f"{self.path} is not a SpeedData store (no {MARKER}) and is "
-                             "not empty", hint="open an empty or new directory")
-        if not allowed:
-            raise StoreError(f"no store at {self.path}")
-        try:
-            os.makedirs(os.path.join(self.path, CHANNELS_DIR), exist_ok=True)
-            TagDB(os.path.join(self.path, TAGS_FILE), create=True)
-            write_json(marker, {"format": FORMAT, "version": VERSION, "options": {}})
-        except OSError as e:
-            raise StoreError(f"cannot create a store at {self.path}: {e.strerror}") from e
 
     def _read_marker(self, marker: str) -> dict:
         try:
@@ -227,22 +137,6 @@ class Store:
                              f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
         return meta
 
-    def _migrate_v1(self, marker: str, meta: dict) -> dict:
-        """Move the channels of a version 1 store into channels/ (each a rename)."""
-        target = os.path.join(self.path, CHANNELS_DIR)
-        os.makedirs(target, exist_ok=True)
-        for name in os.listdir(self.path):
-            src = os.path.join(self.path, name)
-            if NAME.fullmatch(name) and os.path.isfile(os.path.join(src, SCHEMA_FILE)):
-                os.rename(src, os.path.join(target, name))
-        if not os.path.exists(os.path.join(self.path, TAGS_FILE)):
-            TagDB(os.path.join(self.path, TAGS_FILE), create=True)   # v1 made it on open
-        meta = dict(meta, version=VERSION)
-        write_json(marker, meta)
-        log.info("store %s: moved its channels into %s/ (store format 2)", self.path,
-                 CHANNELS_DIR)
-        return meta
-
     def _saved_options(self, saved: Any) -> dict[str, Any]:
         """The persisted settings; a value that does not check is reported and ignored
         (and, for retention, pauses it), never acted on."""
@@ -257,21 +151,6 @@ class Store:
                 self._problem(f"store option {key}", f"{os.path.join(self.path, MARKER)}: {e}; "
                               "ignored")
         return {k: v for k, v in good.items() if v is not None}
-
-    def _finish_interrupted(self) -> None:
-        """Remove what a killed process left half done: a channel being created or dropped
-        (``.NAME.creating-PID``, ``.NAME.dropping-PID``), when that process is gone."""
-        try:
-            names = os.listdir(self._channels_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            m = re.fullmatch(r"\.(.+)\.(creating|dropping)-(\d+)", name)
-            if not m or _alive(int(m.group(3))):
-                continue
-            shutil.rmtree(os.path.join(self._channels_dir, name), ignore_errors=True)
-            log.warning("store %s: removed %s, left by process %s that was %s channel %r",
-                        self.path, name, m.group(3), m.group(2), m.group(1))
 
     def _problem(self, what: str, message: str) -> None:
         if self.problems.get(what) != message:
@@ -327,7 +206,8 @@ class Store:
             for key in sorted(set(new) | set(self._saved)):
                 if new.get(key) != self._saved.get(key):
                     log.info("store %s: %s changed from %s to %s", self.path, key,
-                             _setting(self._saved.get(key), key), _setting(new.get(key), key))
+                             setting_text(self._saved.get(key), key),
+                             setting_text(new.get(key), key))
             self._saved = new
             for key in stale:
                 del self.problems[key]
@@ -452,7 +332,7 @@ class Store:
                                                time_unit=time_unit, **options)
                 raise StoreError(f"cannot create channel {name!r}: {e.strerror}") from e
             log.info("store %s: created channel %r%s", self.path, name,
-                     f" with {_settings(opts)}" if opts else "")
+                     f" with {settings_text(opts)}" if opts else "")
             return self[name]
 
     def _set_channel_options(self, ch: Channel, opts: dict[str, Any]) -> None:
@@ -466,7 +346,7 @@ class Store:
         for key in sorted(set(opts) | set(old)):
             if opts.get(key) != old.get(key):
                 log.info("channel %s: %s changed from %s to %s", ch.name, key,
-                         _setting(old.get(key), key), _setting(opts.get(key), key))
+                         setting_text(old.get(key), key), setting_text(opts.get(key), key))
         ch.settings_changed()
 
     def drop_channel(self, name: str) -> None:
@@ -691,25 +571,3 @@ def _delete(seg) -> bool:
         except FileNotFoundError:
             pass
     return gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _setting(value: Any, key: str) -> str:
-    if value is None:
-        return "default" + (f" ({DEFAULTS[key]})" if DEFAULTS.get(key) is not None else "")
-    if key in ("max_age", "segment_span"):
-        return f"{value / 1e9:g} s"
-    return repr(value)
-
-
-def _settings(opts: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_setting(v, k)}" for k, v in sorted(opts.items()))
