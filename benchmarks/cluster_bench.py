@@ -129,7 +129,7 @@ def disk_speed(folder: Path, size: int) -> tuple[float, float]:
 
 
 def archive_restore(a: Client, urls, lo: int, hi: int, folder: Path) -> dict:
-    from speeddata.cluster_buckets import fetch_archive, restore_into
+    from speeddata.cluster import fetch_archive, restore_into
     a.tag("bench", lo, hi, channels=["four"])
     t = time.perf_counter()
     manifest = a.archive("bench")
@@ -182,7 +182,7 @@ def death_and_return(folder: Path, urls, replicas: int, rounds: int) -> dict:
     a's restart (serving) to a Query through b that answers, per round (queries are tried
     through b while a is away, as users do)."""
     from speeddata.errors import Unavailable
-    from speeddata.serve import remove_orphans
+    from speeddata.ingest import remove_orphans
     port = free_udp_port()
     a = start_node(folder, "a", urls, [("rig", port)], replicas)
     b = start_node(folder, "b", urls, (), replicas)

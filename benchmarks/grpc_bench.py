@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import speeddata  # noqa: E402
 from speeddata.client import Client, batch_columns  # noqa: E402
-from speeddata.hub import MIN_INTERVAL  # noqa: E402
+from speeddata.live.hub import MIN_INTERVAL  # noqa: E402
 from speeddata.send import builtin_schema, send  # noqa: E402
 from speeddata.v1 import speeddata_pb2 as pb  # noqa: E402
 from speeddata.v1 import speeddata_pb2_grpc as pb_grpc  # noqa: E402

@@ -25,7 +25,7 @@ import numpy as np
 
 from speeddata.config import ChannelConfig
 from speeddata.send import builtin_schema
-from speeddata.serve import Supervisor
+from speeddata.ingest import Supervisor
 
 HZ = os.sysconf("SC_CLK_TCK")
 DRAIN = """
@@ -34,7 +34,7 @@ import pyximport
 sys.path.insert(0, os.path.dirname(os.path.dirname(sys.argv[3])))   # speeddata/_net.pxd
 sys.path.insert(0, os.path.dirname(sys.argv[3]))
 pyximport.install(language_level=3, build_dir=os.path.join(os.path.dirname(sys.argv[3]), ".build"))
-from speeddata.worker import open_socket
+from speeddata.ingest.worker import open_socket
 from _drain import drain
 sock, granted = open_socket("127.0.0.1", int(sys.argv[1]), 32 << 20)
 print("ready", granted, flush=True)

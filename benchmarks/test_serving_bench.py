@@ -17,9 +17,9 @@ import speeddata
 from speeddata.columns import Columns
 from speeddata.decimation import Decimation
 from speeddata.pb_enums import AGGREGATE, DATA_TYPE
-from speeddata.hub import Subscription, fan_out
+from speeddata.live.hub import Subscription, fan_out
 from speeddata.v1 import speeddata_pb2 as pb
-from speeddata.web_app import frame
+from speeddata.serving.web_app import frame
 from speeddata.wire import batch_message
 
 from benchdata import T0

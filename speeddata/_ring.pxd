@@ -5,7 +5,7 @@ cdef enum:
     RING_HEADER = 64        # bytes of header (u64 slots below)
     RING_COUNTERS = 64      # uint64 counters after the header
 
-cdef enum:               # u64 slots of the header (0 holds the magic, see live.py)
+cdef enum:               # u64 slots of the header (0 holds the magic, see live/ring.py)
     H_ENTRIES = 1        # entry capacity
     H_DATA = 2           # data capacity in bytes
     H_WRITE_ENTRY = 3    # entries written, ever

@@ -7,7 +7,7 @@ retention: {max_bytes: 10G, max_age: P1D}
 web: {bind: 127.0.0.1, port: 8080}
 grpc: {bind: 127.0.0.1, port: 50051}
 token: s3cret                # API calls that change something need it (Bearer token)
-limits: {query_records: 100000000, export_records: 500000000}   # see speeddata.limits
+limits: {query_records: 100000000, export_records: 500000000}   # see speeddata.serving.limits
 cluster:                     # join a cluster of nodes (NATS JetStream); off unless given
   nats: [nats://10.0.0.1:4222, nats://10.0.0.2:4222]
   node: rig-a                # this node's name, unique in the cluster (default: host name)
@@ -106,7 +106,7 @@ class ServeConfig:
     web: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 8080})
     grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
     token: str | None = None          # needed by every API call that changes something
-    limits: dict = field(default_factory=dict)   # LIMIT_KEYS: see speeddata.limits.Limits
+    limits: dict = field(default_factory=dict)   # LIMIT_KEYS: see speeddata.serving.limits.Limits
     pages: dict = field(default_factory=dict)    # extra web pages: "/path" -> HTML file
     cluster: ClusterConfig | None = None         # None: a single host, no NATS at all
 

@@ -411,8 +411,8 @@ def test_live_publishing_never_waits_for_nats(tmp_path):
     hub and the store go on."""
     from speeddata.cluster import Cluster
     from speeddata.config import ClusterConfig
-    from speeddata.hub import Hub
-    from speeddata.serve import Supervisor
+    from speeddata.live import Hub
+    from speeddata.ingest import Supervisor
 
     async def run():
         port = free_udp_port()

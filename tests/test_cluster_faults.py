@@ -11,7 +11,7 @@ import pytest
 import speeddata
 from speeddata.errors import Unavailable
 from speeddata.send import builtin_schema, send
-from speeddata.serve import remove_orphans
+from speeddata.ingest import remove_orphans
 
 from helpers import NatsServers, ServeProcess, free_udp_port, wait_for
 

@@ -16,7 +16,7 @@ from speeddata.config import ChannelConfig, Multicast, parse
 from speeddata.codec import Plan, decode, encode_columns, encoder
 from speeddata.decimation import Decimation, decimate
 from speeddata.send import builtin_schema, example_columns, send, temperature_columns
-from speeddata.serve import Supervisor
+from speeddata.ingest import Supervisor
 
 from helpers import EXAMPLE_AVSC, feeding, free_udp_port, wait_for
 
@@ -309,7 +309,7 @@ def test_serve_command_flushes_on_sigterm_and_shows_channels(tmp_path, child_pro
     p, port = start_serve(tmp_path, child_processes)
     workers = subprocess.run(["pgrep", "-P", str(p.pid), "-a"], capture_output=True,
                              text=True).stdout
-    assert "speeddata.worker --channel example" in workers       # ps names the channel
+    assert "speeddata.ingest.worker --channel example" in workers       # ps names the channel
     send(port=port, rate=10_000, count=777)
     wait_for(lambda: ring_records(p.pid, "example") == 777, what="777 records received")
     p.send_signal(signal.SIGTERM)
@@ -463,7 +463,7 @@ def test_live_feed_does_not_wait_for_disk(supervisor):
 
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path, child_processes):
     p, port = start_serve(tmp_path, child_processes)
-    worker = int(subprocess.run(["pgrep", "-P", str(p.pid), "-f", "speeddata.worker"],
+    worker = int(subprocess.run(["pgrep", "-P", str(p.pid), "-f", "speeddata.ingest.worker"],
                                 capture_output=True, text=True).stdout.split()[0])
     send(port=port, rate=10_000, count=500)
     wait_for(lambda: ring_records(p.pid, "example") == 500, what="500 records received")
@@ -483,7 +483,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path, child_processes)
             os.kill(worker, signal.SIGKILL)
     with speeddata.store.open(tmp_path / "data") as store:      # and it flushed on the way
         assert store["example"].read().counter.tolist() == list(range(500))
-    from speeddata.serve import remove_orphans
+    from speeddata.ingest import remove_orphans
     remove_orphans("/dev/shm")     # what the next supervisor would do
 
 

@@ -9,6 +9,10 @@ from speeddata import _codec
 from speeddata import schema as S
 
 PACKAGE = Path(speeddata.__file__).parent
+# the subpackages above the model and the store, bottom first: each imports only those
+# before it (and the model's modules and the store at the top of the package)
+LAYERS = ["speeddata.live", "speeddata.ingest", "speeddata.cluster", "speeddata.serving",
+          "speeddata.cli"]
 
 
 def _module_name(path: Path) -> str:
@@ -71,11 +75,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles():
     graph = import_graph()
     assert "speeddata.store._channel" in graph and graph["speeddata.store._store"]
-    assert "speeddata.cluster" in graph["speeddata.service"]      # under TYPE_CHECKING
-    assert "speeddata.cluster" in graph["speeddata.server"]       # inside a function
+    assert "speeddata.cluster" in graph["speeddata.serving.service"]   # under TYPE_CHECKING
+    assert "speeddata.cluster" in graph["speeddata.serving.server"]    # inside a function
     # a package's __init__ re-exports its modules; the modules never import it back
     for name, edges in graph.items():
-        for pkg in ("speeddata", "speeddata.store"):
+        for pkg in ("speeddata", "speeddata.store", *LAYERS):
             if name.startswith(pkg + ".") and name != pkg:
                 assert pkg not in edges, f"{name} imports its package {pkg}"
     assert cycles(graph) == []
@@ -97,7 +101,7 @@ def test_loading_a_config_loads_no_extension_of_the_ingest_path():
                 todo.extend(graph.get(n, ()))
         return seen
 
-    assert not {"speeddata._ingest", "speeddata.live", "speeddata.worker"} & \
+    assert not {"speeddata._ingest", "speeddata.live", "speeddata.ingest.worker"} & \
         reach("speeddata.config")
     assert "speeddata._ingest" not in reach("speeddata.store")
 
@@ -134,5 +138,33 @@ def test_nothing_outside_the_store_imports_its_private_modules():
     leaks = sorted(f"{name} -> {edge}" for name, edges in graph.items()
                    if not name.startswith("speeddata.store") for edge in edges
                    if edge.startswith("speeddata.store._"))
-    assert graph["speeddata.service"] and "speeddata.store" in graph["speeddata.service"]
+    assert graph["speeddata.serving.service"] and \
+        "speeddata.store" in graph["speeddata.serving.service"]
     assert not leaks, leaks
+
+
+def _layer(module: str) -> str | None:
+    return next((p for p in LAYERS if module == p or module.startswith(p + ".")), None)
+
+
+def test_each_layer_imports_only_those_below_it_through_their_packages():
+    """``speeddata.serving`` may use ``speeddata.cluster``, never the other way round; and
+    another layer reaches a layer's modules only through what its ``__init__`` offers, as
+    the store's callers do."""
+    graph = import_graph()
+    assert set(LAYERS) <= set(graph), "a layer's package is missing"
+    wrong = []
+    for name, edges in graph.items():
+        mine = _layer(name)
+        for edge in edges:
+            theirs = _layer(edge)
+            if theirs is None or theirs == mine:
+                continue
+            if mine is None:
+                wrong.append(f"{name} (the model) -> {edge}")
+            elif LAYERS.index(theirs) > LAYERS.index(mine):
+                wrong.append(f"{name} -> {edge} (a layer above)")
+            elif edge != theirs:
+                wrong.append(f"{name} -> {edge} (not through {theirs})")
+    assert "speeddata.live" in graph["speeddata.ingest.worker"]
+    assert not wrong, wrong

@@ -6,8 +6,9 @@ from importlib import resources
 
 
 def test_imports_without_cython_at_run_time():
-    code = ("import sys, speeddata, speeddata.store, speeddata.codec, speeddata.serve, "
-            "speeddata.worker, speeddata.live, speeddata.hdf5, speeddata.cli, speeddata.send, "
+    code = ("import sys, speeddata, speeddata.store, speeddata.codec, speeddata.ingest, "
+            "speeddata.ingest.worker, speeddata.live, speeddata.hdf5, speeddata.cli, "
+            "speeddata.send, speeddata.serving, speeddata.cluster, "
             "speeddata.columns, speeddata.decimation\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('Cython', 'pyximport')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

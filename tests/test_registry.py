@@ -7,9 +7,9 @@ import pytest
 
 from speeddata import ChannelExists, ChannelNotFound, ConfigError
 from speeddata.config import ChannelConfig, channel
-from speeddata.registry import Registry
+from speeddata.ingest import Registry
 from speeddata.send import send
-from speeddata.serve import Supervisor
+from speeddata.ingest import Supervisor
 
 from helpers import EXAMPLE_AVSC, free_udp_port, wait_for
 

@@ -13,7 +13,7 @@ import pytest
 
 import speeddata
 from speeddata.errors import SpeedDataError
-from speeddata.registry import Registry
+from speeddata.ingest import Registry
 from speeddata.send import builtin_schema, send
 
 from helpers import ServeProcess, free_udp_port, wait_for
@@ -33,7 +33,7 @@ def workers_of(data) -> dict[int, str]:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if "speeddata.worker" in args and state != "Z" and \
+        if "speeddata.ingest.worker" in args and state != "Z" and \
                 args[args.index("--data") + 1] == str(data):
             found[int(pid)] = args[args.index("--channel") + 1]
     return found

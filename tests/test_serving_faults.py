@@ -189,7 +189,7 @@ def test_a_worker_killed_under_a_chart_and_a_subscriber(tmp_path, browser):
         wait_for(lambda: sum(map(len, got)) >= 3_000, what="the first records, live")
         wait_for(lambda: rest_stats(server)["stored_records"] == 3_000, what="them flushed")
         worker = int(subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f",
-                                     "speeddata.worker"], capture_output=True,
+                                     "speeddata.ingest.worker"], capture_output=True,
                                     text=True).stdout.split()[0])
         frames = page.evaluate("() => SpeedData.charts[0].frames")
         os.kill(worker, signal.SIGKILL)

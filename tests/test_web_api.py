@@ -9,13 +9,13 @@ import pytest
 from tornado.testing import AsyncHTTPTestCase
 
 import speeddata
-from speeddata.hub import Hub
+from speeddata.live import Hub
 from speeddata.schema import load_avro
 from speeddata.send import builtin_schema, send
-from speeddata.serve import Supervisor
-from speeddata.limits import Limits
-from speeddata.service import Service
-from speeddata.web_app import make_app
+from speeddata.ingest import Supervisor
+from speeddata.serving.limits import Limits
+from speeddata.serving import Service
+from speeddata.serving.web_app import make_app
 
 from helpers import ServeProcess, free_udp_port, wait_for
 
@@ -257,7 +257,7 @@ def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path, caplog):
     import subprocess
     import sys
     from speeddata.errors import ConfigError
-    from speeddata.server import _check_exposure
+    from speeddata.serving.server import _check_exposure
     done = subprocess.run([sys.executable, "-m", "speeddata.cli", "serve", "--data",
                            str(tmp_path / "data"), "--web", "0.0.0.0:0", "--grpc",
                            "127.0.0.1:0"], capture_output=True, text=True, timeout=60)

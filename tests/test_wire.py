@@ -10,7 +10,7 @@ from speeddata.client import _AGG_NAMES, _TYPE_NAMES, batch_columns
 from speeddata.columns import Columns
 from speeddata.decimation import Decimation, Decimator, decimate
 from speeddata.errors import SpeedDataError
-from speeddata.grpc_server import _batch_message
+from speeddata.serving.grpc_api import _batch_message
 from speeddata.v1 import speeddata_pb2 as pb
 from speeddata import wire
 

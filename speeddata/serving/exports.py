@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .columns import Columns
-from .errors import LimitExceeded, StoreError, TooMany
+from ..columns import Columns
+from ..errors import LimitExceeded, StoreError, TooMany
 from .limits import Limits
-from .schema import ChannelSchema
-from .store import Store
-from .store import Tag
+from ..schema import ChannelSchema
+from ..store import Store
+from ..store import Tag
 
 
 class Exports:
@@ -84,7 +84,7 @@ class Exports:
 
     def _write(self, path: str, lo: int, hi: int, readers, signals, step,
                tag: Tag | None) -> None:
-        from .hdf5 import export
+        from ..hdf5 import export
         if all(not isinstance(r, RemoteReader) for r in readers):
             self.store.export_hdf5(path, lo, hi, [r.name for r in readers], signals,
                                    progress=step)

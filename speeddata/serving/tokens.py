@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import Unauthenticated
+from ..errors import Unauthenticated
 
 
 def presented(authorization: str | None, query: str | None = None) -> str:

@@ -1,5 +1,5 @@
 """The ``speeddata`` command: serve, demo, send, stats; and the data commands of
-`speeddata.cli_data` (ls, export, tag, tags, untag, inspect)."""
+`speeddata.cli.data` (ls, export, tag, tags, untag, inspect)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import sys
 import threading
 import time
 
-from . import config as config_mod
-from .cli_data import add_commands
-from . import send as send_mod
-from .errors import SpeedDataError
-from .timeutil import format_ns
+from .. import config as config_mod
+from .data import add_commands
+from .. import send as send_mod
+from ..errors import SpeedDataError
+from ..timeutil import format_ns
 
 
 def _stop_on_signals() -> threading.Event:
@@ -55,7 +55,7 @@ def cmd_serve(args, cfg: config_mod.ServeConfig, senders=()) -> int:
 
 
 async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
-    from .server import Server
+    from ..serving import Server
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,7 +129,7 @@ def cmd_send(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from . import store
+    from .. import store
     with store.open(args.data, readonly=True) as st:
         for name, s_ in st.stats().items():
             span = (f"{format_ns(s_.first_time)} .. {format_ns(s_.last_time)}"
@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="./data")
     t.set_defaults(func=cmd_stats)
     add_commands(sub)
-    from .cli_cluster import add_commands as add_cluster_commands
+    from .archives import add_commands as add_cluster_commands
     add_cluster_commands(sub)
     from .bench import add_command as add_bench
     add_bench(sub)

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import parse_size
-from .decimation import Decimation
-from .errors import SpeedDataError
-from .schema import load as load_schema, load_avro
+from ..config import parse_size
+from ..decimation import Decimation
+from ..errors import SpeedDataError
+from ..schema import load as load_schema, load_avro
 
 HZ = os.sysconf("SC_CLK_TCK")
 MAX_LOSS = 0.001
@@ -102,8 +102,8 @@ def _sender(name: str, port: int, schema: dict, rate: float, per: int, seconds: 
     datagrams) on ``out``."""
     import socket
 
-    from ._ingest import send_datagrams
-    from .codec import Plan, encode_columns
+    from .._ingest import send_datagrams
+    from ..codec import Plan, encode_columns
     cs = load_schema(schema)
     plan = Plan(cs, wire=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -148,7 +148,7 @@ class _Server:
 
     def _wait_running(self, names: list[str], timeout: float = 30.0) -> None:
         """Until the server answers over gRPC and every channel's worker receives."""
-        from .client import Client
+        from ..client import Client
         deadline = time.monotonic() + timeout
         with Client(self.address, timeout=2) as c:
             while True:
@@ -176,7 +176,7 @@ class _Server:
                     ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-            if ppid == self.proc.pid and b"speeddata.worker" in args:
+            if ppid == self.proc.pid and b"speeddata.ingest.worker" in args:
                 out[args[args.index(b"--channel") + 1].decode()] = int(pid)
         return out
 
@@ -201,7 +201,7 @@ def _cpu(pid: int) -> float:
 
 def _stored(data: str) -> dict[str, tuple[int, int]]:
     """Per channel: records and bytes the store holds."""
-    from . import store
+    from .. import store
     with store.open(data, readonly=True) as st:
         return {n: (s.stored_records, s.bytes) for n, s in st.stats().items()}
 
@@ -209,7 +209,7 @@ def _stored(data: str) -> dict[str, tuple[int, int]]:
 def trial(server: _Server, mix: list[ChannelMix], ports: list[int], factor: float,
           seconds: float) -> Trial:
     """Every channel at ``factor`` x its rate for ``seconds``; what the store gained."""
-    from .client import Client
+    from ..client import Client
     ctx = multiprocessing.get_context("spawn")
     before = _stored(server.data)
     workers = server.workers()
@@ -347,7 +347,7 @@ def report(best: Trial, mix: list[ChannelMix], disk: int, trials: list[Trial]) -
 
 def _wire_bytes(schema: dict) -> int:
     """Bytes of one record on the wire (encoded once)."""
-    from .codec import Plan, encode_columns
+    from ..codec import Plan, encode_columns
     cs = load_schema(schema)
     body, _ = encode_columns(Plan(cs, wire=True), np.array([time.time_ns()], np.int64),
                              _columns(cs, 0, 1))
@@ -374,7 +374,7 @@ def _free_tcp_port() -> int:
 
 def _free_ports(n: int) -> list[int]:
     import socket
-    from .config import PORT_RANGE
+    from ..config import PORT_RANGE
     ports = []
     for port in range(PORT_RANGE.start + 500, PORT_RANGE.stop):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -471,7 +471,7 @@ def per_sweep(first: ChannelMix, seconds: float, steps: int, bisect: int, disk: 
 
 def mix_from_args(args) -> list[ChannelMix]:
     if args.config:
-        from .config import load
+        from ..config import load
         cfg = load(args.config)
         return [ChannelMix(c.name, load_avro(c.schema), args.rate, args.per)
                 for c in cfg.channels]

@@ -35,20 +35,20 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .config import ClusterConfig
-from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
+from ..config import ClusterConfig
+from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
                      SpeedDataError, StoreError, TagExists, TagNotFound)
-from .schema import ChannelSchema
-from .store import Tag, load_stored, stored_avro
-from .timeutil import format_ns, now_ns, to_ns
-from .cluster_buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel,
+from ..schema import ChannelSchema
+from ..store import Tag, load_stored, stored_avro
+from ..timeutil import format_ns, now_ns, to_ns
+from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel,
                               _key, fitting_replicas, kv_all, list_manifests)
-from .cluster_live import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
+from .relay import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .hub import Hub
-    from .serve import Supervisor
+    from ..client import Client
+    from ..live import Hub
+    from ..ingest import Supervisor
 
 log = logging.getLogger("speeddata.cluster")
 
@@ -494,7 +494,7 @@ class Cluster(LiveRelay):
 
     def client(self, name: str) -> "Client":
         """A gRPC client of the node that owns a channel; ChannelNotFound when no node does."""
-        from .client import Client
+        from ..client import Client
         rc = self.remote_channel(name)
         if rc is None:
             raise ChannelNotFound(f"no channel {name!r} in the cluster")

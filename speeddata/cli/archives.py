@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .timeutil import format_ns
+from ..timeutil import format_ns
 
 
 def _print_archives(found: list[dict]) -> None:
@@ -28,7 +28,7 @@ def _print_archives(found: list[dict]) -> None:
 
 
 def cmd_archive(args) -> int:
-    from .client import Client
+    from ..client import Client
     with Client(args.server, token=args.token) as c:
         manifest = c.archive(args.tag)
     _print_archives([manifest])
@@ -37,10 +37,10 @@ def cmd_archive(args) -> int:
 
 def cmd_archives(args) -> int:
     if args.nats:
-        from .cluster_buckets import archives
+        from ..cluster import archives
         found = archives(_urls(args.nats))
     else:
-        from .client import Client
+        from ..client import Client
         with Client(args.server) as c:
             found = c.archives()
     _print_archives(found)
@@ -48,8 +48,8 @@ def cmd_archives(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from . import store
-    from .cluster_buckets import fetch_archive, restore_into
+    from .. import store
+    from ..cluster import fetch_archive, restore_into
     with tempfile.TemporaryDirectory(prefix=f"speeddata-{os.getpid()}-restore-") as folder:
         manifest = fetch_archive(_urls(args.nats), args.tag, folder)
         if args.hdf5:

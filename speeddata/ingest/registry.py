@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as config_mod
-from .config import PORT_RANGE, ChannelConfig
-from .errors import ChannelExists, ChannelNotFound, ConfigError, listing
-from .schema import load_avro
+from .. import config as config_mod
+from ..config import PORT_RANGE, ChannelConfig
+from ..errors import ChannelExists, ChannelNotFound, ConfigError, listing
+from ..schema import load_avro
 
 REGISTRY_FILE = "registry.sqlite"
 SOURCES = ("config", "api")

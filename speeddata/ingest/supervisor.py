@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import store as store_mod
-from .config import ChannelConfig
-from .errors import ChannelExists, ChannelNotFound, ConfigError, PortUnavailable, SpeedDataError
-from .decimation import Decimation
-from .live import Ring, Subscriber, create_ring
+from .. import store as store_mod
+from ..config import ChannelConfig
+from ..errors import ChannelExists, ChannelNotFound, ConfigError, PortUnavailable, SpeedDataError
+from ..decimation import Decimation
+from ..live import Ring, Subscriber, create_ring
 from .registry import Registry
-from .stats import ChannelStats
+from ..stats import ChannelStats
 from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, port_owner, status_path
 
 log = logging.getLogger("speeddata.serve")
@@ -58,7 +58,7 @@ class WorkerProcess:
     def spawn(self, data: str) -> None:
         """Start the worker of the store at ``data``."""
         cfg = self.config
-        cmd = [sys.executable, "-m", "speeddata.worker", "--channel", cfg.name,
+        cmd = [sys.executable, "-m", "speeddata.ingest.worker", "--channel", cfg.name,
                "--data", data, "--port", str(cfg.port), "--bind", cfg.bind,
                "--ring", self.ring_path, "--rcvbuf", str(cfg.receive_buffer),
                "--restarts", str(self.restarts), "--notify", str(self.notify[1]),
@@ -165,7 +165,7 @@ class Supervisor:
         The store directory (created when missing).
     channels : list of ChannelConfig
         The config file's channels. With them run the channels registered in the store
-        over an API (`speeddata.registry`); more can be added and removed while running.
+        over an API (`speeddata.ingest.registry`); more can be added and removed while running.
     retention : dict
         Store-wide settings: retention (``max_bytes``, ``max_age``) and block and segment
         sizes (see `speeddata.store.open`).

@@ -13,18 +13,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .cluster_buckets import RemoteChannel
-from .columns import Columns
-from .config import ClusterConfig
-from .decimation import Decimation
-from .errors import ChannelNotFound, ClusterUnavailable, SpeedDataError
-from .hub import Subscription, Update
-from .pb_enums import AGGREGATE, DATA_TYPE
-from .timeutil import format_ns
+from .buckets import RemoteChannel
+from ..columns import Columns
+from ..config import ClusterConfig
+from ..decimation import Decimation
+from ..errors import ChannelNotFound, ClusterUnavailable, SpeedDataError
+from ..live import Subscription, Update
+from ..pb_enums import AGGREGATE, DATA_TYPE
+from ..timeutil import format_ns
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .serve import Supervisor
+    from ..live import Hub
+    from ..ingest import Supervisor
 
 log = logging.getLogger("speeddata.cluster")
 
@@ -66,7 +66,7 @@ class _Relay:
         await self.cluster.nc.publish(f"{WANT}.{self.channel}", json.dumps(self.want).encode())
 
     async def _on_batch(self, msg) -> None:
-        from .client import batch_columns
+        from ..client import batch_columns
         h = msg.headers or {}
         first, covered, missed = int(h.get("first", 0)), int(h.get("next", 0)), \
             int(h.get("missed", 0))
@@ -195,7 +195,7 @@ class LiveRelay:
         self._leases[(channel, form)] = _Lease(expires, sub, task)
 
     async def _publish(self, channel: str, form: str, sub: Subscription) -> None:
-        from . import wire
+        from .. import wire
         subject = f"{LIVE}.{channel}.{form}"
         while True:
             try:

@@ -1,5 +1,5 @@
 """The REST API of the web front-end (Tornado), under ``/api/v1``: the prototype's endpoints
-over the same registry and service as gRPC (`speeddata.service`).
+over the same registry and service as gRPC (`speeddata.serving.service`).
 
 Every error is JSON ``{"error": message, "code": gRPC code name}`` with the HTTP status of
 `speeddata.errors.STATUS`. With a token configured, every request that changes something
@@ -17,12 +17,12 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 
-from ._version import __version__
+from .._version import __version__
 from . import tokens
-from .errors import Forbidden, RequestError, TimeRangeError
+from ..errors import Forbidden, RequestError, TimeRangeError
 from .service import ChannelInfo, Service
-from .stats import ChannelStats
-from .timeutil import duration_ns, end_of, to_ns, whole_number
+from ..stats import ChannelStats
+from ..timeutil import duration_ns, end_of, to_ns, whole_number
 from .web_guard import JsonErrors
 
 
@@ -95,7 +95,7 @@ class ApiHandler(JsonErrors):
 
     def prepare(self) -> None:
         if self.request.method not in ("GET", "HEAD"):
-            # the body's size is the gate's (speeddata.web_guard), before it is read
+            # the body's size is the gate's (speeddata.serving.web_guard), before it is read
             check_same_origin(self.request)
             tokens.check(self.token, tokens.presented(self.request.headers.get("Authorization")),
                          f"{self.request.method} {self.request.path}")
@@ -175,7 +175,7 @@ class SchemaCheck(ApiHandler):
     that names the problem (what the registration form shows as one types)."""
 
     def post(self) -> None:
-        from .schema import load
+        from ..schema import load
         text = self.body_json().get("schema")
         if not isinstance(text, str):
             raise RequestError("send {\"schema\": \"<Avro schema as JSON text>\"}")

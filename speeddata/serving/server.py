@@ -10,15 +10,15 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import ClusterConfig, ServeConfig
-from .errors import ConfigError
-from .hub import Hub
+from ..config import ClusterConfig, ServeConfig
+from ..errors import ConfigError
+from ..live import Hub
 from .limits import Limits
-from .serve import Supervisor
+from ..ingest import Supervisor
 from .service import Service
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from ..cluster import Cluster
 
 log = logging.getLogger("speeddata.server")
 
@@ -88,7 +88,7 @@ class Server:
         self._redacting: logging.Filter | None = None
 
     async def start(self) -> Listening:
-        from . import grpc_server
+        from . import grpc_api
         from .web_guard import RedactingFilter
         loop = asyncio.get_running_loop()
         # no log line shows the token, nor a wrong guess of it in a URL
@@ -105,7 +105,7 @@ class Server:
             self.hub.max_subscriptions = self.service.limits.subscriptions
             self.hub.max_per_client = self.service.limits.subscriptions_per_client
             self.hub.stall_after = self.service.limits.stall_seconds
-            self._grpc, port = await grpc_server.start(self.service, self.grpc_address,
+            self._grpc, port = await grpc_api.start(self.service, self.grpc_address,
                                                        self.token)
             web_host, web_port = self._start_web()
             if self.cluster_config is not None:
@@ -121,7 +121,7 @@ class Server:
     async def _join(self, grpc_port: int, web_url: str) -> None:
         """Become a node of the cluster: the registry, tags, live data and archives shared
         through NATS JetStream (`speeddata.cluster`)."""
-        from .cluster import Cluster
+        from ..cluster import Cluster
         cfg = self.cluster_config
         assert cfg is not None and self.supervisor and self.hub and self.service
         host = self.grpc_address.rpartition(":")[0] or "127.0.0.1"

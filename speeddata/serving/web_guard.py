@@ -23,7 +23,7 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 
-from .errors import (HTTP_CODES, LengthRequired, LimitExceeded, Misdirected, RequestError,
+from ..errors import (HTTP_CODES, LengthRequired, LimitExceeded, Misdirected, RequestError,
                      SpeedDataError, public_message, status_of)
 
 access_log = logging.getLogger("tornado.access")

@@ -1,8 +1,8 @@
-"""One channel's ingest worker: ``python -m speeddata.worker --channel NAME ...``.
+"""One channel's ingest worker: ``python -m speeddata.ingest.worker --channel NAME ...``.
 
 Receives the channel's UDP port with the Cython receiver, writes blocks to the store,
 publishes the live ring and its counters, optionally re-serves multicast. SIGTERM or SIGINT
-flush the open block and exit 0. The supervisor (`speeddata.serve`) starts and watches it;
+flush the open block and exit 0. The supervisor (`speeddata.ingest.supervisor`) starts and watches it;
 its command line names the channel, so ``ps`` shows which process serves which.
 """
 
@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from . import store as store_mod
-from ._ingest import Receiver
-from ._ring import LiveRing
-from .errors import SpeedDataError, StoreError
-from .codec import Plan, encode_columns
-from .decimation import Decimation, key
-from .live import COUNTERS, H_WRITE_ENTRY, Ring, Subscriber
+from .. import store as store_mod
+from .._ingest import Receiver
+from .._ring import LiveRing
+from ..errors import SpeedDataError, StoreError
+from ..codec import Plan, encode_columns
+from ..decimation import Decimation, key
+from ..live import COUNTERS, H_WRITE_ENTRY, Ring, Subscriber
 
-log = logging.getLogger("speeddata.worker")
+log = logging.getLogger("speeddata.ingest.worker")
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 EXIT_PORT_TAKEN = 3
@@ -347,7 +347,7 @@ def _interleave(a, b):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="speeddata.worker", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="speeddata.ingest.worker", description=__doc__.splitlines()[0])
     p.add_argument("--channel", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--port", type=int, required=True)

@@ -22,19 +22,28 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from .columns import Columns
-from .decimation import Decimation, Decimator
-from .errors import ChannelNotFound, SpeedDataError, TooMany
-from .live import Subscriber
-
-if TYPE_CHECKING:
-    from .serve import Supervisor
+from ..columns import Columns
+from ..decimation import Decimation, Decimator
+from ..errors import ChannelNotFound, SpeedDataError, TooMany
+from .ring import Ring, Subscriber
 
 log = logging.getLogger("speeddata.hub")
 MIN_INTERVAL = 0.010      # s between two reads of one channel's ring
 QUEUE_RECORDS = 1 << 20   # raw records a subscription may hold before it drops the oldest
+
+
+class Feeds(Protocol):
+    """What the hub reads: the rings of a supervisor's channels
+    (`speeddata.ingest.Supervisor`) and the pipes that say they moved."""
+
+    @property
+    def channels(self) -> Any: ...
+    @property
+    def store(self) -> Any: ...
+    def ring(self, name: str) -> Ring: ...
+    def notify_fd(self, name: str) -> int: ...
 
 
 class Update(NamedTuple):
@@ -240,7 +249,7 @@ class _Feed:
 class Hub:
     """The live feeds of a supervisor's channels. Use from its event loop's thread."""
 
-    def __init__(self, supervisor: "Supervisor", loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, supervisor: Feeds, loop: asyncio.AbstractEventLoop | None = None):
         self.supervisor = supervisor
         self.loop = loop or asyncio.get_event_loop()
         self._feeds: dict[str, _Feed] = {}

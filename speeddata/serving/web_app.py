@@ -1,5 +1,5 @@
 """The web front-end (Tornado): pages and assets from ``speeddata.web``, the live feed over a
-WebSocket, overviews for charts, and the REST API of `speeddata.web_api`.
+WebSocket, overviews for charts, and the REST API of `speeddata.serving.rest`.
 
 Live frames are binary, little-endian, one per hub update:
 ``u32 header length | header JSON | zero padding to 8 bytes | float64 time (ms since the
@@ -23,14 +23,14 @@ import numpy as np
 import tornado.web
 import tornado.websocket
 
-from .columns import Columns
-from .decimation import Decimation
+from ..columns import Columns
+from ..decimation import Decimation
 from . import tokens
-from .errors import Forbidden, LimitExceeded, RequestError, SpeedDataError
-from .hub import Subscription
+from ..errors import Forbidden, LimitExceeded, RequestError, SpeedDataError
+from ..live import Subscription
 from .service import Service
-from .timeutil import finite_number, to_ns, whole_number
-from .web_api import ApiHandler, api_routes, origin_of
+from ..timeutil import finite_number, to_ns, whole_number
+from .rest import ApiHandler, api_routes, origin_of
 from .web_guard import GuardedApplication, Hosts, JsonErrors
 
 log = logging.getLogger("speeddata.web")
@@ -75,7 +75,7 @@ class Live(JsonErrors, tornado.websocket.WebSocketHandler):
         self.task: asyncio.Task | None = None
 
     def check_origin(self, origin: str) -> bool:
-        # the Host itself was checked by the gate (speeddata.web_guard)
+        # the Host itself was checked by the gate (speeddata.serving.web_guard)
         return origin_of(origin) == f"{self.request.protocol}://{self.request.host}".lower()
 
     async def get(self, *args: Any, **kwargs: Any) -> None:

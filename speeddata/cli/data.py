@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import ChannelNotFound, SpeedDataError, TimeRangeError, listing
-from .timeutil import duration_ns, end_of, format_ns, to_ns
+from ..errors import ChannelNotFound, SpeedDataError, TimeRangeError, listing
+from ..timeutil import duration_ns, end_of, format_ns, to_ns
 
 
 def _span(held: tuple[int, int] | None) -> str:
@@ -41,7 +41,7 @@ def _names(text: str | None) -> list[str] | None:
 
 @contextlib.contextmanager
 def _client(address: str) -> Iterator[Any]:
-    from .client import Client
+    from ..client import Client
     c = Client(address)
     try:
         yield c
@@ -62,7 +62,7 @@ def cmd_ls(args) -> int:
                       f"records {s.get('bytes', 0) / 1e6:>9.2f} MB  {_span(held)}")
             tags = c.tags()
     else:
-        from . import store
+        from .. import store
         with store.open(args.data, readonly=True, create=False) as st:
             for name, s in st.stats().items():
                 held = (s.first_time, s.last_time) \
@@ -124,7 +124,7 @@ def cmd_export(args) -> int:
 
 
 def _export_local(args, start: int, end: int, channels, signals, progress) -> None:
-    from . import store
+    from .. import store
     with store.open(args.data, readonly=True, create=False) as st:
         tag = st.get_tag(args.tag) if args.tag else None
         names = channels or (list(tag.channels) if tag and tag.channels else st.channels)
@@ -150,7 +150,7 @@ def cmd_tag(args) -> int:
         with _client(args.server) as c:
             c.tag(args.name, start, end, channels, args.note, replace=args.replace)
     else:
-        from . import store
+        from .. import store
         with store.open(args.data, create=False) as st:
             st.tag(args.name, start, end, channels, args.note, replace=args.replace)
     print(f"tagged {args.name}: {_span((start, end))}")
@@ -162,7 +162,7 @@ def cmd_tags(args) -> int:
         with _client(args.server) as c:
             tags = c.tags()
     else:
-        from . import store
+        from .. import store
         with store.open(args.data, readonly=True, create=False) as st:
             tags = _tag_dicts(st)
     _print_tags(tags)
@@ -174,7 +174,7 @@ def cmd_untag(args) -> int:
         with _client(args.server) as c:
             c.untag(args.name)
     else:
-        from . import store
+        from .. import store
         with store.open(args.data, create=False) as st:
             st.untag(args.name)
     print(f"removed tag {args.name}; its data is subject to retention again")
@@ -187,7 +187,7 @@ def cmd_inspect(args) -> int:
     if not os.path.isfile(path):
         raise SpeedDataError(f"no file {path!r}")
     if path.endswith((".h5", ".hdf5")):
-        from .hdf5 import read_hdf5
+        from ..hdf5 import read_hdf5
         ds = read_hdf5(path)
         print(f"{path}: HDF5, {len(ds.channel)} channel(s)")
         for name, cols in ds.channel.items():
@@ -195,7 +195,7 @@ def cmd_inspect(args) -> int:
             print(f"  {name}: {len(cols)} records, signals {', '.join(cols.signals)}; "
                   f"{_span(held)}")
         return 0
-    from .store import describe
+    from ..store import describe
     report = describe(path)
     if report.kind == "index":
         print(f"{path}: index of {report.blocks} blocks, {report.records} records")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import ChannelSchema
-from .errors import ClusterUnavailable, ConfigError, StoreError, TagNotFound, listing
-from .store import Tag
+from ..schema import ChannelSchema
+from ..errors import ClusterUnavailable, ConfigError, StoreError, TagNotFound, listing
+from ..store import Tag
 
 log = logging.getLogger("speeddata.cluster")
 

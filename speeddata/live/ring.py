@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._ring import ENTRY_FIELDS, RING_LAYOUT
-from .codec import REASONS, Plan, decode
-from .columns import Columns
-from .decimation import Decimation, Decimator
-from .errors import NOT_STORED, SpeedDataError
-from .schema import ChannelSchema
+from .._ring import ENTRY_FIELDS, RING_LAYOUT
+from ..codec import REASONS, Plan, decode
+from ..columns import Columns
+from ..decimation import Decimation, Decimator
+from ..errors import NOT_STORED, SpeedDataError
+from ..schema import ChannelSchema
 
 _HEADER = RING_LAYOUT["header_bytes"]
 _NCOUNTERS = RING_LAYOUT["counter_slots"]

@@ -1,10 +1,10 @@
-"""What the serve process offers, whatever the transport: gRPC (`speeddata.grpc_server`) and
+"""What the serve process offers, whatever the transport: gRPC (`speeddata.serving.grpc_api`) and
 the web's REST API call these, so both check and answer alike.
 
 Every method raises SpeedData errors; `speeddata.errors.status_of` maps them to gRPC codes
 and HTTP statuses. Methods that touch the disk or start processes block: call them from a
 worker thread on the event loop (``asyncio.to_thread``). Subscriptions go through the live
-hub (`speeddata.hub`), from the loop's thread.
+hub (`speeddata.live.hub`), from the loop's thread.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 
-from . import config as config_mod
-from .columns import Columns
-from .decimation import Decimation, Decimator, key
-from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, LimitExceeded,
+from .. import config as config_mod
+from ..columns import Columns
+from ..decimation import Decimation, Decimator, key
+from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, LimitExceeded,
                      RequestError, SchemaError, StoreError, TagExists, TagNotFound,
                      TimeRangeError, listing)
 from .exports import Exports, RemoteReader
-from .hub import Hub
+from ..live import Hub
 from .limits import Limits
-from .schema import ChannelSchema, load_avro
-from .serve import Supervisor
-from .stats import ChannelStats
-from .store import Tag, check_name, stored_avro
+from ..schema import ChannelSchema, load_avro
+from ..ingest import Supervisor
+from ..stats import ChannelStats
+from ..store import Tag, check_name, stored_avro
 
 if TYPE_CHECKING:
-    from .cluster import Cluster, RemoteChannel
+    from ..cluster import Cluster, RemoteChannel
 
 STATUSES = ("running", "starting", "failed", "stored", "unreachable")
 
@@ -112,7 +112,7 @@ class Service:
         if self.cluster is None:
             self.supervisor.add_channel(cfg)
             return self.channel(cfg.name)
-        from .schema import load
+        from ..schema import load
         if cfg.name in self.supervisor.channels:
             raise ChannelExists(f"channel {cfg.name!r} is registered already (port "
                                 f"{self.supervisor.channels[cfg.name].port})",
@@ -259,7 +259,7 @@ class Service:
     def _remote_stats(self, info: ChannelInfo) -> tuple[ChannelStats, float]:
         """Another node's channel's stats, from that node (just its status when it cannot
         be reached)."""
-        from .errors import SpeedDataError
+        from ..errors import SpeedDataError
         if info.status == "unreachable":             # not worth a wait on each listing
             return ChannelStats(info.name, status="unreachable"), 0.0
         try:
@@ -354,7 +354,7 @@ class Service:
         if self.cluster is None:
             return self.store.tag(name, start, end, list(channels) or None, note,
                                   replace=replace)
-        from .timeutil import now_ns
+        from ..timeutil import now_ns
         check_name(name, "tag")
         known = {i.name for i in self.channels()}
         for c in channels:
@@ -414,7 +414,7 @@ class Service:
                     chunk_bytes: int = 1 << 20,
                     progress: Callable[[float], None] | None = None) -> Iterator[tuple[bytes, int]]:
         """The HDF5 file of a tag or a range, in chunks: (bytes, file size), within the
-        limits (`speeddata.exports`)."""
+        limits (`speeddata.serving.exports`)."""
         names = list(dict.fromkeys(channels)) or None      # each channel once
         found = None
         if tag:

@@ -1,5 +1,5 @@
 """The gRPC service (``proto/speeddata/v1/speeddata.proto``) on the serve process's asyncio
-event loop: a thin adapter from protobuf messages to `speeddata.service.Service`.
+event loop: a thin adapter from protobuf messages to `speeddata.serving.Service`.
 
 Blocking work (registering, reading the store, exporting) runs in worker threads; live
 subscriptions come from the hub on the loop itself. Errors become the status code of
@@ -19,19 +19,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .columns import Columns
+from ..columns import Columns
 from .grpc_guard import HealthServicer, MalformedRequests
-from .decimation import Decimation
+from ..decimation import Decimation
 from . import tokens
-from .errors import RequestError, SpeedDataError, public_message, status_of
-from .pb_enums import AGGREGATE, DATA_TYPE
-from .schema import Signal
+from ..errors import RequestError, SpeedDataError, public_message, status_of
+from ..pb_enums import AGGREGATE, DATA_TYPE
+from ..schema import Signal
 from .service import ChannelInfo, Service
-from .stats import ChannelStats
-from .v1 import speeddata_pb2 as pb
-from .v1 import speeddata_pb2_grpc as pb_grpc
-from . import wire
-from .wire import split
+from ..stats import ChannelStats
+from ..v1 import speeddata_pb2 as pb
+from ..v1 import speeddata_pb2_grpc as pb_grpc
+from .. import wire
+from ..wire import split
 
 log = logging.getLogger("speeddata.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpeedData"].full_name
@@ -148,7 +148,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
 
     @_errors
     async def ListAvailablePorts(self, request, context):
-        from .config import PORT_RANGE
+        from ..config import PORT_RANGE
         ports = await asyncio.to_thread(self.service.available_ports, request.limit)
         return pb.ListAvailablePortsResponse(ports=ports, range_start=PORT_RANGE.start,
                                              range_end=PORT_RANGE.stop - 1)
@@ -430,7 +430,7 @@ def _retention_in(r) -> dict:
 
 
 def _retention_pb(options: dict) -> pb.Retention:
-    from .timeutil import duration_ns
+    from ..timeutil import duration_ns
     age = options.get("max_age")
     return pb.Retention(max_bytes=int(options.get("max_bytes") or 0),
                         max_age_ns=duration_ns(age) if age is not None else 0)
