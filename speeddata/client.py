@@ -76,8 +76,13 @@ class ChannelInfo:
                 f"<table><tr><th>signal</th><th>type</th></tr>{rows}</table>")
 
 
-def _error(e: grpc.RpcError) -> errors.SpeedDataError:
+def _error(e: grpc.RpcError, address: str = "") -> errors.SpeedDataError:
     code, detail = e.code(), e.details() or ""
+    named = dict(e.trailing_metadata() or ()).get(errors.GRPC_ERROR_KEY)
+    raised = errors.by_name(named) if isinstance(named, str) else None
+    if raised is not None and raised is not errors.DecodeError:
+        message, hint = errors.split_hint(detail)     # the server's own error, as it was
+        return raised(message, hint=hint)
     cls = _ERRORS.get(code, errors.SpeedDataError)
     if code == grpc.StatusCode.NOT_FOUND and detail.startswith("no tag"):
         cls = errors.TagNotFound
@@ -88,7 +93,10 @@ def _error(e: grpc.RpcError) -> errors.SpeedDataError:
         # grpc's ("failed to connect to all addresses...") is said to be about the server
         if "unreachable since" in detail or detail.startswith("the server"):
             return errors.Unavailable(detail)
-        return errors.Unavailable(f"the server is unavailable: {detail}")
+        return errors.Unavailable(
+            f"no SpeedData server answers at {address or 'that address'}",
+            hint="start one with `speeddata serve`, which prints its gRPC address, or pass "
+                 "the address a running one printed")
     if cls is errors.SpeedDataError:
         return errors.SpeedDataError(f"{code.name}: {detail}")
     return cls(detail)
@@ -168,17 +176,16 @@ class Client:
                 request, metadata=self._metadata,
                 timeout=None if stream else self.timeout)
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise _error(e, self.address) from None
         return self._stream(result) if stream else result
 
-    @staticmethod
-    def _stream(responses) -> Iterator:
+    def _stream(self, responses) -> Iterator:
         try:
             yield from responses
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise _error(e) from None
+            raise _error(e, self.address) from None
         finally:
             responses.cancel()
 
@@ -313,12 +320,14 @@ class Client:
     def export_hdf5(self, path: str | os.PathLike, start: TimeLike | None = None,
                     end: TimeLike | None = None, channels: Sequence[str] | None = None,
                     signals: Sequence[str] | None = None, *, tag: str = "",
+                    allow_empty: bool = False,
                     progress: Callable[[float], None] | None = None) -> str:
         """Export a tag or a range to a local HDF5 file; ``progress(fraction)`` as it goes.
-        The file appears complete or not at all."""
+        The file appears complete or not at all. A range without any record is
+        `speeddata.EmptyRange` unless ``allow_empty``."""
         lo, hi = (0, 0) if tag else _range(start, end)
         request = pb.ExportRequest(tag=tag, start=lo, end=hi, channels=list(channels or ()),
-                                   signals=list(signals or ()))
+                                   signals=list(signals or ()), allow_empty=allow_empty)
         path = os.fspath(path)
         tmp = f"{path}.part"
         try:
@@ -352,7 +361,7 @@ class Client:
             return _archive(self._stub.Archive(pb.ArchiveRequest(tag=tag),
                                                metadata=self._metadata))
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise _error(e, self.address) from None
 
     def archives(self) -> list[dict]:
         return [_archive(a) for a in self._call("ListArchives",
@@ -380,6 +389,7 @@ class Subscription:
     block) ends it and frees the server's slot."""
 
     def __init__(self, client: Client, request: pb.SubscribeRequest):
+        self._client = client
         self._responses = client._raw["Subscribe"](request, metadata=client._metadata)
         self.next_record: dict[str, int] = {}
         self.missed: dict[str, int] = {}
@@ -396,7 +406,7 @@ class Subscription:
                 yield batch
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
-                raise _error(e) from None
+                raise _error(e, self._client.address) from None
 
     def close(self) -> None:
         self._responses.cancel()
@@ -418,8 +428,11 @@ class _Gather:
         self.parts: list[Columns] = []
         self.out: Columns | None = None
         self.rows = 0
+        self.shape: Columns | None = None      # the first batch: its signals, if no row comes
 
     def add(self, batch: Columns, bound: int) -> None:
+        if self.shape is None:
+            self.shape = batch.take(slice(0, 0))
         if not len(batch):
             return
         if self.out is None and not self.parts and bound >= len(batch) and all(
@@ -444,12 +457,20 @@ class _Gather:
     def result(self) -> Columns:
         if self.out is not None:
             return self.out.take(slice(0, self.rows))
-        return concat_batches(self.parts, self.channel)
+        shape = [self.shape] if self.shape is not None else []
+        return concat_batches(self.parts or shape, self.channel)
 
 
 def concat_batches(batches, channel: str = "") -> Columns:
+    """Batches joined into one Columns; without rows, the first batch's signals (a range
+    without records keeps them, as a local read does)."""
+    batches = list(batches)
     parts = [b for b in batches if len(b)]
     if not parts:
+        if batches:
+            first = batches[0]
+            return Columns(np.asarray(first.time[:0], np.int64),
+                           {k: v[:0].copy() for k, v in first.data.items()}, channel)
         return Columns(np.empty(0, np.int64), {}, channel)
     return concat(parts)         # one copy: arrays of their own, not views of messages
 

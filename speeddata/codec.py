@@ -64,6 +64,13 @@ def finish(schema: ChannelSchema, time: np.ndarray, columns: list, masks: list,
     return Columns(time, data, channel)
 
 
+def empty(schema: ChannelSchema, signals: Sequence[str] | None = None,
+          channel: str = "") -> Columns:
+    """No records, but the signals and their dtypes: what a range without records reads."""
+    time, columns, masks = allocate(schema, 0, signals)
+    return finish(schema, time, columns, masks, channel)
+
+
 def decode(schema: ChannelSchema | Plan, data: bytes, count: int | None = None,
            signals: Sequence[str] | None = None) -> Columns:
     """Decode Avro binary records, back to back, into Columns.

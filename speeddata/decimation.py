@@ -92,13 +92,13 @@ def decimate(cols: Columns, d: Decimation, first_record: int = 0, *,
     if d.kind == "every":
         return cols.take((np.arange(first_record, first_record + n) % d.factor) == 0), 0
     if n == 0:
-        return _empty(cols, d), 0
+        return decimated_empty(cols, d), 0
     ids = cols.time // d.bucket_ns if d.bucket_ns else \
         np.arange(first_record, first_record + n) // d.factor
     starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
     complete = len(starts) if final else len(starts) - 1    # the last bucket may still grow
     if complete <= 0:
-        return _empty(cols, d), n
+        return decimated_empty(cols, d), n
     bounds = np.append(starts[:complete], starts[complete] if complete < len(starts) else n)
     held = n - int(bounds[-1])
     edges, counts = bounds[:-1], np.diff(bounds)
@@ -121,7 +121,8 @@ def decimate(cols: Columns, d: Decimation, first_record: int = 0, *,
     return Columns(start, data, cols.channel), held
 
 
-def _empty(cols: Columns, d: Decimation) -> Columns:
+def decimated_empty(cols: Columns, d: Decimation) -> Columns:
+    """No buckets, but the columns a decimation of ``cols`` has (numbers as float64)."""
     aggs = ("min", "max") if d.kind == "minmax" else (d.kind,)
     data = {}
     for name, v in cols.data.items():

@@ -7,6 +7,7 @@ for code that does not know SpeedData.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 
 
@@ -124,6 +125,11 @@ class LengthRequired(RequestError):
     """A web request whose body comes without its length (chunked)."""
 
 
+class EmptyRange(SpeedDataError, LookupError):
+    """A range that holds no record, asked for where an empty answer would pass unseen (an
+    export); the message says what the store holds."""
+
+
 class Unavailable(SpeedDataError, ConnectionError):
     """A server that cannot be reached or does not answer in time."""
 
@@ -151,6 +157,7 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     TagExists: ("ALREADY_EXISTS", 409),
     ChannelNotFound: ("NOT_FOUND", 404),
     TagNotFound: ("NOT_FOUND", 404),
+    EmptyRange: ("NOT_FOUND", 404),
     TooMany: ("RESOURCE_EXHAUSTED", 429),
     LimitExceeded: ("RESOURCE_EXHAUSTED", 413),
     PortUnavailable: ("UNAVAILABLE", 503),
@@ -160,11 +167,41 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
 }
 
 
+# gRPC trailing metadata that names an error's class (`SpeedDataError` subclasses), so
+# that `speeddata.Client` raises the one the server raised, hint and all
+GRPC_ERROR_KEY = "speeddata-error"
+
+
+def by_name(name: str) -> type[SpeedDataError] | None:
+    """The SpeedData error class of that name, if there is one."""
+    cls = globals().get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, SpeedDataError) else None
+
+
+def split_hint(text: str) -> tuple[str, str | None]:
+    """``"message (hint: what to do)"`` as (message, hint): `SpeedDataError.__str__` undone."""
+    message, sep, hint = text.partition(" (hint: ")
+    if sep and hint.endswith(")"):
+        return message, hint[:-1]
+    return text, None
+
+
 # Tornado's own refusals (an unknown route, a method a route lacks, a malformed request), by
 # HTTP status, as gRPC code names
 HTTP_CODES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
               405: "UNIMPLEMENTED", 411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED",
               421: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}
+
+
+def on_surface(text: str, surface: str) -> str:
+    """A hint as the user of one surface acts on it: Python's ``replace=True`` is
+    ``--replace`` on the command line and ``"replace": true`` in a REST body or query."""
+    if surface == "cli":
+        return re.sub(r"\b([a-z][a-z_]*)=True\b", lambda m: "--" + m[1].replace("_", "-"),
+                      text)
+    if surface == "rest":
+        return re.sub(r"\b([a-z][a-z_]*)=True\b", r'"\1": true', text)
+    return text
 
 
 def listing(names: Iterable[str], most: int = 20) -> str:

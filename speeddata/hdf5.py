@@ -29,7 +29,8 @@ import numpy as np
 from ._version import __version__
 from .columns import Columns
 from .dataset import DataSet
-from .errors import SchemaError, StoreError
+from .errors import EmptyRange, SchemaError, StoreError
+from .timeutil import format_ns
 
 CHUNK = 1 << 16
 VALID = ".valid"
@@ -72,8 +73,12 @@ def _h5_values(sig, values: np.ndarray) -> np.ndarray:
 
 def export(store, path: str, lo: int, hi: int, channels, signals, *,
            compression: str | None = None, progress: Callable[[str, int], None] | None = None,
-           tag=None) -> str:
-    """Write channels' records in [lo, hi) to ``path``, block by block (bounded memory)."""
+           tag=None, allow_empty: bool = False) -> str:
+    """Write channels' records in [lo, hi) to ``path``, block by block (bounded memory).
+    A range without any record is `EmptyRange` (saying what the channels hold) unless
+    ``allow_empty``; a ``tag`` names the file (its attributes ``tag`` and ``note``)."""
+    if not allow_empty:
+        check_not_empty(channels, lo, hi)
     wanted = {ch.name: _signals_for(ch, signals) for ch in channels}
     if signals is not None:
         found = {s for ch in channels for s in wanted[ch.name]} | \
@@ -98,6 +103,24 @@ def export(store, path: str, lo: int, hi: int, channels, signals, *,
         _remove(tmp)
         raise
     return path
+
+
+def check_not_empty(channels, lo: int, hi: int) -> None:
+    """`EmptyRange` when none of ``channels`` holds a record in [lo, hi), naming what each
+    holds (a channel of another node says only that it has none there)."""
+    if any(ch.count(lo, hi) for ch in channels):
+        return
+    held = []
+    for ch in channels:
+        span = ch.holds() if hasattr(ch, "holds") else None
+        held.append(f"{ch.name} holds {format_ns(span[0])} to {format_ns(span[1])}" if span
+                    else f"{ch.name} holds nothing" if hasattr(ch, "holds")
+                    else f"{ch.name} (on another node) holds nothing in it")
+    names = ", ".join(ch.name for ch in channels) or "no channel"
+    raise EmptyRange(f"nothing to export: {format_ns(lo)} to {format_ns(hi)} holds no record "
+                     f"of {names}; " + "; ".join(held[:20]),
+                     hint="pick a range the channels hold, or pass allow_empty=True for a "
+                          "file without records")
 
 
 class _Short(Exception):

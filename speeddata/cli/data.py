@@ -112,7 +112,8 @@ def cmd_export(args) -> int:
         if args.server:
             with _client(args.server) as c:
                 c.export_hdf5(args.out, start or None, end or None, channels, signals,
-                              tag=args.tag or "", progress=progress)
+                              tag=args.tag or "", allow_empty=args.allow_empty,
+                              progress=progress)
         else:
             _export_local(args, start, end, channels, signals, progress)
         progress(1.0)
@@ -140,7 +141,8 @@ def _export_local(args, start: int, end: int, channels, signals, progress) -> No
             done[0] += n
             progress(done[0] / total)
 
-        st.export_hdf5(args.out, lo, hi, names, signals, progress=step)
+        st.export_hdf5(args.out, lo, hi, names, signals, tag=tag,
+                       allow_empty=args.allow_empty, progress=step)
 
 
 def cmd_tag(args) -> int:
@@ -238,6 +240,9 @@ def add_commands(sub) -> None:
     ex.add_argument("--channels", help="a,b (default: all, or the tag's)")
     ex.add_argument("--signals", help="sine_wave,example.ramp (default: all)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.add_argument("--allow-empty", action="store_true",
+                    help="write the file even when the range holds no record (otherwise "
+                         "an error that says what the channels hold, exit 1)")
     where(ex)
     ex.set_defaults(func=cmd_export)
 

@@ -15,7 +15,7 @@ import time
 from .. import config as config_mod
 from .data import add_commands
 from .. import send as send_mod
-from ..errors import SpeedDataError
+from ..errors import EmptyRange, SpeedDataError, on_surface
 from ..timeutil import format_ns
 
 
@@ -65,7 +65,7 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
         cluster = config_mod.cluster({"nats": args.cluster, "node": args.node} if args.node
                                      else {"nats": args.cluster}, "--cluster ")
     server = Server(cfg, data=args.data, grpc=args.grpc, web=args.web, token=args.token,
-                    insecure=args.insecure, cluster=cluster)
+                    insecure=args.insecure, cluster=cluster, flight=args.flight)
     where = await server.start()
     sup = server.supervisor
     assert sup is not None
@@ -75,6 +75,7 @@ async def _serve(args, cfg: config_mod.ServeConfig, senders) -> int:
         failed = await asyncio.to_thread(sup.wait_ready)
         print(f"SpeedData serving store {sup.data}\n  web    {where.web}\n"
               f"  gRPC   {where.grpc}" +
+              (f"\n  flight {where.flight}" if where.flight else "") +
               (f"\n  cluster node {where.node}" if where.node else "") + "".join(
             f"\n  {name:<12} {udp}" + (" (FAILED, retrying)" if name in failed else "")
             for name, udp in where.channels.items()), flush=True)
@@ -148,6 +149,9 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc", metavar="HOST:PORT",
                    help="where the gRPC service listens (default: the config's grpc:, "
                         "else 127.0.0.1:50051)")
+    p.add_argument("--flight", metavar="HOST:PORT",
+                   help="serve Arrow Flight here (default: the config's flight:, else off; "
+                        "a port alone binds 127.0.0.1)")
     p.add_argument("--token", help="API calls that change something need "
                    "'authorization: Bearer TOKEN' (default: the config's token:, else none)")
     p.add_argument("--cluster", metavar="URL[,URL...]",
@@ -214,8 +218,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except SpeedDataError as e:
-        print(f"speeddata: error: {e}", file=sys.stderr)
-        return 2
+        # 1: nothing there (as grep says no match); 2: anything else that went wrong
+        print(f"speeddata: error: {on_surface(str(e), 'cli')}", file=sys.stderr)
+        return 1 if isinstance(e, EmptyRange) else 2
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ class Exports:
         self._lock = threading.Lock()
 
     def hdf5(self, lo: int, hi: int, readers: list, signals: Sequence[str], tag: Tag | None,
-             chunk_bytes: int, progress: Callable[[float], None] | None
-             ) -> Iterator[tuple[bytes, int]]:
+             chunk_bytes: int, progress: Callable[[float], None] | None,
+             allow_empty: bool = False) -> Iterator[tuple[bytes, int]]:
         """The HDF5 file of [lo, hi] of the channels ``readers`` read (the store's, or
         `RemoteReader`), in chunks: (bytes, file size). Refused, before anything is
         written, beyond the record limit, the temporary disk's room or the exports at
@@ -56,13 +56,13 @@ class Exports:
             self._running += 1
         try:
             yield from self._file(lo, hi, readers, signals, tag, max(1, total), chunk_bytes,
-                                  progress)
+                                  progress, allow_empty)
         finally:
             with self._lock:
                 self._running -= 1
 
     def _file(self, lo, hi, readers, signals, tag, expected, chunk_bytes,
-              progress) -> Iterator[tuple[bytes, int]]:
+              progress, allow_empty: bool) -> Iterator[tuple[bytes, int]]:
         done = 0
 
         def step(_channel: str, n: int) -> None:
@@ -74,7 +74,7 @@ class Exports:
         fd, path = tempfile.mkstemp(prefix=f"speeddata-{os.getpid()}-export-", suffix=".h5")
         os.close(fd)
         try:
-            self._write(path, lo, hi, readers, list(signals) or None, step, tag)
+            self._write(path, lo, hi, readers, list(signals) or None, step, tag, allow_empty)
             size = os.path.getsize(path)
             with open(path, "rb") as f:
                 while chunk := f.read(chunk_bytes):
@@ -83,13 +83,14 @@ class Exports:
             os.remove(path)
 
     def _write(self, path: str, lo: int, hi: int, readers, signals, step,
-               tag: Tag | None) -> None:
+               tag: Tag | None, allow_empty: bool) -> None:
         from ..hdf5 import export
         if all(not isinstance(r, RemoteReader) for r in readers):
             self.store.export_hdf5(path, lo, hi, [r.name for r in readers], signals,
-                                   progress=step)
+                                   tag=tag, allow_empty=allow_empty, progress=step)
             return
-        export(self.store, path, lo, hi, readers, signals, progress=step, tag=tag)
+        export(self.store, path, lo, hi, readers, signals, progress=step, tag=tag,
+               allow_empty=allow_empty)
 
 
 class RemoteReader:

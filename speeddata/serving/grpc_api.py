@@ -23,7 +23,7 @@ from ..columns import Columns
 from .grpc_guard import HealthServicer, MalformedRequests
 from ..decimation import Decimation
 from . import tokens
-from ..errors import RequestError, SpeedDataError, public_message, status_of
+from ..errors import GRPC_ERROR_KEY, RequestError, SpeedDataError, public_message, status_of
 from ..pb_enums import AGGREGATE, DATA_TYPE
 from ..schema import Signal
 from .service import ChannelInfo, Service
@@ -80,6 +80,8 @@ def _errors(method: F) -> F:
 
 async def _abort(context, e: SpeedDataError, private_paths: Iterable[str] = ()) -> None:
     code, _ = status_of(e)
+    # the error's class, for SpeedData's own clients to raise the same one (others ignore it)
+    context.set_trailing_metadata(((GRPC_ERROR_KEY, type(e).__name__),))
     await context.abort(getattr(grpc.StatusCode, code), public_message(str(e), private_paths))
 
 
@@ -251,7 +253,7 @@ class Servicer(pb_grpc.SpeedDataServicer):
             return self.service.export_hdf5(
                 tag=request.tag, start=request.start, end=request.end or None,
                 channels=list(request.channels), signals=list(request.signals),
-                chunk_bytes=CHUNK_BYTES, progress=emit)
+                allow_empty=request.allow_empty, chunk_bytes=CHUNK_BYTES, progress=emit)
 
         sent = 0
         async for item in _in_thread(chunks):

@@ -247,7 +247,8 @@ class TagOne(ApiHandler):
 
 class Export(ApiHandler):
     """``GET /api/v1/pivot/export?start=..&duration=..&channels=a,b[&signals=..]`` or
-    ``?tag=NAME``: the HDF5 file, streamed."""
+    ``?tag=NAME``: the HDF5 file, streamed. A range without any record is 404, saying what
+    the channels hold, unless ``allow_empty=1``."""
 
     async def get(self) -> None:
         args = {k: self.get_argument(k) for k in self.request.arguments}
@@ -255,8 +256,9 @@ class Export(ApiHandler):
         signals = [n for n in args.get("signals", "").split(",") if n]
         tag = args.get("tag", "")
         start, end = (0, None) if tag else _time_range(args)
+        allow_empty = args.get("allow_empty", "") in ("1", "true")
         chunks = self.service.export_hdf5(tag=tag, start=start, end=end, channels=names,
-                                          signals=signals)
+                                          signals=signals, allow_empty=allow_empty)
         first = await asyncio.to_thread(next, chunks, None)   # errors before any byte
         filename = "".join(c for c in (tag or f"speeddata-{args.get('start', '')}")
                            if c.isalnum() or c in "-_.") + ".h5"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config as config_mod
 from ..columns import Columns
-from ..decimation import Decimation, Decimator, key
+from ..codec import empty
+from ..decimation import Decimation, Decimator, decimated_empty, key
 from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, LimitExceeded,
                      RequestError, SchemaError, StoreError, TagExists, TagNotFound,
                      TimeRangeError, listing)
@@ -278,8 +279,26 @@ class Service:
 
     def _stored(self, name: str):
         if name not in self.store:
-            raise ChannelNotFound(f"no channel {name!r} in the store")
+            raise ChannelNotFound(f"no channel {name!r} in the store",
+                                  hint=f"channels are: {listing(self.store.channels)}")
         return self.store[name]
+
+    def count(self, channel: str, start: int, end: int | None) -> int:
+        """Exactly how many records [start, end) holds (a stored channel's index)."""
+        return self._stored(channel).count(start or None, end)
+
+    def empty_result(self, channel: str, signals: Sequence[str] | None = None,
+                     decimation: Decimation | None = None) -> Columns:
+        """What `query` answers for a range without records: no rows, but every column
+        (and dtype) a range with records would have."""
+        schema = self.channel(channel).schema
+        wanted = [s for s in signals or () if s != "time"] or None
+        for s in wanted or ():
+            schema.signal(s)                        # SchemaError naming it
+        none = empty(schema, wanted, channel)
+        if decimation is None or decimation.kind == "none":
+            return none
+        return decimated_empty(none, decimation)
 
     def query(self, channel: str, start: int, end: int | None,
               signals: Sequence[str] | None = None, decimation: Decimation | None = None,
@@ -313,19 +332,25 @@ class Service:
         dec = Decimator(decimation) if decimation and decimation.kind != "none" else None
         row = 0
         width = 8 + 8 * len(wanted or ch.schema.signals)     # bytes a record's columns take
+        sent = False
         for cols in ch.iter_read(start, end, wanted, chunk_records=max(1 << 16,
                                                                         chunk_bytes // width)):
             if dec is not None:
                 out, _ = dec.push(cols, row)
                 row += len(cols)
                 if len(out):
+                    sent = True
                     yield out
             else:
+                sent = True
                 yield cols
         if dec is not None:
             last = dec.finish()
             if len(last):
+                sent = True
                 yield last
+        if not sent:        # no record: the signals still come, as a local read keeps them
+            yield self.empty_result(channel, wanted, decimation)
 
     def rows_bound(self, channel: str, start: int, end: int | None) -> int:
         """At most how many records a query of [start, end) returns (from the index)."""
@@ -411,7 +436,7 @@ class Service:
 
     def export_hdf5(self, *, tag: str = "", start: int = 0, end: int | None = None,
                     channels: Sequence[str] = (), signals: Sequence[str] = (),
-                    chunk_bytes: int = 1 << 20,
+                    allow_empty: bool = False, chunk_bytes: int = 1 << 20,
                     progress: Callable[[float], None] | None = None) -> Iterator[tuple[bytes, int]]:
         """The HDF5 file of a tag or a range, in chunks: (bytes, file size), within the
         limits (`speeddata.serving.exports`)."""
@@ -425,7 +450,8 @@ class Service:
             lo, hi = start, end if end is not None else start
             self._check_range(lo, hi)
         readers = [self._reader(n) for n in names or self.store.channels]
-        yield from self.exports.hdf5(lo, hi, readers, signals, found, chunk_bytes, progress)
+        yield from self.exports.hdf5(lo, hi, readers, signals, found, chunk_bytes, progress,
+                                     allow_empty)
 
     def _reader(self, name: str):
         """What an export reads a channel through: the store's channel, or another node's

@@ -24,7 +24,7 @@ import tornado.httputil
 import tornado.web
 
 from ..errors import (HTTP_CODES, LengthRequired, LimitExceeded, Misdirected, RequestError,
-                     SpeedDataError, public_message, status_of)
+                     SpeedDataError, on_surface, public_message, status_of)
 
 access_log = logging.getLogger("tornado.access")
 
@@ -82,7 +82,7 @@ class JsonErrors(tornado.web.RequestHandler):
         if isinstance(error, SpeedDataError):
             code, status_code = status_of(error)
             self.set_status(status_code)
-            message = str(error)
+            message = on_surface(str(error), "rest")
         elif isinstance(error, tornado.web.HTTPError) or error is None:
             code = HTTP_CODES.get(status_code,
                                   "INVALID_ARGUMENT" if status_code < 500 else "INTERNAL")

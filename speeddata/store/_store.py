@@ -25,11 +25,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import schema as channel_schema
-from ..errors import (ChannelExists, ChannelNotFound, StoreError, StoreWarning, TagNotFound,
-                      TimeRangeError, listing)
+from ..errors import ChannelExists, ChannelNotFound, StoreError, StoreWarning, listing
 from ..stats import ChannelStats
 from ..timeutil import TimeLike, now_ns, time_range, to_ns
 from . import _retention
+from . import _sets as sets
 from ._avro import container_schema, read_avro
 from ._channel import Channel, StoreLink
 from ._definition import CONFIG_FILE, SCHEMA_FILE, stored_avro, write_json
@@ -525,42 +525,57 @@ class Store:
 
     def export_hdf5(self, path: str | os.PathLike, start: TimeLike | str | None = None,
                     end: TimeLike | None = None, channels: Sequence[str] | None = None,
-                    signals: Sequence[str] | None = None, *, compression: str | None = None,
+                    signals: Sequence[str] | None = None, *, tag: Tag | str | None = None,
+                    allow_empty: bool = False, compression: str | None = None,
                     progress=None) -> str:
         """Write a Set (a time range of some channels) as one HDF5 file.
 
-        ``start`` may name a tag instead of a time; the tag's range and channels are then
-        used. Signals are given as ``name`` (in every channel that has it) or
-        ``channel.name``. See `speeddata.hdf5` for the layout.
-        """
-        from ..hdf5 import export
-        out = os.path.realpath(os.fspath(path))
-        if os.path.commonpath([out, os.path.realpath(self.path)]) == \
-                os.path.realpath(self.path):
-            raise StoreError(f"refusing to write {out}: it is inside the store {self.path}",
-                             hint="export to a path outside the store directory")
-        tag = None
-        if isinstance(start, str) and end is None:
-            try:
-                tag = self.get_tag(start)
-            except TagNotFound:
-                try:
-                    to_ns(start)
-                except TimeRangeError:
-                    raise TagNotFound(f"no tag {start!r}", hint="tags are: " + listing(
-                        t.name for t in self.tags())) from None
-        if tag is not None:
-            lo, hi = tag.start, tag.end
-            if channels is None and tag.channels is not None:
-                channels = list(tag.channels)
-        else:
-            if start is None and end is None:
-                raise TimeRangeError("export_hdf5 needs a time range or a tag name")
-            lo, hi = time_range(start, end)
-        names = list(dict.fromkeys(channels)) if channels is not None else self.channels
-        return export(self, os.fspath(path), lo, hi, [self[n] for n in names], signals,
-                      compression=compression, progress=progress, tag=tag)
+        Parameters
+        ----------
+        path : str or path
+            The file to write (outside the store).
+        start, end : time, optional
+            The half-open range. ``start`` may name a tag instead, as ``tag`` does.
+        channels : list of str, optional
+            All channels by default, or the tag's.
+        signals : list of str, optional
+            ``name`` (in every channel that has it) or ``channel.name``; all by default.
+        tag : Tag or str, optional
+            Export this tag: its range and channels unless given, and its name and note in
+            the file's attributes ``tag`` and ``note``.
+        allow_empty : bool
+            Write a file even when the range holds no record; otherwise that is
+            `speeddata.EmptyRange`, which says what the channels hold.
 
+        See `speeddata.hdf5` for the layout.
+        """
+        return sets.export_hdf5(self, path, start, end, channels, signals, tag=tag,
+                                allow_empty=allow_empty, compression=compression,
+                                progress=progress)
+
+    def read_frame(self, names: Sequence[str], start: TimeLike | None = None,
+                   end: TimeLike | None = None, how: str = "asof"):
+        """Several channels' signals over one range, aligned in time, as one
+        ``pyarrow.Table`` (``.to_pandas()``, ``polars.from_arrow()`` for the others).
+
+        Parameters
+        ----------
+        names : list of str
+            ``"channel.signal"``, or ``"channel"`` for all its signals. With
+            ``how="asof"`` the first channel named gives the rows.
+        start, end : time, optional
+            The half-open range, as `Channel.read` takes it.
+        how : {"asof", "outer"}
+            ``"asof"``: a row per record of the first channel, each other signal its
+            latest value at or before (as ``pandas.merge_asof``); ``"outer"``: a row per
+            time of any channel, null where a channel has none (a full outer join).
+
+        Returns
+        -------
+        pyarrow.Table
+            ``time`` (``timestamp[ns, tz=UTC]``) and a column ``channel.signal`` each.
+        """
+        return sets.read_frame(self, names, start, end, how)
 
 def _delete(seg) -> bool:
     gone = False
