@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 
@@ -47,12 +49,21 @@ class Columns:
         return Columns(self.time[index], {k: v[index] for k, v in self.data.items()},
                        self.channel)
 
+    def to_arrow(self):
+        """The records as a ``pyarrow.Table``: ``time`` as ``timestamp[ns, tz=UTC]``, one
+        column per signal; numeric columns share these arrays' memory (no copy), nulls are
+        the validity. See `speeddata.arrow`."""
+        from .arrow import to_arrow
+        return to_arrow(self)
+
+    def to_polars(self):
+        """The records as a polars DataFrame, through `to_arrow` (polars is optional)."""
+        from .arrow import to_polars
+        return to_polars(self)
+
     def to_pandas(self):
-        """A pandas DataFrame indexed by time (pandas is optional)."""
-        try:
-            import pandas as pd
-        except ImportError as e:
-            raise ImportError("to_pandas() needs pandas: pip install pandas") from e
-        frame = {k: (v.filled(np.nan) if v.dtype.kind == "f" else v.astype(object).filled(None))
-                 if np.ma.isMaskedArray(v) else v for k, v in self.data.items()}
-        return pd.DataFrame(frame, index=pd.to_datetime(self.time, unit="ns", utc=True))
+        """A pandas DataFrame indexed by ``time`` (UTC), through `to_arrow`: a nullable
+        signal's nulls are NaN (numbers) or None (pandas is optional)."""
+        if importlib.util.find_spec("pandas") is None:
+            raise ImportError("to_pandas() needs pandas: pip install pandas")
+        return self.to_arrow().to_pandas().set_index("time")

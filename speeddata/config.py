@@ -6,6 +6,7 @@ bind: 127.0.0.1              # where channel receivers bind unless a channel say
 retention: {max_bytes: 10G, max_age: P1D}
 web: {bind: 127.0.0.1, port: 8080}
 grpc: {bind: 127.0.0.1, port: 50051}
+flight: {bind: 127.0.0.1, port: 8815}  # Arrow Flight (speeddata.serving.flight); off unless given
 token: s3cret                # API calls that change something need it (Bearer token)
 limits: {query_records: 100000000, export_records: 500000000}   # see speeddata.serving.limits
 cluster:                     # join a cluster of nodes (NATS JetStream); off unless given
@@ -105,6 +106,7 @@ class ServeConfig:
     store_options: dict = field(default_factory=dict)   # retention, block and segment sizes
     web: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 8080})
     grpc: dict = field(default_factory=lambda: {"bind": "127.0.0.1", "port": 50051})
+    flight: dict | None = None      # Arrow Flight: {"bind", "port"}; off unless given
     token: str | None = None          # needed by every API call that changes something
     limits: dict = field(default_factory=dict)   # LIMIT_KEYS: see speeddata.serving.limits.Limits
     pages: dict = field(default_factory=dict)    # extra web pages: "/path" -> HTML file
@@ -174,7 +176,7 @@ def _check_keys(d: dict, allowed: set[str], where: str) -> None:
 def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of keys")
-    _check_keys(raw, {"data", "bind", "channels", "retention", "store", "web", "grpc",
+    _check_keys(raw, {"data", "bind", "channels", "retention", "store", "web", "grpc", "flight",
                       "token", "limits", "cluster"}, "")
     cfg = ServeConfig()
     cfg.data = str(_take(raw, "data", "", str, cfg.data))
@@ -202,6 +204,12 @@ def parse(raw: dict, base: Path = Path(".")) -> ServeConfig:
         merged["port"] = _port(_take(section, "port", f"{key}.", int, merged["port"]),
                                f"{key}.port", any_port=True)
         setattr(cfg, key, merged)
+    section = _take(raw, "flight", "", dict)
+    if section is not None:
+        _check_keys(section, {"bind", "port"}, "flight.")
+        cfg.flight = {"bind": _take(section, "bind", "flight.", str, "127.0.0.1"),
+                      "port": _port(_take(section, "port", "flight.", int, 8815),
+                                    "flight.port", any_port=True)}
     section = _take(raw, "cluster", "", dict)
     if section is not None:
         cfg.cluster = cluster(section, "cluster.")

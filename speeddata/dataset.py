@@ -40,3 +40,16 @@ class DataSet:
     @property
     def signals(self) -> dict[str, list[str]]:
         return {c: cols.signals for c, cols in self.channel.items()}
+
+    def to_arrow(self, how: str = "outer"):
+        """The Set as one ``pyarrow.Table`` aligned in time: ``time`` and a column
+        ``channel.signal`` per signal; ``how`` as in `speeddata.arrow.frame` (``"outer"``:
+        a row per time of any channel; ``"asof"``: a row per record of the first channel).
+        One channel's own table: ``data.channel[name].to_arrow()``."""
+        from .arrow import frame
+        return frame(self.channel, how)
+
+    def to_pandas(self, how: str = "outer"):
+        """The Set as one pandas DataFrame indexed by time (see `to_arrow`)."""
+        table = self.to_arrow(how)
+        return table.to_pandas().set_index("time")

@@ -61,6 +61,7 @@ class Listening:
     web: str                      # the URL
     channels: dict[str, str]      # name -> "udp host:port"
     node: str = ""                # its name in a cluster ("" alone)
+    flight: str = ""              # the Arrow Flight location ("" when off)
 
 
 class Server:
@@ -68,7 +69,7 @@ class Server:
 
     def __init__(self, cfg: ServeConfig, *, data: str | None = None, grpc: str | None = None,
                  web: str | None = None, token: str | None = None, insecure: bool = False,
-                 cluster: ClusterConfig | None = None):
+                 cluster: ClusterConfig | None = None, flight: str | None = None):
         self.cfg = cfg
         self.cluster_config = cluster or cfg.cluster
         self.data = data or cfg.data
@@ -76,9 +77,17 @@ class Server:
         parse_address(self.grpc_address, "--grpc")
         self.web_address = web or f"{cfg.web['bind']}:{cfg.web['port']}"
         parse_address(self.web_address, "--web")
+        if flight and flight.isdigit():
+            flight = f"127.0.0.1:{flight}"          # a port alone: loopback
+        self.flight_address = flight or (f"{cfg.flight['bind']}:{cfg.flight['port']}"
+                                         if cfg.flight else "")
+        if self.flight_address:
+            parse_address(self.flight_address, "--flight")
         self._http: Any = None
+        self._flight: Any = None
         self.token = token if token is not None else cfg.token
-        _check_exposure({"--grpc": self.grpc_address, "--web": self.web_address},
+        _check_exposure({"--grpc": self.grpc_address, "--web": self.web_address,
+                         **({"--flight": self.flight_address} if self.flight_address else {})},
                         self.token, insecure)
         self.supervisor: Supervisor | None = None
         self.hub: Hub | None = None
@@ -108,6 +117,14 @@ class Server:
             self._grpc, port = await grpc_api.start(self.service, self.grpc_address,
                                                        self.token)
             web_host, web_port = self._start_web()
+            flight_at = ""
+            if self.flight_address:
+                from . import flight
+                self._flight = await asyncio.to_thread(flight.start, self.service,
+                                                       self.flight_address, self.token)
+                flight_host = parse_address(self.flight_address, "--flight")[0]
+                flight_at = f"grpc://{flight_host}:{self._flight.port}"
+                log.info("Arrow Flight on %s", flight_at)
             if self.cluster_config is not None:
                 await self._join(port, f"http://{web_host}:{web_port}/")
         except BaseException:
@@ -116,7 +133,7 @@ class Server:
         host = self.grpc_address.rpartition(":")[0] or "127.0.0.1"
         return Listening(f"{host}:{port}", f"http://{web_host}:{web_port}/",
                          {n: f"udp {c.bind}:{c.port}" for n, c in sup.channels.items()},
-                         self.cluster.node if self.cluster else "")
+                         self.cluster.node if self.cluster else "", flight_at)
 
     async def _join(self, grpc_port: int, web_url: str) -> None:
         """Become a node of the cluster: the registry, tags, live data and archives shared
@@ -176,6 +193,9 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None
+        if self._flight is not None:
+            await asyncio.to_thread(self._flight.shutdown)   # running streams end first
+            self._flight = None
         if self.hub is not None:
             self.hub.close()
         if self.supervisor is not None:
