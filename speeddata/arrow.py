@@ -13,14 +13,20 @@ The table's metadata names the channel (``speeddata.channel``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .columns import Columns
 from .errors import ChannelNotFound, RequestError, listing
 
 TIME = "timestamp[ns, tz=UTC]"
+
+
+class Columns(Protocol):
+    """What a table is made of: `speeddata.columns.Columns` (which calls this module)."""
+    time: np.ndarray
+    data: dict[str, np.ndarray]
+    channel: str
 HOW = ("asof", "outer")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from . import errors
 from .columns import Columns
 from .decimation import Decimation, concat
 from .schema import load_avro
+from .store import Overview
 from .timeutil import TimeLike, time_range
 from .v1 import speeddata_pb2 as pb
 from .v1 import speeddata_pb2_grpc as pb_grpc
@@ -234,10 +236,32 @@ class Client:
 
     def subscribe(self, channels: str | Sequence[str], signals: Sequence[str] | None = None,
                   decimation: Decimation | str | int | None = None, *,
-                  resume_from: dict[str, int] | None = None) -> "Subscription":
+                  resume_from: dict[str, int] | None = None,
+                  resume_from_time: dict[str, TimeLike] | None = None,
+                  reconnect: bool = False) -> "Subscription":
         """Follow channels live: iterate for Columns batches (``batch.channel`` says whose).
-        ``subscription.next_record`` is the resume point to pass after a reconnect;
-        ``subscription.missed`` counts records lost by falling behind."""
+
+        Parameters
+        ----------
+        channels : str or list of str
+        signals : list of str, optional
+            All by default.
+        decimation : str, int or Decimation, optional
+            ``"minmax:100"``, ``10`` (every 10th), ...; none by default.
+        resume_from : dict, optional
+            Channel -> record number (``subscription.next_record`` of an earlier stream of
+            this server's life): what the live ring still holds from there comes first.
+        resume_from_time : dict, optional
+            Channel -> time: records from then on, from the store, then the ring, then
+            live (across a restart of the server too).
+        reconnect : bool
+            When the server goes away (restarted, killed, the network), connect again and
+            resume each channel by time just after the last record received: nothing twice
+            and, for what the server stored, nothing lost. Iteration then ends only with
+            ``close()``.
+
+        ``subscription.missed`` counts records lost by falling behind.
+        """
         names = [channels] if isinstance(channels, str) else list(channels)
         request = pb.SubscribeRequest()
         for name in names:
@@ -245,7 +269,9 @@ class Client:
                                      decimation=_decimation(decimation))
             if resume_from and name in resume_from:
                 c.resume_from = int(resume_from[name])
-        return Subscription(self, request)
+            if resume_from_time and name in resume_from_time:
+                c.resume_from_time = _ns(resume_from_time[name])
+        return Subscription(self, request, reconnect=reconnect)
 
     def query(self, channel: str, start: TimeLike | None = None, end: TimeLike | None = None,
               signals: Sequence[str] | None = None,
@@ -258,6 +284,19 @@ class Client:
                                         buckets=buckets, max_rows=max_rows):
             gather.add(batch, bound)
         return gather.result()
+
+    def overview(self, channel: str, start: TimeLike | None = None,
+                 end: TimeLike | None = None, buckets: int = 1200,
+                 signals: Sequence[str] | None = None) -> Overview:
+        """Per bucket of equal time width over [start, end): ``ov["x"].max`` and the rest,
+        the same `Overview` as `Channel.overview` gives locally (``ov.as_columns()`` is
+        the flat form, ``"x:max"``, that ``query(buckets=N)`` returns)."""
+        lo, hi = _range(start, end)
+        cols = self.query(channel, start, end, signals, buckets=buckets)
+        if hi == 0:          # open end: the last bucket's end, from the buckets' width
+            width = int(cols.time[1] - cols.time[0]) if len(cols) > 1 else 1
+            hi = int(cols.time[-1]) + width if len(cols) else lo
+        return Overview.from_columns(cols, hi)
 
     def iter_query(self, channel: str, start: TimeLike | None = None,
                    end: TimeLike | None = None, signals: Sequence[str] | None = None,
@@ -388,27 +427,65 @@ class Subscription:
     """An open Subscribe stream: iterate for Columns; ``close()`` (or leaving a ``with``
     block) ends it and frees the server's slot."""
 
-    def __init__(self, client: Client, request: pb.SubscribeRequest):
+    RETRY = (0.1, 0.2, 0.5, 1.0, 2.0)      # s between tries to connect again
+
+    def __init__(self, client: Client, request: pb.SubscribeRequest, *,
+                 reconnect: bool = False):
         self._client = client
+        self._request = request
+        self.reconnect = reconnect
+        self._closed = threading.Event()
         self._responses = client._raw["Subscribe"](request, metadata=client._metadata)
         self.next_record: dict[str, int] = {}
         self.missed: dict[str, int] = {}
+        self.last_time: dict[str, int] = {}        # of the last record received, ns
+        self.reconnects = 0
 
     def __iter__(self) -> Iterator[Columns]:
-        try:
-            for response in self._responses:
-                batch, numbers = _response(response)
-                if batch is None:
-                    continue
-                name = batch.channel
-                self.missed[name] = self.missed.get(name, 0) + numbers.get(4, 0)
-                self.next_record[name] = numbers.get(3, 0)
-                yield batch
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                raise _error(e, self._client.address) from None
+        tries = 0
+        while True:
+            try:
+                for response in self._responses:
+                    batch, numbers = _response(response)
+                    if batch is None:
+                        continue
+                    tries = 0
+                    name = batch.channel
+                    self.missed[name] = self.missed.get(name, 0) + numbers.get(4, 0)
+                    self.next_record[name] = numbers.get(3, 0)
+                    if len(batch):
+                        self.last_time[name] = int(batch.time[-1])
+                    yield batch
+                if not self.reconnect or self._closed.is_set():
+                    return
+            except grpc.RpcError as e:
+                if self._closed.is_set() or (e.code() == grpc.StatusCode.CANCELLED and
+                                             not self.reconnect):
+                    return
+                if not self.reconnect or e.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                                          grpc.StatusCode.CANCELLED,
+                                                          grpc.StatusCode.INTERNAL):
+                    raise _error(e, self._client.address) from None
+            if self._closed.wait(self.RETRY[min(tries, len(self.RETRY) - 1)]):
+                return
+            tries += 1
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """The same channels again, each from just after the last record received."""
+        request = pb.SubscribeRequest()
+        request.CopyFrom(self._request)
+        for c in request.channels:
+            if c.channel in self.last_time:
+                c.ClearField("resume_from")
+                c.resume_from_time = self.last_time[c.channel] + 1
+        self._request = request
+        self.reconnects += 1
+        self._responses = self._client._raw["Subscribe"](request,
+                                                         metadata=self._client._metadata)
 
     def close(self) -> None:
+        self._closed.set()
         self._responses.cancel()
 
     def __enter__(self) -> "Subscription":

@@ -67,7 +67,8 @@ class Decimation:
 # time of the first) and each signal comes as one column per aggregate,
 # keyed "signal:aggregate" (an envelope is "x:min" and "x:max"). Records kept whole (no
 # decimation, every Nth) keep their plain signal names. Avro names cannot hold ':'.
-AGGREGATES = ("min", "max", "mean", "rms", "first", "last", "count", "min_time", "max_time")
+AGGREGATES = ("min", "max", "mean", "rms", "first", "last", "count", "min_time", "max_time",
+              "first_time", "last_time")
 
 
 def key(signal: str, aggregate: str | None) -> str:

@@ -171,3 +171,25 @@ def test_no_server_says_which_address_and_how_to_start_one():
             c.list_channels()
     assert "no SpeedData server answers at 127.0.0.1:9" in str(e.value)
     assert "speeddata serve" in e.value.hint and "failed to connect" not in str(e.value)
+
+
+def test_an_overview_has_one_shape_locally_and_remotely(served):
+    proc, folder = served
+    lo, hi = T0, T0 + 1000 * 1_000_000
+    with speeddata.store.open(folder / "data", readonly=True) as st:
+        local = st["rig"].overview(lo, hi, buckets=10)
+    with speeddata.Client(proc.address) as c:
+        remote = c.overview("rig", lo, hi, buckets=10)
+        flat = c.query("rig", lo, hi, buckets=10)
+        open_ended = c.overview("rig", lo, buckets=10)
+    assert type(remote) is type(local) and list(remote.signals) == list(local.signals)
+    assert remote.end == local.end and remote.time.tolist() == local.time.tolist()
+    assert remote.count.tolist() == local.count.tolist() == [100] * 10
+    for stat in ("count", "min", "max", "mean", "first", "last", "min_time", "max_time",
+                 "first_time", "last_time"):
+        assert np.array_equal(getattr(remote["x"], stat), getattr(local["x"], stat),
+                              equal_nan=True), stat
+    # the flat view is the same numbers under "signal:stat" names, locally too
+    assert flat.signals == local.as_columns().signals
+    assert np.array_equal(flat["x:max"], local["x"].max)
+    assert open_ended.end > open_ended.time[-1]

@@ -78,6 +78,7 @@ class Subscription:
         self.on_stall: Callable[[str], None] | None = None   # ends the transport, with why
         self._waiting_since = 0.0    # monotonic time the oldest waiting update came
         self._stalling = False
+        self.since: int | None = None    # records before this time (ns) are not sent
 
     @property
     def pending(self) -> bool:
@@ -92,6 +93,8 @@ class Subscription:
         return tuple(self.signals) if self.signals is not None else None, self.decimation
 
     def _update(self, cols: Columns, first: int, missed: int) -> Update | None:
+        if self.since is not None and len(cols) and cols.time[0] < self.since:
+            cols = cols.take(cols.time >= self.since)      # a resume by time: not before it
         if self.signals is not None:
             cols = Columns(cols.time, {k: cols.data[k] for k in self.signals}, cols.channel)
         out, covered = self._decimator.push(cols, first, missed)
@@ -265,19 +268,20 @@ class Hub:
 
     def subscribe(self, channel: str, signals: Sequence[str] | None = None,
                   decimation: Decimation | str | None = None, *,
-                  resume_from: int | None = None,
+                  resume_from: int | None = None, since: int | None = None,
                   wake: asyncio.Event | None = None, client: str | None = None) -> Subscription:
-        """Follow a channel from now on (or from record ``resume_from``); ``wake`` lets one
-        event serve several subscriptions (one stream of many channels). A ``client`` (its
-        address) is held to the limits on live streams; TooMany beyond them.
-        SchemaError for an unknown signal, ChannelNotFound for a channel not running."""
+        """Follow a channel from now on (or from record ``resume_from``; records before the
+        time ``since`` left out); ``wake`` lets one event serve several subscriptions (one
+        stream of many channels). A ``client`` (its address) is held to the limits on live
+        streams; TooMany beyond them. SchemaError for an unknown signal, ChannelNotFound for
+        a channel not running."""
         if not isinstance(decimation, Decimation):
             decimation = Decimation.parse(decimation)
         if client is None:
-            return self._subscribe(channel, signals, decimation, resume_from, wake)
+            return self._subscribe(channel, signals, decimation, resume_from, since, wake)
         self._admit(client)
         try:
-            sub = self._subscribe(channel, signals, decimation, resume_from, wake)
+            sub = self._subscribe(channel, signals, decimation, resume_from, since, wake)
         except BaseException:
             self._leave(client)
             raise
@@ -304,8 +308,19 @@ class Hub:
         """Live streams of clients open now."""
         return sum(self._clients.values())
 
+    def oldest(self, channel: str) -> tuple[int, int] | None:
+        """(record number, time) of the oldest record the channel's live ring holds; None
+        while it holds none (or the channel is another node's)."""
+        if channel not in self.supervisor.channels:
+            return None
+        reader = Subscriber(self.supervisor.ring(channel), self.supervisor.store[channel].schema,
+                            from_oldest=True)
+        cols, _ = reader.poll(max_records=1)
+        return (reader.first_record, int(cols.time[0])) if len(cols) else None
+
     def _subscribe(self, channel: str, signals: Sequence[str] | None, decimation: Decimation,
-                   resume_from: int | None, wake: asyncio.Event | None) -> Subscription:
+                   resume_from: int | None, since: int | None,
+                   wake: asyncio.Event | None) -> Subscription:
         if self.remote is not None and channel not in self.supervisor.channels and \
                 self.remote.remote_channel(channel) is not None:
             return self.remote.subscribe(channel, signals, decimation, wake)
@@ -315,6 +330,7 @@ class Hub:
         for name in signals or ():
             feed.schema.signal(name)        # SchemaError naming an unknown signal
         sub = Subscription(self, channel, signals, decimation, wake)
+        sub.since = since
         if resume_from is not None:
             feed.catch_up(sub, resume_from)
         feed.subs.add(sub)

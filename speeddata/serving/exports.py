@@ -113,8 +113,7 @@ class RemoteReader:
     def count(self, start: int | None = None, end: int | None = None,
               estimate: bool = False) -> int:
         ov = next(iter(self._query(self.name, start or 0, end, buckets=1)))
-        counts = [int(np.asarray(v).sum()) for k, v in ov.data.items() if k.endswith(":count")]
-        return max(counts, default=0)
+        return int(np.asarray(ov.data["time:count"]).sum()) if "time:count" in ov.data else 0
 
     def iter_read(self, start: int | None, end: int | None, signals=None,
                   **_: Any) -> Iterator[Columns]:

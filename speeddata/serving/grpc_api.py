@@ -171,20 +171,58 @@ class Servicer(pb_grpc.SpeedDataServicer):
         def stalled(why: str) -> None:
             if task is not None:
                 task.cancel()
+        history = []           # (channel, since, until, first record) read from the store
         try:
             for c in request.channels:
+                resume_from = c.resume_from if c.HasField("resume_from") else None
+                since = c.resume_from_time if c.HasField("resume_from_time") else None
+                if since is not None:
+                    if self.service.is_remote(c.channel):
+                        raise RequestError(
+                            f"resume_from_time of {c.channel!r}, another node's channel, is "
+                            "not offered through this node",
+                            hint="subscribe through the node that holds it")
+                    # live first, from the oldest record the ring holds (nothing is lost
+                    # while the store is read); the store gives what came before that: up
+                    # to the ring's oldest, or, while the ring is empty, all it holds now
+                    oldest = hub.oldest(c.channel)
+                    resume_from = oldest[0] if oldest else None
+                    if oldest is not None:
+                        until = oldest[1]
+                    else:
+                        held = await asyncio.to_thread(self.service.held, c.channel)
+                        until = held[1] + 1 if held else since
+                    if since < until:
+                        history.append((c, since, until, resume_from or 0))
                 subs.append(hub.subscribe(
                     c.channel, list(c.signals) or None, _decimation_in(c.decimation),
-                    resume_from=c.resume_from if c.HasField("resume_from") else None,
+                    resume_from=resume_from, since=since,
                     wake=wake, client=_peer_host(context.peer())))
                 # a client that stopped reading: the message stuck in flow control is
                 # given up on, and the stream ends
                 subs[-1].on_stall = stalled
+            for c, since, until, record in history:
+                async for message in self._stored_part(c, since, until, record):
+                    yield message
             async for message in _interleaved(subs, wake):
                 yield message
         finally:
             for sub in subs:
                 sub.close()
+
+    async def _stored_part(self, c, since: int, until: int,
+                           record: int) -> AsyncIterator[bytes]:
+        """A resumed subscription's records from the store, [since, until): batches that
+        cover no record number of the live ring (first and next record both ``record``)."""
+        decimation = _decimation_in(c.decimation)
+        batches = self.service.query(c.channel, since, until, list(c.signals) or None,
+                                     decimation if decimation.kind != "none" else None)
+        async for cols in _in_thread(batches):
+            if not len(cols):
+                continue
+            for piece in split(cols, 1 << 30, BATCH_BYTES):
+                yield _batch_message(piece, c.channel) + wire.varint_fields(f2=record,
+                                                                            f3=record)
 
     # ---- stored --------------------------------------------------------------------------
 

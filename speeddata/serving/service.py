@@ -283,6 +283,10 @@ class Service:
                                   hint=f"channels are: {listing(self.store.channels)}")
         return self.store[name]
 
+    def held(self, channel: str) -> tuple[int, int] | None:
+        """(first, last) record time a stored channel holds; None when it holds none."""
+        return self._stored(channel).holds()
+
     def count(self, channel: str, start: int, end: int | None) -> int:
         """Exactly how many records [start, end) holds (a stored channel's index)."""
         return self._stored(channel).count(start or None, end)
@@ -320,7 +324,7 @@ class Service:
             if self.limits.buckets is not None and buckets > self.limits.buckets:
                 raise LimitExceeded(f"{buckets} buckets are more than the limit of "
                                     f"{self.limits.buckets} per overview")
-            yield overview_columns(ch.overview(start or None, end, buckets, wanted))
+            yield ch.overview(start or None, end, buckets, wanted).as_columns()
             return
         limit = self.limits.query_records
         if limit is not None:
@@ -486,13 +490,3 @@ def _shape(schema: Any, depth: int = 0) -> tuple[int, int]:
 def _remote_info(rc: "RemoteChannel") -> ChannelInfo:
     return ChannelInfo(rc.name, rc.status, rc.schema, rc.port, rc.bind, "", "api",
                        rc.decimation, rc.retention, rc.created, rc.node, rc.since)
-
-
-def overview_columns(ov) -> Columns:
-    """An Overview in the wire form: per signal, min, max, mean, first, last, count and the
-    times of the min and max, each bucket's start as time."""
-    data = {}
-    for name, s in ov.signals.items():
-        for agg in ("min", "max", "mean", "first", "last", "count", "min_time", "max_time"):
-            data[key(name, agg)] = getattr(s, agg)
-    return Columns(ov.time, data, ov.channel)

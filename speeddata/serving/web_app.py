@@ -167,7 +167,7 @@ class Overview(ApiHandler):
                                "signals": {}}
         for key, values in cols.data.items():
             signal, _, agg = key.rpartition(":")
-            if agg in ("min", "max", "first", "last", "count"):
+            if signal != "time" and agg in ("min", "max", "first", "last", "count"):
                 v = np.asarray(values, dtype=np.float64)
                 out["signals"].setdefault(signal, {})[agg] = \
                     [None if x != x else x for x in v.tolist()]

@@ -11,8 +11,10 @@ from ._channel import Channel
 from ._definition import load_stored, stored_avro
 from ._writer import Appended
 from ._names import check_name
+from ._overview import Overview, SignalOverview
 from ._store import DEFAULTS, Store, check_options, open
 from ._tags import Tag
 
-__all__ = ["Appended", "Channel", "DEFAULTS", "FileReport", "Store", "Tag", "check_name",
-           "check_options", "describe", "load_stored", "open", "read_avro", "stored_avro"]
+__all__ = ["Appended", "Channel", "DEFAULTS", "FileReport", "Overview", "SignalOverview", "Store",
+           "Tag", "check_name", "check_options", "describe", "load_stored", "open", "read_avro",
+           "stored_avro"]

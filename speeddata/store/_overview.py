@@ -115,6 +115,10 @@ def put(rows: np.ndarray, k: int, stats: Stats) -> None:
         rows[f"{stat}{k}"] = getattr(stats, stat)
 
 
+STATS = ("count", "min", "max", "mean", "first", "last", "min_time", "max_time", "first_time",
+         "last_time")
+
+
 @dataclass
 class SignalOverview:
     """One signal's statistics per bucket (NaN where a bucket holds none of its values)."""
@@ -151,6 +155,29 @@ class Overview:
     def __repr__(self) -> str:
         return (f"<Overview {self.channel!r}: {len(self)} buckets, {int(self.count.sum())} "
                 f"records, signals {list(self.signals)}>")
+
+    def as_columns(self) -> Columns:
+        """The overview as one Columns, the form gRPC, Flight and the web send: a column
+        ``"signal:stat"`` for each signal and statistic, ``"time:count"`` the records of
+        each bucket, ``time`` each bucket's start. `from_columns` is the way back."""
+        data: dict[str, np.ndarray] = {"time:count": self.count}
+        for name, s in self.signals.items():
+            for stat in STATS:
+                data[f"{name}:{stat}"] = getattr(s, stat)
+        return Columns(self.time, data, self.channel)
+
+    @classmethod
+    def from_columns(cls, cols: Columns, end: int) -> "Overview":
+        """The Overview that `as_columns` gave (a client's, from a server's answer)."""
+        signals: dict[str, dict[str, np.ndarray]] = {}
+        for k, v in cols.data.items():
+            name, _, stat = k.rpartition(":")
+            if name != "time" and stat in STATS:
+                signals.setdefault(name, {})[stat] = np.asarray(v)
+        count = np.asarray(cols.data.get("time:count", np.zeros(len(cols), np.int64)))
+        return cls(cols.channel, np.asarray(cols.time), end, count,
+                   {n: SignalOverview(**s) for n, s in signals.items()
+                    if set(s) == set(STATS)})
 
 
 def finish(channel: str, edges: np.ndarray, counts: np.ndarray, stats: dict[str, Stats],
