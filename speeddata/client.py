@@ -142,7 +142,21 @@ def _response(raw: bytes) -> tuple[Columns | None, dict[int, int]]:
 
 
 class Client:
-    """A connection to a SpeedData server's gRPC service."""
+    """A connection to a SpeedData server's gRPC service: the store's verbs from anywhere.
+
+    Parameters
+    ----------
+    address : str
+        ``HOST:PORT`` of the server's gRPC service (what ``speeddata serve`` prints).
+    token : str, optional
+        The server's token, for calls that change something.
+    timeout : float or None
+        Seconds for one call (streams have none).
+
+    Errors are the server's own (`speeddata.TagExists`, `speeddata.ChannelNotFound`,
+    `speeddata.EmptyRange`, ...) with its hint; a server that does not answer is
+    `speeddata.Unavailable`, naming the address. Use as a context manager, or ``close()``.
+    """
 
     def __init__(self, address: str = "127.0.0.1:50051", *, token: str | None = None,
                  timeout: float | None = 30.0):
@@ -277,8 +291,29 @@ class Client:
               signals: Sequence[str] | None = None,
               decimation: Decimation | str | int | None = None, *, buckets: int = 0,
               max_rows: int = 0) -> Columns:
-        """The channel's records in [start, end) as Columns, like `Channel.read`;
-        ``buckets=N``: an overview of N buckets (columns "signal:min", "signal:max"...)."""
+        """The channel's records in [start, end) as Columns, like `Channel.read`.
+
+        Parameters
+        ----------
+        channel : str
+        start, end : time, optional
+            int ns, datetime, numpy.datetime64 or text (ISO 8601, ``now-5m``); open-ended
+            when None.
+        signals : list of str, optional
+            All by default.
+        decimation : str, int or Decimation, optional
+            Applied to the rows read (``"minmax:100"``, ``10`` for every 10th).
+        buckets : int
+            An overview of that many buckets instead, in its flat form (``"x:max"``);
+            `overview` gives it as an `Overview`.
+        max_rows : int
+            Rows per batch on the wire at most (0: about 16 MB a batch).
+
+        Returns
+        -------
+        Columns
+            A range without records keeps its signals and dtypes, as locally.
+        """
         gather = _Gather(channel)
         for batch, bound in self._query(channel, start, end, signals, decimation,
                                         buckets=buckets, max_rows=max_rows):

@@ -10,9 +10,19 @@ import numpy as np
 class Columns:
     """Records of one channel as columns: ``time`` (int64 ns) and one numpy array per signal.
 
-    Nullable signals are ``numpy.ma.MaskedArray`` (masked where null; the data under the
-    mask is 0, empty or None). Strings, bytes and enum symbols are object arrays.
+    Attributes
+    ----------
+    time : numpy.ndarray of int64
+        Each record's time, ns since the Unix epoch.
+    data : dict of str to numpy.ndarray
+        One array per signal, in schema order. Nullable signals are
+        ``numpy.ma.MaskedArray`` (masked where null; the data under the mask is 0, empty or
+        None). Strings, bytes and enum symbols are object arrays.
+    channel : str
+        The channel's name.
+
     Signals are reached as ``cols["a.b"]``, ``cols.signal`` or by iterating ``cols.signals``.
+    `to_arrow`, `to_pandas` and `to_polars` hand them to the scientific stack.
     """
 
     def __init__(self, time: np.ndarray, data: dict[str, np.ndarray], channel: str = ""):

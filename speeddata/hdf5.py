@@ -228,7 +228,22 @@ def _prefetch(chunks: Iterator[Columns]) -> Iterator[Columns]:
 
 
 def read_hdf5(path: str | os.PathLike) -> DataSet:
-    """Load an HDF5 Set written by SpeedData (``store.export_hdf5`` or the pivot API)."""
+    """Load an HDF5 Set written by SpeedData (``store.export_hdf5``, ``speeddata export``,
+    the pivot API or the page's button).
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Returns
+    -------
+    DataSet
+        One `Columns` per channel (``data.rig.x``, ``data.channel["rig"]``), nulls masked
+        where the file's ``.valid`` says so; ``data.attrs`` holds the file's ``start``,
+        ``end``, ``tag`` and ``note``. ``data.to_arrow()`` / ``data.to_pandas()`` align
+        the channels in time.
+    """
     channels = {}
     with h5py.File(path, "r") as f:
         for name, g in f.items():

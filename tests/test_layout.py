@@ -104,6 +104,9 @@ def test_loading_a_config_loads_no_extension_of_the_ingest_path():
     assert not {"speeddata._ingest", "speeddata.live", "speeddata.ingest.worker"} & \
         reach("speeddata.config")
     assert "speeddata._ingest" not in reach("speeddata.store")
+    # `python -m speeddata.ingest.worker` loads its package first: were the worker among
+    # what the package imports, it would run as a second copy of itself
+    assert "speeddata.ingest.worker" not in reach("speeddata.ingest")
 
 
 def test_reject_reasons_and_their_codes_agree():

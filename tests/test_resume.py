@@ -74,6 +74,7 @@ def test_a_reconnecting_subscription_gets_every_record_once_across_kill_9(tmp_pa
         wait_for(lambda: received[-1][-1] >= last, what="the last record")
         sub.close()
         follower.join(timeout=10)
+        wait_for(lambda: client.query("example").counter[-1] == last, what="all stored")
         stored = client.query("example")
         client.close()
     finally:

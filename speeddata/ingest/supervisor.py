@@ -29,7 +29,7 @@ from ..decimation import Decimation
 from ..live import Ring, Subscriber, create_ring
 from .registry import Registry
 from ..stats import ChannelStats
-from .worker import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, port_owner, status_path
+from .exits import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, port_owner, status_path
 
 log = logging.getLogger("speeddata.serve")
 RESTART_DELAY = 0.2       # s before a dead worker is started again

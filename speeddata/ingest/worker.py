@@ -29,37 +29,12 @@ from .._ring import LiveRing
 from ..errors import SpeedDataError, StoreError
 from ..codec import Plan, encode_columns
 from ..decimation import Decimation, key
+from .exits import EXIT_BAD_SETUP, EXIT_PORT_TAKEN, port_owner, status_path
 from ..live import COUNTERS, H_WRITE_ENTRY, Ring, Subscriber
 
 log = logging.getLogger("speeddata.ingest.worker")
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-EXIT_PORT_TAKEN = 3
-EXIT_BAD_SETUP = 4
-
-
-def port_owner(port: int) -> str:
-    """Who holds a UDP port, as 'pid N (name)', from /proc; '' when not knowable."""
-    inodes = set()
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as f:
-                for line in f.readlines()[1:]:
-                    parts = line.split()
-                    if int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(parts[9])
-        except OSError:
-            continue
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    with open(f"/proc/{pid}/comm") as f:
-                        return f"pid {pid} ({f.read().strip()})"
-        except OSError:
-            continue
-    return ""
 
 
 def open_socket(bind: str, port: int, rcvbuf: int, *, group: str | None = None,
@@ -238,10 +213,6 @@ class _Worker:
         self.sock.close()
         if self.forward:
             self.forward.close()
-
-
-def status_path(ring_path: str) -> str:
-    return ring_path + ".status.json"
 
 
 def _fail(args, code: int, reason: str) -> int:

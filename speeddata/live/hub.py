@@ -24,6 +24,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
+
 from ..columns import Columns
 from ..decimation import Decimation, Decimator
 from ..errors import ChannelNotFound, SpeedDataError, TooMany
@@ -93,8 +95,16 @@ class Subscription:
         return tuple(self.signals) if self.signals is not None else None, self.decimation
 
     def _update(self, cols: Columns, first: int, missed: int) -> Update | None:
-        if self.since is not None and len(cols) and cols.time[0] < self.since:
-            cols = cols.take(cols.time >= self.since)      # a resume by time: not before it
+        if self.since is not None and len(cols):
+            # a resume by time: the records before it left out (a prefix, in arrival
+            # order, so that record numbers still count from the first one kept)
+            late = cols.time < self.since
+            if late.all():
+                return None
+            drop = int(np.argmin(late))
+            if drop:
+                cols, first = cols.take(slice(drop, None)), first + drop
+            self.since = None
         if self.signals is not None:
             cols = Columns(cols.time, {k: cols.data[k] for k in self.signals}, cols.channel)
         out, covered = self._decimator.push(cols, first, missed)
