@@ -18,9 +18,7 @@ enums their symbols as strings.
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import h5py
@@ -30,6 +28,7 @@ from ._version import __version__
 from .columns import Columns
 from .dataset import DataSet
 from .errors import EmptyRange, SchemaError, StoreError
+from .prefetch import prefetch
 from .timeutil import format_ns
 
 CHUNK = 1 << 16
@@ -168,7 +167,8 @@ def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress,
             valid[name] = g.require_group(VALID).create_dataset(name, shape, dtype=bool,
                                                                 **opts)
     n = 0
-    for cols in _prefetch(ch.iter_read(lo, end, names)):
+    # the next chunk decodes while h5py writes this one (about 30% faster)
+    for cols in prefetch(ch.iter_read(lo, end, names), name="speeddata-export"):
         m = len(cols)
         if not m:
             continue
@@ -188,43 +188,6 @@ def _export_channel(f: h5py.File, ch, lo, hi, names, compression, progress,
     if contiguous and not compression and n != total:
         raise _Short()
     g.attrs["records"] = n
-
-
-def _prefetch(chunks: Iterator[Columns]) -> Iterator[Columns]:
-    """Decode the next chunk in a thread while the caller writes this one: the decoder's
-    heavy parts run without the GIL, so they overlap h5py's writes (about 30% faster)."""
-    q: queue.Queue = queue.Queue(maxsize=1)
-    done = object()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for c in chunks:
-                if stop.is_set():
-                    return
-                q.put(c)
-            q.put(done)
-        except BaseException as e:   # handed to the consumer, raised there
-            q.put(e)
-
-    worker = threading.Thread(target=produce, name="speeddata-export", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():   # unblock a producer waiting on the full queue
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
 
 
 def read_hdf5(path: str | os.PathLike) -> DataSet:

@@ -36,6 +36,7 @@ from ..columns import Columns
 from ..decimation import Decimation
 from ..errors import (Forbidden, RequestError, SpeedDataError, Unauthenticated, Unavailable,
                       public_message, status_of)
+from ..prefetch import prefetch
 from ..timeutil import to_ns
 from . import tokens
 from .service import Service
@@ -45,55 +46,6 @@ TICKET_KEYS = {"channel", "start", "end", "signals", "decimation"}
 CHUNK_BYTES = 16 << 20      # columns decoded at once (one parallel decode)
 BATCH_ROWS = 1 << 16        # rows per record batch sent: Flight streams these best
 AHEAD = 2                   # chunks decoded ahead of the one being sent
-
-
-def _ahead(chunks: Iterator[Columns], depth: int = AHEAD) -> Iterator[Columns]:
-    """``chunks`` produced on a thread of their own, at most ``depth`` ahead of the
-    consumer; an error there is raised here, and leaving early stops the producer."""
-    import queue
-    import threading
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for cols in chunks:
-                while not stop.is_set():
-                    try:
-                        out.put(cols, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            item: Any = done
-        except BaseException as e:            # raised in the consumer
-            item = e
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    threading.Thread(target=produce, name="flight-decode", daemon=True).start()
-    try:
-        while True:
-            item = out.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            try:
-                close()
-            except ValueError:              # still running on the producer's thread
-                pass
 
 
 def ticket_of(channel: str, start: int = 0, end: int | None = None,
@@ -220,8 +172,9 @@ class FlightServer(flight.FlightServerBase):
 
     def _chunks(self, r: Request) -> Iterator[Columns]:
         # decoded ahead on a thread of its own while Flight sends the chunk before
-        return _ahead(self.service.query(r.channel, r.start, r.end, r.signals, r.decimation,
-                                         chunk_bytes=CHUNK_BYTES))
+        return prefetch(self.service.query(r.channel, r.start, r.end, r.signals,
+                                           r.decimation, chunk_bytes=CHUNK_BYTES),
+                        depth=AHEAD, name="speeddata-flight")
 
     def _batches(self, first: pa.Table, chunks: Iterator[Columns]) -> Iterator[Any]:
         schema = first.schema
