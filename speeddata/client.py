@@ -428,11 +428,13 @@ class Client:
                            "heartbeat": n.heartbeat, "reachable": n.reachable,
                            "channels": list(n.channels)} for n in c.nodes]}
 
-    def archive(self, tag: str) -> dict:
+    def archive(self, tag: str, partial: bool = False) -> dict:
         """Archive a tag's range in the cluster's object store; its manifest. It takes as
-        long as copying the range takes: no timeout."""
+        long as copying the range takes: no timeout. A channel whose node is unreachable
+        is `speeddata.ClusterUnavailable` naming it, unless ``partial`` (the manifest's
+        ``missing`` then lists it)."""
         try:
-            return _archive(self._stub.Archive(pb.ArchiveRequest(tag=tag),
+            return _archive(self._stub.Archive(pb.ArchiveRequest(tag=tag, partial=partial),
                                                metadata=self._metadata))
         except grpc.RpcError as e:
             raise _error(e, self.address) from None
@@ -605,7 +607,8 @@ def _archive(a: pb.ArchiveInfo) -> dict:
     return {"tag": {"name": a.tag, "start": a.start, "end": a.end, "note": a.note},
             "created": a.created, "node": a.node,
             "channels": [{"channel": c.channel, "bytes": c.bytes, "node": c.node}
-                         for c in a.channels]}
+                         for c in a.channels],
+            "missing": list(a.missing), "empty": list(a.empty)}
 
 
 def _tag(t: pb.Tag) -> dict:

@@ -223,3 +223,66 @@ def test_a_node_whose_clock_is_an_hour_ahead_is_alive_and_dies_like_any(tmp_path
         b.stop()
         a.stop()
         remove_orphans(SHM)
+
+
+def test_two_nodes_with_one_name_the_second_is_refused_naming_the_first(tmp_path, one_nats):
+    a = node(tmp_path, "a", one_nats.urls)
+    try:
+        with pytest.raises(AssertionError, match="did not start") as e:
+            cfg = {"cluster": {"nats": one_nats.urls, "node": "a", "heartbeat": HEARTBEAT}}
+            (tmp_path / "twin").mkdir()
+            ServeProcess(tmp_path / "twin" / "data", config=cfg)
+        assert f"node name 'a' is held by a running node (gRPC {a.address}" in str(e.value)
+        with speeddata.Client(a.address) as c:            # the first is undisturbed
+            assert [n["name"] for n in c.cluster()["nodes"] if n["reachable"]] == ["a"]
+        # killed, its name is free once it has been silent: a new process takes it over
+        a.proc.kill()
+        a.proc.wait()
+        a.stop()
+        a = ServeProcess(tmp_path / "twin" / "data", config={"cluster": {
+            "nats": one_nats.urls, "node": "a", "heartbeat": HEARTBEAT}})
+        assert "node name 'a' was held by" in a.output and "taken over" in a.output
+        with speeddata.Client(a.address) as c:
+            wait_for(lambda: c.cluster()["connected"], what="the new a joined")
+            node_a = [n for n in c.cluster()["nodes"] if n["name"] == "a"]
+            assert node_a and node_a[0]["reachable"] and node_a[0]["grpc"] == a.address
+    finally:
+        a.stop()
+
+
+def test_an_archive_with_a_dead_owner_fails_naming_it_or_is_marked_partial(tmp_path,
+                                                                         one_nats):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "speeddata.cli", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    ports = free_udp_port(count=2)
+    a = node(tmp_path, "a", one_nats.urls, channels=[("ch-a", ports)])
+    b = node(tmp_path, "b", one_nats.urls, channels=[("ch-b", ports + 1)])
+    try:
+        t0 = time.time_ns()
+        send(port=ports, rate=5000, count=500)
+        with speeddata.Client(b.address) as cb:
+            wait_for(lambda: len(cb.query("ch-a")) == 500, what="a's records through b")
+            cb.tag("trip", t0, time.time_ns() + 10**9, note="pump")
+            a.proc.kill()
+            a.proc.wait()
+            wait_for(lambda: {c.name: c.status for c in cb.list_channels()}["ch-a"] ==
+                     "unreachable", what="a unreachable")
+        out = cli("archive", "trip", "--server", b.address)
+        assert out.returncode == 2, out.stdout
+        assert "cannot archive tag 'trip': ch-a cannot be read (node a unreachable)" in \
+            out.stderr and "--partial" in out.stderr
+        out = cli("archive", "trip", "--server", b.address, "--partial")
+        assert out.returncode == 0, out.stderr
+        assert "PARTIAL: not archived, their node unreachable: ch-a" in out.stdout
+        assert "no records in the range: ch-b" in out.stdout      # said, not silently left
+        listed = cli("archives", "--nats", one_nats.urls[0])
+        assert "PARTIAL" in listed.stdout and "trip" in listed.stdout
+    finally:
+        b.stop()
+        a.stop()
+        remove_orphans(SHM)

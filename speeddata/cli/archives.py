@@ -25,12 +25,16 @@ def _print_archives(found: list[dict]) -> None:
               (f"  ({t['note']})" if t.get("note") else ""))
         for c in m["channels"]:
             print(f"  {c['channel']:<16} {c['bytes'] / 1e6:9.2f} MB  from node {c['node']}")
+        if m.get("missing"):
+            print(f"  PARTIAL: not archived, their node unreachable: {', '.join(m['missing'])}")
+        if m.get("empty"):
+            print(f"  no records in the range: {', '.join(m['empty'])}")
 
 
 def cmd_archive(args) -> int:
     from ..client import Client
     with Client(args.server, token=args.token) as c:
-        manifest = c.archive(args.tag)
+        manifest = c.archive(args.tag, partial=args.partial)
     _print_archives([manifest])
     return 0
 
@@ -81,6 +85,9 @@ def add_commands(sub) -> None:
     a.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT",
                    help="a node of the cluster (its gRPC address)")
     a.add_argument("--token", help="the server's token, when it has one")
+    a.add_argument("--partial", action="store_true",
+                   help="archive what can be read when a channel's node is unreachable, "
+                        "marked partial (otherwise an error naming those channels)")
     a.set_defaults(func=cmd_archive)
 
     ls = sub.add_parser("archives", help="the cluster's archives")

@@ -32,7 +32,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..config import ClusterConfig
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speeddata.cluster")
 
+CLOCK_PROBE = "=clock="    # keys of the nodes bucket no node is named (see _age)
 ROUTED_TIMEOUT = 10.0    # s for a call routed to another node (streams have none)
 
 
@@ -95,6 +96,7 @@ class Cluster(LiveRelay):
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self.replicas = cfg.replicas or 1     # what the buckets are made with (`_connect`)
+        self._revision: int | None = None      # of our heartbeat entry: the name is ours
         self.fatal: ConfigError | None = None  # a config the cluster refuses: serve stops
 
     # ---- life ----------------------------------------------------------------------------
@@ -109,6 +111,13 @@ class Cluster(LiveRelay):
         try:
             await asyncio.wait_for(asyncio.shield(self._ready.wait()), wait)
         except asyncio.TimeoutError:
+            if self.nc is not None:         # NATS answers: the node name is being claimed
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._ready.wait()),
+                                           SILENT_BEATS * self.cfg.heartbeat + 5)
+                except asyncio.TimeoutError:
+                    pass
+        if not self._ready.is_set():
             log.warning("cluster: not joined yet: %s; storing locally, joining when NATS "
                         "answers", self.problem)
         if self.fatal is not None:
@@ -295,7 +304,7 @@ class Cluster(LiveRelay):
         own = await asyncio.to_thread(self._own_state)
         beat = {"node": self.node, "grpc": self.grpc, "web": self.web,
                 "heartbeat": now_ns(), "channels": {n: s for n, (s, _) in own.items()}}
-        await self._kv[NODES].put(self.node, json.dumps(beat).encode())
+        await self._put_beat(json.dumps(beat).encode())
         self.entries = await self._all(CHANNELS)
         self.nodes = await self._beats()
         self._forget_clients_of_returned_nodes()
@@ -316,6 +325,66 @@ class Cluster(LiveRelay):
                 relay.close(gone, ClusterUnavailable)
             else:
                 await relay.ask()
+
+    async def _put_beat(self, data: bytes) -> None:
+        """Our heartbeat, written only over our own (compare-and-set on its revision): the
+        node name is held by one process. The first beat claims the name; a name another
+        node's heartbeat holds is refused while that node beats (ConfigError naming it),
+        and taken over once it has been silent for SILENT_BEATS beats, or at once when its
+        gRPC address is ours (then it is this node, killed and started again)."""
+        from nats.js.errors import KeyWrongLastSequenceError
+        kv = self._kv[NODES]
+        if self._revision is not None:
+            try:
+                self._revision = await kv.update(self.node, data, last=self._revision)
+                return
+            except KeyWrongLastSequenceError:
+                held = json.loads((await kv.get(self.node)).value or b"{}")
+                raise ConfigError(
+                    f"node name {self.node!r} was taken by another process (gRPC "
+                    f"{held.get('grpc', '?')}) while this one was silent; this node no "
+                    "longer speaks for it", hint="stop one of them, or give each its own "
+                    "cluster.node") from None
+        try:
+            self._revision = await kv.create(self.node, data)
+            return
+        except KeyWrongLastSequenceError:
+            pass
+        entry = await kv.get(self.node)
+        held = json.loads(entry.value or b"{}")
+        silent = SILENT_BEATS * self.cfg.heartbeat + 1.0
+        if held.get("grpc") != self.grpc:
+            # alive if its entry changes within the beats a live node would send, counted
+            # from when the server stored it (by the server's clock, as liveness is)
+            age = await self._age(self.node)
+            deadline = time.monotonic() + max(0.0, silent - age)
+            while time.monotonic() < deadline:
+                await asyncio.sleep(min(self.cfg.heartbeat / 2, 0.5))
+                now = await kv.get(self.node)
+                if now.revision != entry.revision:
+                    beat = json.loads(now.value or b"{}")
+                    raise ConfigError(
+                        f"node name {self.node!r} is held by a running node (gRPC "
+                        f"{beat.get('grpc', '?')}, web {beat.get('web', '') or '-'})",
+                        hint="give this node another cluster.node (or --node), or stop "
+                             "that one first")
+            log.warning("cluster: node name %r was held by %s, silent for %d beats: taken "
+                        "over", self.node, held.get("grpc", "?"), SILENT_BEATS)
+        self._revision = await kv.update(self.node, data, last=entry.revision)
+
+    async def _age(self, key: str) -> float:
+        """Seconds since the server stored ``key``'s heartbeat, by the server's clock: it
+        stores a probe (a key no node can be named) and compares the two times."""
+        stream, probe = f"KV_{NODES}", f"{CLOCK_PROBE}{self.node}"
+        await self._kv[NODES].put(probe, b"")
+        try:
+            now = await self._js.get_last_msg(stream, f"$KV.{NODES}.{probe}")
+            then = await self._js.get_last_msg(stream, f"$KV.{NODES}.{key}")
+        finally:
+            await self._kv[NODES].purge(probe)
+        if now.time is None or then.time is None:
+            return 0.0
+        return max(0.0, (to_ns(now.time) - to_ns(then.time)) / 1e9)
 
     async def _publish_entry(self, name: str, entry: dict) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
@@ -364,8 +433,8 @@ class Cluster(LiveRelay):
                 msg = await self._js.get_last_msg(stream, subject)
             except NotFoundError:
                 continue
-            if not msg.data:
-                continue                          # a tombstone
+            if not msg.data or subject.startswith(f"$KV.{NODES}.{CLOCK_PROBE}"):
+                continue                          # a tombstone, or a clock probe
             beat = json.loads(msg.data)
             beat["at"] = to_ns(msg.time) if msg.time is not None else 0
             out[subject[len(f"$KV.{NODES}."):]] = beat
@@ -549,12 +618,16 @@ class Cluster(LiveRelay):
 
     # ---- archives ------------------------------------------------------------------------
 
-    def archive(self, tag: Tag, parts: dict[str, tuple[str, Iterator[bytes]]]) -> dict:
+    def archive(self, tag: Tag, parts: dict[str, tuple[str, Iterator[bytes]]], *,
+                missing: Sequence[str] = (), empty: Sequence[str] = ()) -> dict:
         """Store a tag's range of each channel (channel -> (node it is read from, the Avro
         container file's bytes in pieces)) in the object store, then its manifest; the
-        manifest is written last, so an archive listed is an archive whole."""
+        manifest is written last, so an archive listed is an archive whole. ``missing``
+        (channels that could not be read: a partial archive) and ``empty`` (no records in
+        the range) are said in the manifest."""
         manifest: dict[str, Any] = {"tag": tag.as_dict(), "node": self.node,
-                                    "created": now_ns(), "channels": []}
+                                    "created": now_ns(), "channels": [],
+                                    "missing": list(missing), "empty": list(empty)}
         for channel, (node, pieces) in parts.items():
             with tempfile.TemporaryFile() as f:
                 for piece in pieces:

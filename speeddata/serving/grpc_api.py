@@ -319,7 +319,8 @@ class Servicer(pb_grpc.SpeedDataServicer):
 
     @_errors
     async def Archive(self, request, context):
-        return _archive_pb(await asyncio.to_thread(self.service.archive, request.tag))
+        return _archive_pb(await asyncio.to_thread(self.service.archive, request.tag,
+                                                   request.partial))
 
     @_errors
     async def ListArchives(self, request, context):
@@ -508,7 +509,8 @@ def _archive_pb(m: dict) -> pb.ArchiveInfo:
     t = m["tag"]
     return pb.ArchiveInfo(tag=t["name"], start=t["start"], end=t["end"], note=t["note"],
                           created=m["created"], node=m["node"],
-                          channels=[pb.ArchivedChannel(**c) for c in m["channels"]])
+                          channels=[pb.ArchivedChannel(**c) for c in m["channels"]],
+                          missing=m.get("missing", []), empty=m.get("empty", []))
 
 
 def _tag_pb(t) -> pb.Tag:

@@ -287,16 +287,18 @@ class Cluster(ApiHandler):
 
 
 class Archives(ApiHandler):
-    """``GET /api/v1/archives``; ``POST /api/v1/archives {"tag": NAME}`` archives a tag."""
+    """``GET /api/v1/archives``; ``POST /api/v1/archives {"tag": NAME, "partial": false}``
+    archives a tag (503 naming a channel whose node is unreachable, unless partial)."""
 
     async def get(self) -> None:
         self.send_json({"archives": await asyncio.to_thread(self.service.archives)})
 
     async def post(self) -> None:
-        tag = self.body_json().get("tag")
-        if not isinstance(tag, str) or not tag:
-            raise RequestError('send {"tag": "<name of a tag>"}')
-        self.send_json(await asyncio.to_thread(self.service.archive, tag), 201)
+        body = self.body_json()
+        tag, partial = body.get("tag"), body.get("partial", False)
+        if not isinstance(tag, str) or not tag or not isinstance(partial, bool):
+            raise RequestError('send {"tag": "<name of a tag>", "partial": false}')
+        self.send_json(await asyncio.to_thread(self.service.archive, tag, partial), 201)
 
 
 class NotFound(ApiHandler):

@@ -418,20 +418,36 @@ class Service:
             return
         self.store.untag(name)
 
-    def archive(self, tag: str) -> dict:
+    def archive(self, tag: str, partial: bool = False) -> dict:
         """Copy a tag's range of each channel it covers, as stored, into the cluster's
-        object store (`speeddata.cluster`); returns the archive's manifest."""
+        object store (`speeddata.cluster`); returns the archive's manifest. A channel whose
+        node is unreachable is ClusterUnavailable naming it, unless ``partial`` (then the
+        manifest lists it as ``missing``); a channel without records in the range is left
+        out and listed as ``empty``."""
         if self.cluster is None:
             raise RequestError("archives need a cluster (cluster: in the config)",
                              hint="export to HDF5 instead, or join a cluster")
         t = self.get_tag(tag)
         names = list(t.channels) if t.channels is not None else \
-            [i.name for i in self.channels() if i.status != "unreachable"]
-        parts = {}
-        for n in names:
-            info = self.channel(n)
+            [i.name for i in self.channels()]
+        infos = {n: self.channel(n) for n in names}
+        missing = [n for n, i in infos.items() if i.status == "unreachable"]
+        if missing and not partial:
+            nodes = sorted({infos[n].node for n in missing})
+            raise ClusterUnavailable(
+                f"cannot archive tag {tag!r}: {listing(missing)} cannot be read (node "
+                f"{', '.join(nodes)} unreachable)",
+                hint="archive when the node is back, or pass partial=True for an archive "
+                     "without them, marked partial")
+        parts, empty = {}, []
+        for n, info in infos.items():
+            if n in missing:
+                continue
+            if self._remote(n) is None and not self._stored(n).count(t.start, t.end):
+                empty.append(n)
+                continue
             parts[n] = (info.node or self.cluster.node, self.query_avro(n, t.start, t.end))
-        return self.cluster.archive(t, parts)
+        return self.cluster.archive(t, parts, missing=missing, empty=empty)
 
     def archives(self) -> list[dict]:
         if self.cluster is None:
