@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import config as config_mod
 from ..columns import Columns
 from ..codec import empty
-from ..decimation import Decimation, Decimator, decimated_empty, key
+from ..decimation import Decimation, Decimator, decimated_empty
 from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, LimitExceeded,
                      RequestError, SchemaError, StoreError, TagExists, TagNotFound,
                      TimeRangeError, listing)
