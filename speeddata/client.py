@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import numpy as np
 
 from . import errors
+from .batches import Gather
 from .columns import Columns
-from .decimation import Decimation, concat
+from .decimation import Decimation
 from .schema import load_avro
 from .store import Overview
 from .timeutil import TimeLike, time_range
@@ -314,7 +314,7 @@ class Client:
         Columns
             A range without records keeps its signals and dtypes, as locally.
         """
-        gather = _Gather(channel)
+        gather = Gather(channel)
         for batch, bound in self._query(channel, start, end, signals, decimation,
                                         buckets=buckets, max_rows=max_rows):
             gather.add(batch, bound)
@@ -530,63 +530,6 @@ class Subscription:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _Gather:
-    """Batches into one Columns. When the server says how many rows at most will come,
-    plain numeric columns are allocated once and each batch is copied in as it arrives
-    (while the next one is on its way); anything else is joined at the end."""
-
-    def __init__(self, channel: str):
-        self.channel = channel
-        self.parts: list[Columns] = []
-        self.out: Columns | None = None
-        self.rows = 0
-        self.shape: Columns | None = None      # the first batch: its signals, if no row comes
-
-    def add(self, batch: Columns, bound: int) -> None:
-        if self.shape is None:
-            self.shape = batch.take(slice(0, 0))
-        if not len(batch):
-            return
-        if self.out is None and not self.parts and bound >= len(batch) and all(
-                not np.ma.isMaskedArray(v) and v.dtype.kind in "biuf"
-                for v in batch.data.values()):
-            self.out = Columns(np.empty(bound, np.int64), {
-                k: np.empty(bound, v.dtype) for k, v in batch.data.items()}, self.channel)
-        out = self.out
-        if out is not None and self.rows + len(batch) <= len(out) and \
-                batch.data.keys() == out.data.keys() and \
-                all(batch.data[k].dtype == out.data[k].dtype for k in out.data):
-            end = self.rows + len(batch)
-            out.time[self.rows:end] = batch.time
-            for k, v in batch.data.items():
-                out.data[k][self.rows:end] = v
-            self.rows = end
-            return
-        if out is not None:                          # not what was announced: join instead
-            self.parts, self.out = [out.take(slice(0, self.rows))], None
-        self.parts.append(batch)
-
-    def result(self) -> Columns:
-        if self.out is not None:
-            return self.out.take(slice(0, self.rows))
-        shape = [self.shape] if self.shape is not None else []
-        return concat_batches(self.parts or shape, self.channel)
-
-
-def concat_batches(batches, channel: str = "") -> Columns:
-    """Batches joined into one Columns; without rows, the first batch's signals (a range
-    without records keeps them, as a local read does)."""
-    batches = list(batches)
-    parts = [b for b in batches if len(b)]
-    if not parts:
-        if batches:
-            first = batches[0]
-            return Columns(np.asarray(first.time[:0], np.int64),
-                           {k: v[:0].copy() for k, v in first.data.items()}, channel)
-        return Columns(np.empty(0, np.int64), {}, channel)
-    return concat(parts)         # one copy: arrays of their own, not views of messages
 
 
 def _range(start, end) -> tuple[int, int]:

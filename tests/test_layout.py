@@ -171,3 +171,11 @@ def test_each_layer_imports_only_those_below_it_through_their_packages():
                 wrong.append(f"{name} -> {edge} (not through {theirs})")
     assert "speeddata.live" in graph["speeddata.ingest.worker"]
     assert not wrong, wrong
+
+
+def test_no_module_is_over_600_lines():
+    """A module a reader takes in at once: past 600 lines it is cut where the thread
+    breaks (the generated gRPC code aside)."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if "v1" not in p.parts and (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long

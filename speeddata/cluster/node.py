@@ -8,20 +8,19 @@ store every datagram whether NATS answers or not. What the nodes share lives in 
   stored, the owner's gRPC address). A name is claimed with KV create (compare-and-set), so
   of two nodes registering one name at once exactly one wins.
 - KV ``speeddata-nodes``: node -> its heartbeat (addresses, its channels and their status),
-  put every ``heartbeat`` seconds; a node silent for `SILENT_BEATS` is unreachable.
+  every ``heartbeat`` seconds, written by compare-and-set so that one process holds a
+  name (`speeddata.cluster.names`); a node silent for `SILENT_BEATS` is unreachable.
 - KV ``speeddata-tags``: cluster tags; retention on every node keeps what they cover, and
   pauses while they cannot be read (when in doubt, keep).
-- Object store ``speeddata-archives``: tagged ranges as stored (Avro object container files,
-  any Avro reader opens them) plus a manifest, with ``replicas`` copies.
+- Object store ``speeddata-archives``: tagged ranges as stored (Avro container files) and a
+  manifest (partial ones list what is missing), with ``replicas`` copies.
 - Subjects ``speeddata.live.<channel>.<form>``: live batches of a channel in the columnar
   wire form (`speeddata.wire`), one subject per *form* (signals and decimation: an
   envelope, or full rate). An owner publishes a form only while some node leases it by
   sending ``speeddata.want.<channel>`` each heartbeat, so nothing is published that nobody
   watches, and each form is decimated once at the owner however many nodes watch it.
 
-Stored data of another node's channel (queries, overviews, exports, archives) is read from
-the owner's gRPC service at the address its heartbeat gives. Nothing else in SpeedData
-imports NATS: another engine would replace this module alone.
+Another node's stored data (queries, overviews, exports, archives) comes from its gRPC.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from ..store import Tag, load_stored, stored_avro
 from ..timeutil import format_ns, now_ns, to_ns
 from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel,
                               _key, fitting_replicas, kv_all, list_manifests)
+from .names import CLOCK_PROBE, put_beat
 from .relay import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speeddata.cluster")
 
-CLOCK_PROBE = "=clock="    # keys of the nodes bucket no node is named (see _age)
 ROUTED_TIMEOUT = 10.0    # s for a call routed to another node (streams have none)
 
 
@@ -327,64 +326,9 @@ class Cluster(LiveRelay):
                 await relay.ask()
 
     async def _put_beat(self, data: bytes) -> None:
-        """Our heartbeat, written only over our own (compare-and-set on its revision): the
-        node name is held by one process. The first beat claims the name; a name another
-        node's heartbeat holds is refused while that node beats (ConfigError naming it),
-        and taken over once it has been silent for SILENT_BEATS beats, or at once when its
-        gRPC address is ours (then it is this node, killed and started again)."""
-        from nats.js.errors import KeyWrongLastSequenceError
-        kv = self._kv[NODES]
-        if self._revision is not None:
-            try:
-                self._revision = await kv.update(self.node, data, last=self._revision)
-                return
-            except KeyWrongLastSequenceError:
-                held = json.loads((await kv.get(self.node)).value or b"{}")
-                raise ConfigError(
-                    f"node name {self.node!r} was taken by another process (gRPC "
-                    f"{held.get('grpc', '?')}) while this one was silent; this node no "
-                    "longer speaks for it", hint="stop one of them, or give each its own "
-                    "cluster.node") from None
-        try:
-            self._revision = await kv.create(self.node, data)
-            return
-        except KeyWrongLastSequenceError:
-            pass
-        entry = await kv.get(self.node)
-        held = json.loads(entry.value or b"{}")
-        silent = SILENT_BEATS * self.cfg.heartbeat + 1.0
-        if held.get("grpc") != self.grpc:
-            # alive if its entry changes within the beats a live node would send, counted
-            # from when the server stored it (by the server's clock, as liveness is)
-            age = await self._age(self.node)
-            deadline = time.monotonic() + max(0.0, silent - age)
-            while time.monotonic() < deadline:
-                await asyncio.sleep(min(self.cfg.heartbeat / 2, 0.5))
-                now = await kv.get(self.node)
-                if now.revision != entry.revision:
-                    beat = json.loads(now.value or b"{}")
-                    raise ConfigError(
-                        f"node name {self.node!r} is held by a running node (gRPC "
-                        f"{beat.get('grpc', '?')}, web {beat.get('web', '') or '-'})",
-                        hint="give this node another cluster.node (or --node), or stop "
-                             "that one first")
-            log.warning("cluster: node name %r was held by %s, silent for %d beats: taken "
-                        "over", self.node, held.get("grpc", "?"), SILENT_BEATS)
-        self._revision = await kv.update(self.node, data, last=entry.revision)
-
-    async def _age(self, key: str) -> float:
-        """Seconds since the server stored ``key``'s heartbeat, by the server's clock: it
-        stores a probe (a key no node can be named) and compares the two times."""
-        stream, probe = f"KV_{NODES}", f"{CLOCK_PROBE}{self.node}"
-        await self._kv[NODES].put(probe, b"")
-        try:
-            now = await self._js.get_last_msg(stream, f"$KV.{NODES}.{probe}")
-            then = await self._js.get_last_msg(stream, f"$KV.{NODES}.{key}")
-        finally:
-            await self._kv[NODES].purge(probe)
-        if now.time is None or then.time is None:
-            return 0.0
-        return max(0.0, (to_ns(now.time) - to_ns(then.time)) / 1e9)
+        """Our heartbeat, written over our own only (`speeddata.cluster.names`)."""
+        self._revision = await put_beat(self._kv[NODES], self._js, self.node, self.grpc,
+                                        self.cfg.heartbeat, self._revision, data)
 
     async def _publish_entry(self, name: str, entry: dict) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
@@ -620,11 +564,9 @@ class Cluster(LiveRelay):
 
     def archive(self, tag: Tag, parts: dict[str, tuple[str, Iterator[bytes]]], *,
                 missing: Sequence[str] = (), empty: Sequence[str] = ()) -> dict:
-        """Store a tag's range of each channel (channel -> (node it is read from, the Avro
-        container file's bytes in pieces)) in the object store, then its manifest; the
-        manifest is written last, so an archive listed is an archive whole. ``missing``
-        (channels that could not be read: a partial archive) and ``empty`` (no records in
-        the range) are said in the manifest."""
+        """Store a tag's range of each channel (channel -> (its node, the Avro container
+        file in pieces)), then the manifest (with ``missing`` and ``empty`` channels) last,
+        so that an archive listed is an archive whole."""
         manifest: dict[str, Any] = {"tag": tag.as_dict(), "node": self.node,
                                     "created": now_ns(), "channels": [],
                                     "missing": list(missing), "empty": list(empty)}
