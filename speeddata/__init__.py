@@ -10,12 +10,14 @@ from .hdf5 import read_hdf5
 from .store import read_avro
 from .errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
                      DecodeError, EmptyRange, Forbidden, FormatError, LimitExceeded,
-                     PortUnavailable, RequestError, SchemaError, SpeedDataError, StoreError, TagExists,
-                     TagNotFound, TimeRangeError, Unauthenticated, Unavailable)
+                     NodeAlive, NodeNotFound, PortUnavailable, RequestError, SchemaError,
+                     SpeedDataError, StoreError, TagExists, TagNotFound, TimeRangeError,
+                     Unauthenticated, Unavailable)
 
 __all__ = ["Client", "DataSet", "read_avro", "read_hdf5", "store", "ChannelExists",
            "ChannelNotFound", "ClusterUnavailable", "ConfigError", "DecodeError", "EmptyRange",
-           "Forbidden", "FormatError", "LimitExceeded", "PortUnavailable", "RequestError", "SchemaError",
+           "Forbidden", "FormatError", "LimitExceeded", "NodeAlive", "NodeNotFound",
+           "PortUnavailable", "RequestError", "SchemaError",
            "SpeedDataError", "StoreError", "TagExists", "TagNotFound", "TimeRangeError",
            "Unauthenticated", "Unavailable", "errors", "schema"]
 

@@ -31,7 +31,7 @@ from .columns import Columns
 from .decimation import Decimation
 from .schema import load_avro
 from .store import Overview
-from .timeutil import TimeLike, time_range
+from .timeutil import TimeLike, duration_ns, time_range
 from .v1 import speeddata_pb2 as pb
 from .v1 import speeddata_pb2_grpc as pb_grpc
 from . import wire
@@ -427,6 +427,16 @@ class Client:
                 "nodes": [{"name": n.name, "grpc": n.grpc, "web": n.web,
                            "heartbeat": n.heartbeat, "reachable": n.reachable,
                            "channels": list(n.channels)} for n in c.nodes]}
+
+    def forget_node(self, node: str, unreachable_for: float | str = 0.0) -> list[str]:
+        """Release every channel of a cluster node that has been unreachable for at least
+        ``unreachable_for`` (seconds, or text such as ``"10m"``), so that their names can be
+        registered on another node;
+        the channels released. `speeddata.NodeAlive` while it beats (or has not been away
+        that long), `speeddata.NodeNotFound` for no such node."""
+        ns = duration_ns(unreachable_for, what="unreachable_for")
+        return list(self._call("ForgetNode", pb.ForgetNodeRequest(
+            node=node, unreachable_for_ns=ns)).released)
 
     def archive(self, tag: str, partial: bool = False) -> dict:
         """Archive a tag's range in the cluster's object store; its manifest. It takes as

@@ -138,6 +138,15 @@ class ClusterUnavailable(Unavailable):
     """The cluster (its NATS servers, or the node that owns a channel) cannot be reached."""
 
 
+class NodeNotFound(SpeedDataError, KeyError):
+    """No node of that name in the cluster (never joined, or forgotten already)."""
+
+
+class NodeAlive(SpeedDataError, RuntimeError):
+    """A node asked to be forgotten that is still heartbeating, or has been silent for less
+    than the time asked."""
+
+
 # One table for every API: each error as a gRPC status code (by name) and an HTTP status.
 # The first class of an error's MRO that is listed here decides.
 STATUS: dict[type[BaseException], tuple[str, int]] = {
@@ -157,6 +166,8 @@ STATUS: dict[type[BaseException], tuple[str, int]] = {
     TagExists: ("ALREADY_EXISTS", 409),
     ChannelNotFound: ("NOT_FOUND", 404),
     TagNotFound: ("NOT_FOUND", 404),
+    NodeNotFound: ("NOT_FOUND", 404),
+    NodeAlive: ("FAILED_PRECONDITION", 409),
     EmptyRange: ("NOT_FOUND", 404),
     TooMany: ("RESOURCE_EXHAUSTED", 429),
     LimitExceeded: ("RESOURCE_EXHAUSTED", 413),

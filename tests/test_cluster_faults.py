@@ -286,3 +286,80 @@ def test_an_archive_with_a_dead_owner_fails_naming_it_or_is_marked_partial(tmp_p
         b.stop()
         a.stop()
         remove_orphans(SHM)
+
+
+def test_a_forgotten_node_s_names_are_registered_again_and_it_returns_to_find_them_taken(
+        tmp_path, one_nats):
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from speeddata.errors import NodeAlive, NodeNotFound
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "speeddata.cli", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    ports = free_udp_port(count=3)
+    a = node(tmp_path, "a", one_nats.urls, channels=[("rig", ports), ("cart", ports + 1)])
+    b = node(tmp_path, "b", one_nats.urls)
+    c = node(tmp_path, "c", one_nats.urls)
+    try:
+        send(port=ports, rate=5000, count=200)
+        with speeddata.Client(c.address) as cc, speeddata.Client(b.address) as cb:
+            wait_for(lambda: {ch.name: ch.node for ch in cc.list_channels()} ==
+                     {"rig": "a", "cart": "a"}, what="a's channels through c")
+            with pytest.raises(NodeAlive, match="node 'a' is alive"):      # alive: refused
+                cc.forget_node("a")
+            request = urllib.request.Request(c.url + "api/v1/cluster/nodes/a",
+                                             method="DELETE")
+            with pytest.raises(urllib.error.HTTPError) as e:               # on REST alike
+                urllib.request.urlopen(request)
+            assert e.value.code == 409
+            assert json.loads(e.value.read())["code"] == "FAILED_PRECONDITION"
+            with pytest.raises(NodeNotFound, match="no node 'nobody'"):
+                cc.forget_node("nobody")
+            with pytest.raises(speeddata.RequestError, match="the one asked"):
+                cc.forget_node("c")
+            with pytest.raises(speeddata.ChannelExists, match="node 'a'"):  # the name held
+                cb.register_channel("rig", ports + 2, EXAMPLE)
+
+            a.proc.kill()
+            a.proc.wait()
+            wait_for(lambda: {ch.status for ch in cc.list_channels()} == {"unreachable"},
+                     what="a unreachable through c")
+            out = cli("cluster", "forget", "a", "--unreachable-for", "1h",
+                      "--server", c.address)
+            assert out.returncode == 2 and "less than the 3600 s asked" in out.stderr, out
+            out = cli("cluster", "forget", "a", "--server", c.address)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.strip() == "forgot node a; released cart, rig"
+            assert cc.list_channels() == []
+            assert [n["name"] for n in cc.cluster()["nodes"]] == ["b", "c"]
+            listed = cli("cluster", "--server", c.address)
+            assert "node c" in listed.stdout and " a " not in listed.stdout, listed.stdout
+            with pytest.raises(NodeNotFound, match="forgotten already"):
+                cc.forget_node("a")
+
+            cb.register_channel("rig", ports + 2, EXAMPLE)            # free: b takes it
+            wait_for(lambda: {ch.name: ch.node for ch in cc.list_channels()} == {"rig": "b"},
+                     what="rig on b through c")
+
+            remove_orphans(SHM)
+            a = node(tmp_path, "a", one_nats.urls, channels=[("rig", ports), ("cart", ports + 1)])
+            wait_for(lambda: {ch.name: ch.node for ch in cc.list_channels()} ==
+                     {"rig": "b", "cart": "a"}, what="a back, offering only cart")
+            assert "was forgotten by the cluster" in a.output and "through node c" in a.output
+            wait_for(lambda: "registered on node b too" in a.output,
+                     what="a told rig is b's now")
+            assert cc.get_channel("rig").port == ports + 2
+            t_back = time.time_ns()
+            send(port=ports, rate=5000, count=100)          # a still stores its own copy
+            with speeddata.Client(a.address) as ca:
+                wait_for(lambda: len(ca.query("rig", t_back)) == 100, what="a's rig kept")
+    finally:
+        c.stop()
+        b.stop()
+        a.stop()
+        remove_orphans(SHM)

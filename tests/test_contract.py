@@ -82,6 +82,10 @@ class Rest:
     def deregister(self, name):
         self._call("DELETE", f"channels/{name}")
 
+    def forget(self, node, unreachable_for):
+        q = urllib.parse.urlencode({"unreachable_for": unreachable_for})
+        return self._call("DELETE", f"cluster/nodes/{node}?{q}")["released"]
+
 
 class Grpc:
     name = "grpc"
@@ -130,6 +134,9 @@ class Grpc:
 
     def deregister(self, name):
         self._call(self.client.deregister_channel, name)
+
+    def forget(self, node, unreachable_for):
+        return self._call(self.client.forget_node, node, unreachable_for)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +204,8 @@ def test_errors_have_one_code_on_both(api):
         (lambda: api.register("bad name!", free_udp_port(), SCHEMA), "INVALID_ARGUMENT", 400,
          "name"),
         (lambda: api.tag("t", T0 + 10, T0, ""), "INVALID_ARGUMENT", 400, "before"),
+        (lambda: api.forget("a", "1m"), "INVALID_ARGUMENT", 400, "needs a cluster"),
+        (lambda: api.forget("a", "soon"), "INVALID_ARGUMENT", 400, "unreachable_for"),
         (lambda: api.export(T0 + 10**15, T0 + 10**15 + 10), "NOT_FOUND", 404,
          "holds no record"),
     ]

@@ -203,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="./data")
     t.set_defaults(func=cmd_stats)
     add_commands(sub)
-    from .archives import add_commands as add_cluster_commands
+    from .cluster import add_commands as add_cluster_commands
     add_cluster_commands(sub)
     from .bench import add_command as add_bench
     add_bench(sub)

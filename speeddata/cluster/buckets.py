@@ -14,6 +14,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, NotFoundError,
+                             ServiceUnavailableError)
+
 from ..schema import ChannelSchema
 from ..errors import ClusterUnavailable, ConfigError, StoreError, TagNotFound, listing
 from ..store import Tag
@@ -70,7 +75,11 @@ def _key(name: str) -> str:
 
 async def kv_all(js, kv, bucket: str) -> dict[str, dict]:
     """Every live key of a KV bucket and its JSON value."""
-    from nats.js.errors import KeyNotFoundError
+    return {key: json.loads(entry.value) for key, entry in (await kv_entries(js, kv, bucket)).items()}
+
+
+async def kv_entries(js, kv, bucket: str) -> dict[str, Any]:
+    """Every live key of a KV bucket and its entry (value and revision)."""
     info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
     prefix = f"$KV.{bucket}."
     out = {}
@@ -81,14 +90,13 @@ async def kv_all(js, kv, bucket: str) -> dict[str, dict]:
         except KeyNotFoundError:
             continue                      # deleted (its tombstone is the last message)
         if entry.value:
-            out[key] = json.loads(entry.value)
+            out[key] = entry
     return out
 
 
 async def _read(objects, name: str, writeinto: Any = None, tries: int = 8) -> Any:
     """An object (its data, or written into a file), tried again where JetStream times
     out."""
-    from nats.errors import TimeoutError as NatsTimeout
     for attempt in range(tries):
         try:
             if writeinto is not None:
@@ -103,7 +111,6 @@ async def _read(objects, name: str, writeinto: Any = None, tries: int = 8) -> An
 
 async def list_manifests(js, objects) -> list[dict]:
     """The manifests of the archives in the object store, oldest range first."""
-    from nats.js.errors import NotFoundError
     info = await js.stream_info(f"OBJ_{ARCHIVES}", subjects_filter=f"$O.{ARCHIVES}.M.>")
     out = []
     for subject in (info.state.subjects or {}):
@@ -119,8 +126,6 @@ async def list_manifests(js, objects) -> list[dict]:
 
 
 async def _open_archives(urls: Sequence[str]):
-    import nats
-    from nats.js.errors import BucketNotFoundError
     try:
         nc = await nats.connect(servers=list(urls), connect_timeout=3,
                                 max_reconnect_attempts=2, reconnect_time_wait=0.5)
@@ -138,8 +143,6 @@ def _retrying(make: Callable[[], Coroutine[Any, Any, Any]], what: str,
               deadline: float = 30.0) -> Any:
     """Run ``make()`` until it succeeds: a JetStream that just lost a server answers with
     time-outs for the seconds its streams take to elect new leaders."""
-    from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import ServiceUnavailableError
     until = time.monotonic() + deadline
     while True:
         try:
@@ -166,7 +169,6 @@ def archives(urls: Sequence[str]) -> list[dict]:
 def fetch_archive(urls: Sequence[str], tag: str, into: str) -> dict:
     """Download an archive's files into the folder ``into``: ``<channel>.avro`` each, and
     its manifest (returned)."""
-    from nats.js.errors import NotFoundError
 
     async def run() -> dict:
         nc, js, objects = await _open_archives(urls)

@@ -1,27 +1,5 @@
-"""The cluster seam: every call SpeedData makes to its distributed engine, NATS JetStream.
-
-A node is one ``speeddata serve`` with ``cluster:`` in its config. Its own store stays the
-primary copy of its channels and the cluster never sits on the ingest path: the workers
-store every datagram whether NATS answers or not. What the nodes share lives in JetStream:
-
-- KV ``speeddata-channels``: channel name -> its entry (owner node, UDP port, schema as
-  stored, the owner's gRPC address). A name is claimed with KV create (compare-and-set), so
-  of two nodes registering one name at once exactly one wins.
-- KV ``speeddata-nodes``: node -> its heartbeat (addresses, its channels and their status),
-  every ``heartbeat`` seconds, written by compare-and-set so that one process holds a
-  name (`speeddata.cluster.names`); a node silent for `SILENT_BEATS` is unreachable.
-- KV ``speeddata-tags``: cluster tags; retention on every node keeps what they cover, and
-  pauses while they cannot be read (when in doubt, keep).
-- Object store ``speeddata-archives``: tagged ranges as stored (Avro container files) and a
-  manifest (partial ones list what is missing), with ``replicas`` copies.
-- Subjects ``speeddata.live.<channel>.<form>``: live batches of a channel in the columnar
-  wire form (`speeddata.wire`), one subject per *form* (signals and decimation: an
-  envelope, or full rate). An owner publishes a form only while some node leases it by
-  sending ``speeddata.want.<channel>`` each heartbeat, so nothing is published that nobody
-  watches, and each form is decimated once at the owner however many nodes watch it.
-
-Another node's stored data (queries, overviews, exports, archives) comes from its gRPC.
-"""
+"""A node of the cluster (`speeddata.cluster`, whose docstring names what the nodes share):
+its heartbeat and registry, tags, reads routed to other nodes, and archives."""
 
 from __future__ import annotations
 
@@ -34,19 +12,24 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import nats
+from nats.js.api import KeyValueConfig, ObjectStoreConfig
+from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError,
+                             NotFoundError)
+
+from ..client import Client
 from ..config import ClusterConfig
 from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
                      SpeedDataError, StoreError, TagExists, TagNotFound)
 from ..schema import ChannelSchema
 from ..store import Tag, load_stored, stored_avro
 from ..timeutil import format_ns, now_ns, to_ns
-from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel,
-                              _key, fitting_replicas, kv_all, list_manifests)
-from .names import CLOCK_PROBE, put_beat
+from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel, _key,
+                      fitting_replicas, kv_all, list_manifests)
+from .names import CLOCK_PROBE, forget, put_beat
 from .relay import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
 
 if TYPE_CHECKING:
-    from ..client import Client
     from ..live import Hub
     from ..ingest import Supervisor
 
@@ -183,9 +166,6 @@ class Cluster(LiveRelay):
         self.problem = f"NATS unreachable since {format_ns(self.problem_since)}: {text}"
 
     async def _connect(self) -> None:
-        import nats
-        from nats.js.api import KeyValueConfig, ObjectStoreConfig
-        from nats.js.errors import BucketNotFoundError
 
         async def quiet(e: Exception) -> None:
             log.debug("cluster: NATS: %s", e)
@@ -331,7 +311,6 @@ class Cluster(LiveRelay):
                                         self.cfg.heartbeat, self._revision, data)
 
     async def _publish_entry(self, name: str, entry: dict) -> None:
-        from nats.js.errors import KeyWrongLastSequenceError
         held = self.entries.get(name)
         if held == entry:
             return
@@ -368,7 +347,6 @@ class Cluster(LiveRelay):
         """Every node's last heartbeat, with ``at``: when the NATS server stored it (ns, the
         server's clock). Liveness compares these with the server's time of our own beat,
         so no two hosts' clocks are ever compared."""
-        from nats.js.errors import NotFoundError
         stream = f"KV_{NODES}"
         info = await self._js.stream_info(stream, subjects_filter=f"$KV.{NODES}.>")
         out = {}
@@ -380,6 +358,8 @@ class Cluster(LiveRelay):
             if not msg.data or subject.startswith(f"$KV.{NODES}.{CLOCK_PROBE}"):
                 continue                          # a tombstone, or a clock probe
             beat = json.loads(msg.data)
+            if "forgotten" in beat:
+                continue                          # a node forgotten (`names.forget`)
             beat["at"] = to_ns(msg.time) if msg.time is not None else 0
             out[subject[len(f"$KV.{NODES}."):]] = beat
         own = out.get(self.node)
@@ -390,7 +370,6 @@ class Cluster(LiveRelay):
     async def claim(self, name: str, entry: dict) -> None:
         """Take a channel name for this node, cluster-wide; ChannelExists naming the node
         that has it."""
-        from nats.js.errors import KeyWrongLastSequenceError
         try:
             await self._kv[CHANNELS].create(name, json.dumps(entry).encode())
         except KeyWrongLastSequenceError:
@@ -470,6 +449,19 @@ class Cluster(LiveRelay):
     def remote_channel(self, name: str) -> RemoteChannel | None:
         return self.remote().get(name)
 
+    def forget_node(self, node: str, unreachable_for: float = 0.0) -> list[str]:
+        """From a request thread: release every channel of a node unreachable for at least
+        ``unreachable_for`` s (`names.forget`); the channels released."""
+        async def forget_it() -> list[str]:
+            released = await forget(self._kv[NODES], self._kv[CHANNELS], self._js, node,
+                                    by=self.node, heartbeat=self.cfg.heartbeat,
+                                    unreachable_for=unreachable_for)
+            self.nodes.pop(node, None)
+            for name in released:
+                self.entries.pop(name, None)
+            return released
+        return self.call(forget_it)
+
     def _forget_clients_of_returned_nodes(self) -> None:
         """A node beating again after silence gets a new gRPC client: the old one's channel
         would still wait out its reconnect back-off (tens of seconds) before trying it."""
@@ -507,7 +499,6 @@ class Cluster(LiveRelay):
 
     def client(self, name: str) -> "Client":
         """A gRPC client of the node that owns a channel; ChannelNotFound when no node does."""
-        from ..client import Client
         rc = self.remote_channel(name)
         if rc is None:
             raise ChannelNotFound(f"no channel {name!r} in the cluster")
@@ -534,7 +525,6 @@ class Cluster(LiveRelay):
 
     def put_tag(self, tag: Tag, replace: bool = False) -> Tag:
         async def put() -> Tag:
-            from nats.js.errors import KeyWrongLastSequenceError
             value = json.dumps(dict(tag.as_dict(), node=self.node)).encode()
             kv = self._kv[TAGS]
             if replace:
@@ -551,7 +541,6 @@ class Cluster(LiveRelay):
 
     def delete_tag(self, name: str) -> None:
         async def delete() -> None:
-            from nats.js.errors import KeyNotFoundError
             kv = self._kv[TAGS]
             try:
                 await kv.get(_key(name))

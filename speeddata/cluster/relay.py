@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .buckets import RemoteChannel
+from .. import wire
+from ..client import batch_columns
 from ..columns import Columns
 from ..config import ClusterConfig
 from ..decimation import Decimation
@@ -66,7 +68,6 @@ class _Relay:
         await self.cluster.nc.publish(f"{WANT}.{self.channel}", json.dumps(self.want).encode())
 
     async def _on_batch(self, msg) -> None:
-        from ..client import batch_columns
         h = msg.headers or {}
         first, covered, missed = int(h.get("first", 0)), int(h.get("next", 0)), \
             int(h.get("missed", 0))
@@ -195,7 +196,6 @@ class LiveRelay:
         self._leases[(channel, form)] = _Lease(expires, sub, task)
 
     async def _publish(self, channel: str, form: str, sub: Subscription) -> None:
-        from .. import wire
         subject = f"{LIVE}.{channel}.{form}"
         while True:
             try:

@@ -318,6 +318,13 @@ class Servicer(pb_grpc.SpeedDataServicer):
             nodes=[pb.ClusterNode(**n) for n in info["nodes"]])
 
     @_errors
+    async def ForgetNode(self, request, context):
+        unreachable_for = max(0, request.unreachable_for_ns) / 1e9
+        released = await asyncio.to_thread(self.service.forget_node, request.node,
+                                           unreachable_for)
+        return pb.ForgetNodeResponse(node=request.node, released=released)
+
+    @_errors
     async def Archive(self, request, context):
         return _archive_pb(await asyncio.to_thread(self.service.archive, request.tag,
                                                    request.partial))

@@ -286,6 +286,17 @@ class Cluster(ApiHandler):
         self.send_json(self.service.cluster_info())
 
 
+class ClusterNode(ApiHandler):
+    """``DELETE /api/v1/cluster/nodes/NAME[?unreachable_for=10m]``: forget a node that has
+    been unreachable that long, releasing its channels' names (409 while it beats)."""
+
+    async def delete(self, node: str) -> None:
+        after = duration_ns(self.get_argument("unreachable_for", "0"),
+                            what="unreachable_for") / 1e9
+        released = await asyncio.to_thread(self.service.forget_node, node, after)
+        self.send_json({"node": node, "released": released})
+
+
 class Archives(ApiHandler):
     """``GET /api/v1/archives``; ``POST /api/v1/archives {"tag": NAME, "partial": false}``
     archives a tag (503 naming a channel whose node is unreachable, unless partial)."""
@@ -322,6 +333,7 @@ def api_routes(service: Service, token: str | None = None) -> list:
         (rf"/api/v1/tags/{name}", TagOne),
         (r"/api/v1/pivot/export", Export),
         (r"/api/v1/cluster", Cluster),
+        (rf"/api/v1/cluster/nodes/{name}", ClusterNode),
         (r"/api/v1/archives", Archives),
         (r"/api/v1/.*", NotFound),
     )]

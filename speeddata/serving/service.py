@@ -257,6 +257,14 @@ class Service:
         info["retention_paused"] = self.supervisor.retention_paused
         return info
 
+    def forget_node(self, node: str, unreachable_for: float = 0.0) -> list[str]:
+        """Release every channel of a node of the cluster that has been unreachable for at
+        least ``unreachable_for`` s, so that their names can be registered elsewhere; the
+        channels released. NodeAlive while it beats, NodeNotFound for no such node."""
+        if self.cluster is None:
+            raise RequestError("forgetting a node needs a cluster (cluster: in the config)")
+        return self.cluster.forget_node(node, unreachable_for)
+
     def _remote_stats(self, info: ChannelInfo) -> tuple[ChannelStats, float]:
         """Another node's channel's stats, from that node (just its status when it cannot
         be reached)."""

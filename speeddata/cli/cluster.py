@@ -1,5 +1,7 @@
-"""The ``speeddata`` commands of a cluster's archives: archive, archives, restore.
+"""The ``speeddata`` commands of a cluster: ``cluster`` (the nodes a node hears),
+``cluster forget NODE``, and its archives: archive, archives, restore.
 
+``cluster`` and ``cluster forget`` ask a node (``--server HOST:PORT``, its gRPC address).
 ``archive`` asks a node (``--server HOST:PORT``, its gRPC address) to copy a tag's range of
 every channel, wherever it is stored, into the cluster's object store. ``archives`` and
 ``restore`` talk to NATS itself (``--nats URL``), so they work whichever nodes are gone.
@@ -7,6 +9,7 @@ every channel, wherever it is stored, into the cluster's object store. ``archive
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 
@@ -29,6 +32,31 @@ def _print_archives(found: list[dict]) -> None:
             print(f"  PARTIAL: not archived, their node unreachable: {', '.join(m['missing'])}")
         if m.get("empty"):
             print(f"  no records in the range: {', '.join(m['empty'])}")
+
+
+def cmd_cluster(args) -> int:
+    from ..client import Client
+    with Client(args.server, token=args.token) as c:
+        info = c.cluster()
+    if not info["clustered"]:
+        print(f"{args.server} is a single host (no cluster: in its config)")
+        return 0
+    state = "connected" if info["connected"] else f"NOT connected: {info['problem']}"
+    print(f"node {info['node']}, NATS {', '.join(info['nats'])}: {state}")
+    for n in info["nodes"]:
+        seen = "reachable" if n["reachable"] else \
+            f"UNREACHABLE since {format_ns(n['heartbeat'])[:19]} UTC"
+        print(f"  {n['name']:<12} {seen:<36} gRPC {n['grpc']:<22} "
+              f"{len(n['channels'])} channels")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from ..client import Client
+    with Client(args.server, token=args.token) as c:
+        released = c.forget_node(args.node, args.unreachable_for)
+    print(f"forgot node {args.node}; released {', '.join(released) or 'no channels'}")
+    return 0
 
 
 def cmd_archive(args) -> int:
@@ -79,6 +107,25 @@ def _urls(text: str) -> list[str]:
 
 def add_commands(sub) -> None:
     """The commands of this module, on the ``speeddata`` parser's subparsers."""
+    cl = sub.add_parser("cluster", help="the nodes of the cluster a node belongs to")
+    cl.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT",
+                    help="a node of the cluster (its gRPC address)")
+    cl.add_argument("--token", help="the server's token, when it has one")
+    cl.set_defaults(func=cmd_cluster)
+    cl_sub = cl.add_subparsers(dest="cluster_command", metavar="{forget}")
+    f = cl_sub.add_parser("forget", help="release the channel names of a node that has "
+                                         "stopped, so other nodes can register them")
+    f.add_argument("node")
+    f.add_argument("--unreachable-for", default="0", metavar="DURATION",
+                   help="refuse unless it has been unreachable this long (5m, 2h; "
+                        "default 0: any unreachable node). A node that beats is refused "
+                        "always")
+    # given before or after "forget" alike (SUPPRESS: no default over the parent's value)
+    f.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT",
+                   help="a node of the cluster that hears it (its gRPC address)")
+    f.add_argument("--token", default=argparse.SUPPRESS,
+                   help="the server's token, when it has one")
+    f.set_defaults(func=cmd_forget)
     a = sub.add_parser("archive", help="copy a tag's range, as stored, into the cluster's "
                                        "replicated object store")
     a.add_argument("tag")
