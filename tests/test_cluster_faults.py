@@ -54,6 +54,9 @@ def test_one_nats_server_and_the_default_config_make_a_cluster(tmp_path, one_nat
         b.stop()
         a.stop()
     assert "replicas" not in a.output and "unreachable" not in a.output, a.output
+    # the heartbeats and the registry come pushed, not read each beat
+    assert "following the nodes and the registry by KV watch" in a.output, a.output
+    assert "KV watch is behind" not in a.output, a.output
 
 
 def test_replicas_the_servers_cannot_hold_are_refused_at_start(tmp_path, one_nats):

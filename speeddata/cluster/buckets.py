@@ -22,6 +22,7 @@ from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, NotFoundError
 from ..schema import ChannelSchema
 from ..errors import ClusterUnavailable, ConfigError, StoreError, TagNotFound, listing
 from ..store import Tag
+from ..timeutil import to_ns
 
 log = logging.getLogger("speeddata.cluster")
 
@@ -91,6 +92,23 @@ async def kv_entries(js, kv, bucket: str) -> dict[str, Any]:
             continue                      # deleted (its tombstone is the last message)
         if entry.value:
             out[key] = entry
+    return out
+
+
+async def read_beats(js) -> list[tuple[str, dict, int]]:
+    """The nodes bucket read now: each key, its JSON value and when the server stored it
+    (ns, the server's clock)."""
+    stream = f"KV_{NODES}"
+    info = await js.stream_info(stream, subjects_filter=f"$KV.{NODES}.>")
+    out = []
+    for subject in (info.state.subjects or {}):
+        try:
+            msg = await js.get_last_msg(stream, subject)
+        except NotFoundError:
+            continue
+        if msg.data:                              # not a tombstone
+            out.append((subject[len(f"$KV.{NODES}."):], json.loads(msg.data),
+                        to_ns(msg.time) if msg.time is not None else 0))
     return out
 
 

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import nats
 from nats.js.api import KeyValueConfig, ObjectStoreConfig
-from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError,
-                             NotFoundError)
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from ..client import Client
 from ..config import ClusterConfig
@@ -23,10 +22,11 @@ from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, Config
                      SpeedDataError, StoreError, TagExists, TagNotFound)
 from ..schema import ChannelSchema
 from ..store import Tag, load_stored, stored_avro
-from ..timeutil import format_ns, now_ns, to_ns
+from ..timeutil import format_ns, now_ns
 from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel, _key,
-                      fitting_replicas, kv_all, list_manifests)
+                      fitting_replicas, kv_all, list_manifests, read_beats)
 from .names import CLOCK_PROBE, forget, put_beat
+from .watch import Watch, start_watches
 from .relay import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
 
 if TYPE_CHECKING:
@@ -60,6 +60,9 @@ class Cluster(LiveRelay):
         self._js: Any = None
         self._made: dict[str, tuple[Any, dict]] = {}  # channel -> (its config, its entry)
         self._seen: dict[str, tuple[int, dict]] = {}  # bucket -> (last sequence, contents)
+        self._watches = {NODES: Watch(NODES), CHANNELS: Watch(CHANNELS)}
+        self._watching: asyncio.Task | None = None     # (re)starting them
+        self.watched = False           # the last look was the watches' (not a read)
         self.problem: str | None = "not connected yet"
         self.problem_since = now_ns()
         self.nodes: dict[str, dict] = {}           # node -> its last heartbeat
@@ -111,6 +114,10 @@ class Cluster(LiveRelay):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._watching is not None:
+            self._watching.cancel()
+        for watch in self._watches.values():
+            await watch.stop()
         for lease in self._leases.values():
             lease.task.cancel()
             lease.sub.close()
@@ -284,8 +291,7 @@ class Cluster(LiveRelay):
         beat = {"node": self.node, "grpc": self.grpc, "web": self.web,
                 "heartbeat": now_ns(), "channels": {n: s for n, (s, _) in own.items()}}
         await self._put_beat(json.dumps(beat).encode())
-        self.entries = await self._all(CHANNELS)
-        self.nodes = await self._beats()
+        await self._look()
         self._forget_clients_of_returned_nodes()
         for name, (_, entry) in own.items():
             await self._publish_entry(name, entry)
@@ -343,29 +349,34 @@ class Cluster(LiveRelay):
         self._seen[bucket] = (info.state.last_seq, found)
         return dict(found)
 
-    async def _beats(self) -> dict[str, dict]:
-        """Every node's last heartbeat, with ``at``: when the NATS server stored it (ns, the
-        server's clock). Liveness compares these with the server's time of our own beat,
-        so no two hosts' clocks are ever compared."""
-        stream = f"KV_{NODES}"
-        info = await self._js.stream_info(stream, subjects_filter=f"$KV.{NODES}.>")
+    async def _look(self) -> None:
+        """The registry and every node's last heartbeat, with ``at``: when the NATS server
+        stored it (ns, the server's clock). Liveness compares these with the server's time
+        of our own beat, so no two hosts' clocks are ever compared. They come from the
+        watches while these show our own beat; else from the buckets, read now."""
+        nodes, channels = self._watches[NODES], self._watches[CHANNELS]
+        watched = (self._revision is not None and channels.synced and
+                   await nodes.has(self.node, self._revision, min(1.0, self.cfg.heartbeat / 2)))
+        if watched != self.watched and (watched or nodes.synced):
+            log.info("cluster: %s", "following the nodes and the registry by KV watch" if
+                     watched else "the KV watch is behind: reading the buckets each beat")
+        self.watched = watched
+        if watched:
+            self.entries = channels.contents()
+            found = [(key, dict(value), at) for key, (value, _, at) in nodes.values.items()]
+        else:
+            if self._watching is None or self._watching.done():  # begun again meanwhile
+                self._watching = asyncio.create_task(start_watches(self._watches, self._kv))
+            self.entries = await self._all(CHANNELS)
+            found = await read_beats(self._js)
         out = {}
-        for subject in (info.state.subjects or {}):
-            try:
-                msg = await self._js.get_last_msg(stream, subject)
-            except NotFoundError:
-                continue
-            if not msg.data or subject.startswith(f"$KV.{NODES}.{CLOCK_PROBE}"):
-                continue                          # a tombstone, or a clock probe
-            beat = json.loads(msg.data)
-            if "forgotten" in beat:
-                continue                          # a node forgotten (`names.forget`)
-            beat["at"] = to_ns(msg.time) if msg.time is not None else 0
-            out[subject[len(f"$KV.{NODES}."):]] = beat
+        for key, beat, at in found:
+            if not key.startswith(CLOCK_PROBE) and "forgotten" not in beat:
+                out[key] = dict(beat, at=at)   # not a clock probe or a node forgotten
+        self.nodes = out
         own = out.get(self.node)
         if own is not None:
             self._server_now = (own["at"], time.monotonic())
-        return out
 
     async def claim(self, name: str, entry: dict) -> None:
         """Take a channel name for this node, cluster-wide; ChannelExists naming the node
