@@ -1,6 +1,7 @@
-"""The cluster's JetStream buckets as read without joining it: their names, a KV bucket's
-contents, and the archives (list, fetch, and restore into a store). ``speeddata archives``
-and ``restore`` use these straight from NATS; a node (`speeddata.cluster`) uses them too."""
+"""The cluster's JetStream buckets, read and written without joining it: their names, a KV
+bucket's contents, the heartbeats, the tags, and the archives (list, fetch, and restore into
+a store). ``speeddata archives`` and ``restore`` use these straight from NATS; a node
+(`speeddata.cluster`) uses them too."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from typing import Any
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, NotFoundError,
-                             ServiceUnavailableError)
+from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError,
+                             NotFoundError, ServiceUnavailableError)
 
 from ..schema import ChannelSchema
-from ..errors import ClusterUnavailable, ConfigError, StoreError, TagNotFound, listing
+from ..errors import (ClusterUnavailable, ConfigError, StoreError, TagExists, TagNotFound,
+                      listing)
 from ..store import Tag
 from ..timeutil import to_ns
 
@@ -110,6 +112,30 @@ async def read_beats(js) -> list[tuple[str, dict, int]]:
             out.append((subject[len(f"$KV.{NODES}."):], json.loads(msg.data),
                         to_ns(msg.time) if msg.time is not None else 0))
     return out
+
+
+async def put_tag(kv, tag: Tag, node: str, replace: bool) -> Tag:
+    """Make a cluster tag (``node``: where it was made); TagExists naming the one there,
+    unless ``replace``."""
+    value = json.dumps(dict(tag.as_dict(), node=node)).encode()
+    if replace:
+        await kv.put(_key(tag.name), value)
+        return tag
+    try:
+        await kv.create(_key(tag.name), value)
+    except KeyWrongLastSequenceError:
+        old = Tag.from_dict(json.loads((await kv.get(_key(tag.name))).value))
+        raise TagExists(f"a cluster tag {tag.name!r} exists already: {old}",
+                        hint="pick another name, or replace it") from None
+    return tag
+
+
+async def delete_tag(kv, name: str) -> None:
+    try:
+        await kv.get(_key(name))
+    except KeyNotFoundError:
+        raise TagNotFound(f"no tag {name!r} in the cluster") from None
+    await kv.delete(_key(name))
 
 
 async def _read(objects, name: str, writeinto: Any = None, tries: int = 8) -> Any:

@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import nats
 from nats.js.api import KeyValueConfig, ObjectStoreConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 
 from ..client import Client
 from ..config import ClusterConfig
 from ..errors import (ChannelExists, ChannelNotFound, ClusterUnavailable, ConfigError,
-                     SpeedDataError, StoreError, TagExists, TagNotFound)
+                     SpeedDataError, StoreError)
 from ..schema import ChannelSchema
 from ..store import Tag, load_stored, stored_avro
 from ..timeutil import format_ns, now_ns
 from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel, _key,
-                      fitting_replicas, kv_all, list_manifests, read_beats)
+                      delete_tag, fitting_replicas, kv_all, list_manifests, put_tag,
+                      read_beats)
 from .names import CLOCK_PROBE, forget, put_beat
 from .watch import Watch, start_watches
 from .relay import SILENT_BEATS, WANT, LiveRelay, _Lease, _Relay, _quietly, unreachable
@@ -77,6 +78,7 @@ class Cluster(LiveRelay):
         self._alive_before: set[str] = set()      # nodes beating at the last look
         # (the server's time of our last beat, ns; our monotonic time when we read it)
         self._server_now: tuple[int, float] | None = None
+        self._deaf_at: float | None = None     # since when our beats fail (monotonic)
         self._schemas: dict[str, ChannelSchema] = {}
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -149,7 +151,7 @@ class Cluster(LiveRelay):
                 if self.problem:
                     log.info("cluster: node %s joined (NATS %s)", self.node,
                              self.nc.connected_url.netloc if self.nc.connected_url else "")
-                self.problem = None
+                self.problem, self._deaf_at = None, None
                 self._ready.set()
             except asyncio.CancelledError:
                 raise
@@ -166,6 +168,8 @@ class Cluster(LiveRelay):
 
     def _failed(self, e: BaseException) -> None:
         text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if self._deaf_at is None:
+            self._deaf_at = time.monotonic()
         if not self.problem or self.problem == "not connected yet":
             self.problem_since = now_ns()
             log.error("cluster unreachable (NATS %s): %s; storing locally, retention "
@@ -260,12 +264,9 @@ class Cluster(LiveRelay):
             cached = self._made.get(name)
             if cached is None or cached[0] is not None:
                 try:
-                    schema = json.dumps(stored_avro(sup.store[name].schema))
+                    cached = (None, self._entry(sup.store[name].schema))
                 except (ChannelNotFound, StoreError):
                     continue                # damaged or dropped: it says so locally
-                cached = (None, {"node": self.node, "port": 0, "bind": "",
-                                 "grpc": self.grpc, "schema": schema, "created": 0,
-                                 "decimation": "none", "retention": {}})
             made[name] = cached
             out[name] = ("stored", cached[1])
         for name, cfg in running.items():
@@ -273,12 +274,8 @@ class Cluster(LiveRelay):
                 status = sup.counters(name)["status"]
                 cached = self._made.get(name)
                 if cached is None or cached[0] is not cfg:
-                    cached = (cfg, {"node": self.node, "port": cfg.port, "bind": cfg.bind,
-                                    "grpc": self.grpc,
-                                    "schema": json.dumps(stored_avro(sup.store[name].schema)),
-                                    "created": sup.registry.get(name).created,
-                                    "decimation": cfg.decimation,
-                                    "retention": dict(cfg.options)})
+                    cached = (cfg, self._entry(sup.store[name].schema, cfg,
+                                               sup.registry.get(name).created))
             except (ChannelNotFound, StoreError):
                 continue                    # removed meanwhile
             made[name] = cached
@@ -396,10 +393,15 @@ class Cluster(LiveRelay):
 
     def claim_channel(self, cfg, schema: ChannelSchema) -> None:
         """From a request thread: the name, before the channel is started here."""
-        entry = {"node": self.node, "port": cfg.port, "bind": cfg.bind, "grpc": self.grpc,
-                 "schema": json.dumps(stored_avro(schema)), "created": now_ns(),
-                 "decimation": cfg.decimation, "retention": dict(cfg.options)}
-        self.call(self.claim, cfg.name, entry)
+        self.call(self.claim, cfg.name, self._entry(schema, cfg, now_ns()))
+
+    def _entry(self, schema: ChannelSchema, cfg: Any = None, created: int = 0) -> dict:
+        """A channel's entry in the registry (``cfg`` None: only stored data is left)."""
+        return {"node": self.node, "port": cfg.port if cfg else 0,
+                "bind": cfg.bind if cfg else "", "grpc": self.grpc,
+                "schema": json.dumps(stored_avro(schema)), "created": created,
+                "decimation": cfg.decimation if cfg else "none",
+                "retention": dict(cfg.options) if cfg else {}}
 
     def release_soon(self, name: str) -> None:
         """Give a name back (from any thread; the next heartbeat does it otherwise)."""
@@ -433,9 +435,12 @@ class Cluster(LiveRelay):
         if beat is None or self._server_now is None:
             return False, beat
         # how long ago the server took its beat, by the server's clock at our own last beat,
-        # and our monotonic clock since then: this host's wall clock plays no part
+        # and our monotonic clock since then: this host's wall clock plays no part. While
+        # our own beats fail we hear nobody, so that clock stops: the others stay as last
+        # heard (a JetStream election after a NATS server died silences every node at once)
         server_at, seen = self._server_now
-        age = (server_at - int(beat.get("at", 0))) / 1e9 + (time.monotonic() - seen)
+        now = self._deaf_at if self._deaf_at is not None else time.monotonic()
+        age = (server_at - int(beat.get("at", 0))) / 1e9 + (now - seen)
         # a second or two of slack: a busy node's beat may come late without being gone
         return age < SILENT_BEATS * self.cfg.heartbeat + 2.0, beat
 
@@ -535,30 +540,10 @@ class Cluster(LiveRelay):
         return self.call(self._tags)
 
     def put_tag(self, tag: Tag, replace: bool = False) -> Tag:
-        async def put() -> Tag:
-            value = json.dumps(dict(tag.as_dict(), node=self.node)).encode()
-            kv = self._kv[TAGS]
-            if replace:
-                await kv.put(_key(tag.name), value)
-                return tag
-            try:
-                await kv.create(_key(tag.name), value)
-            except KeyWrongLastSequenceError:
-                old = Tag.from_dict(json.loads((await kv.get(_key(tag.name))).value))
-                raise TagExists(f"a cluster tag {tag.name!r} exists already: {old}",
-                                hint="pick another name, or replace it") from None
-            return tag
-        return self.call(put)
+        return self.call(put_tag, self._kv[TAGS], tag, self.node, replace)
 
     def delete_tag(self, name: str) -> None:
-        async def delete() -> None:
-            kv = self._kv[TAGS]
-            try:
-                await kv.get(_key(name))
-            except KeyNotFoundError:
-                raise TagNotFound(f"no tag {name!r} in the cluster") from None
-            await kv.delete(_key(name))
-        self.call(delete)
+        self.call(delete_tag, self._kv[TAGS], name)
 
     # ---- archives ------------------------------------------------------------------------
 
