@@ -10,11 +10,14 @@ processes and two ``speeddata serve`` nodes, a (which receives and stores) and b
   of the Avro files, against writing and reading the same bytes on this disk.
 - Ingest CPU per datagram (worker and serve process) of a node with ``cluster:`` against
   one without, in alternating rounds (target: within 5%).
+- Archive speed alone (``--archive``): a node's archive of N records against storing the
+  same Avro file in the object store straight from nats-py, in its default 128 KiB chunks
+  and in SpeedData's 512 KiB, and against this disk, in alternating rounds.
 - A node killed and started again (``--faults``, the default 2 s heartbeat): the time from
   kill -9 to "unreachable" listed on the other node, and from the restart having started
   to a routed query that works there.
 
-Run: .venv/bin/python benchmarks/cluster_bench.py [--quick] [--nats 3] [--faults]
+Run: .venv/bin/python benchmarks/cluster_bench.py [--quick] [--nats 3] [--faults | --archive]
 """
 
 from __future__ import annotations
@@ -151,6 +154,55 @@ def archive_restore(a: Client, urls, lo: int, hi: int, folder: Path) -> dict:
             "disk_read_mb_s": r}
 
 
+def archive_speed(folder: Path, urls, replicas: int, n: int, rounds: int) -> dict:
+    """MB/s of a node's archive, and of nats-py storing the same file in 128 and 512 KiB
+    chunks, round by round; the disk's write+fsync speed."""
+    import asyncio
+    import io
+
+    import nats
+    from nats.js.api import ObjectMeta, ObjectMetaOptions
+    from speeddata.cluster.buckets import ARCHIVE_CHUNK, ARCHIVES
+
+    (folder / "a").mkdir()
+    lo, hi = build_four(str(folder / "a" / "data"), n)
+    node = start_node(folder, "a", urls, (), replicas)
+    speeds: dict[str, list[float]] = {"node": [], "nats-py 128 KiB": [],
+                                      f"nats-py {ARCHIVE_CHUNK >> 10} KiB": []}
+    try:
+        with Client(node.address) as a:
+            wait(lambda: a.cluster()["connected"])
+            avro = a.query_avro("four", folder / "four.avro", lo, hi)
+            data = Path(avro).read_bytes()
+
+            async def direct(name: str, chunk: int) -> float:
+                nc = await nats.connect(servers=urls)
+                try:
+                    objects = await nc.jetstream(timeout=60).object_store(ARCHIVES)
+                    t = time.perf_counter()
+                    await objects.put(name, io.BytesIO(data), meta=ObjectMeta(
+                        name=name, options=ObjectMetaOptions(max_chunk_size=chunk)))
+                    took = time.perf_counter() - t
+                    await objects.delete(name)
+                    return len(data) / took / 1e6
+                finally:
+                    await nc.close()
+
+            for r in range(rounds):
+                a.tag(f"speed-{r}", lo, hi, channels=["four"])
+                t = time.perf_counter()
+                manifest = a.archive(f"speed-{r}")
+                speeds["node"].append(manifest["channels"][0]["bytes"] /
+                                      (time.perf_counter() - t) / 1e6)
+                speeds["nats-py 128 KiB"].append(asyncio.run(direct(f"raw-{r}", 128 << 10)))
+                speeds[f"nats-py {ARCHIVE_CHUNK >> 10} KiB"].append(
+                    asyncio.run(direct(f"big-{r}", ARCHIVE_CHUNK)))
+    finally:
+        node.stop()
+    w, _ = disk_speed(folder, len(data))
+    return {"bytes": len(data), "speeds": speeds, "disk_write_mb_s": w}
+
+
 def ingest_cpu(folder: Path, urls, rate: float, seconds: float, rounds: int) -> dict:
     """CPU per datagram of the worker and the serve process, with and without cluster:."""
     out: dict[str, list] = {"alone": [], "cluster": []}
@@ -236,7 +288,24 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--nats", type=int, default=1, help="NATS servers (3: replicas 3)")
     p.add_argument("--faults", action="store_true", help="only: a node killed and back")
+    p.add_argument("--archive", action="store_true", help="only: archive speed")
     args = p.parse_args()
+    if args.archive:
+        with tempfile.TemporaryDirectory(prefix="sdbench-cluster-") as tmp:
+            nats = NatsServers(Path(tmp), args.nats)
+            try:
+                nats.wait_ready(args.nats)
+                ar = archive_speed(Path(tmp), nats.urls, args.nats,
+                                   1_000_000 if args.quick else 10_000_000,
+                                   3 if args.quick else 5)
+            finally:
+                nats.stop()
+        print(f"archive of {ar['bytes'] / 1e6:.0f} MB with {args.nats} NATS server(s) "
+              f"(replicas {args.nats}); this disk writes {ar['disk_write_mb_s']:.0f} MB/s")
+        for what, v in ar["speeds"].items():
+            print(f"  {what:<18} median {statistics.median(v):6.0f} MB/s  (" +
+                  ", ".join(f"{x:.0f}" for x in v) + ")")
+        return
     if args.faults:
         with tempfile.TemporaryDirectory(prefix="sdbench-cluster-") as tmp:
             nats = NatsServers(Path(tmp), args.nats)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats
+from nats.js.api import ObjectMeta, ObjectMetaOptions
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import (BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError,
                              NotFoundError, ServiceUnavailableError)
@@ -33,6 +34,10 @@ NODES = "speeddata-nodes"
 TAGS = "speeddata-tags"
 ARCHIVES = "speeddata-archives"
 CALL_TIMEOUT = 5.0        # s for one call to NATS from a request
+# An archive's object is sent in chunks of this size, each one publish acknowledged by
+# JetStream before the next: nats-py's 128 KiB default makes four times the round trips
+# (`benchmarks/cluster_bench.py --archive` measures both)
+ARCHIVE_CHUNK = 512 << 10
 
 
 @dataclass
@@ -136,6 +141,15 @@ async def delete_tag(kv, name: str) -> None:
     except KeyNotFoundError:
         raise TagNotFound(f"no tag {name!r} in the cluster") from None
     await kv.delete(_key(name))
+
+
+async def put_object(objects, name: str, data: Any, max_payload: int,
+                     chunk: int = ARCHIVE_CHUNK) -> None:
+    """Store an object in ``chunk``-byte pieces (at most half what the server takes in one
+    message)."""
+    size = max(64 << 10, min(chunk, max_payload // 2))
+    await objects.put(name, data, meta=ObjectMeta(
+        name=name, options=ObjectMetaOptions(max_chunk_size=size)))
 
 
 async def _read(objects, name: str, writeinto: Any = None, tries: int = 8) -> Any:

@@ -24,7 +24,7 @@ from ..schema import ChannelSchema
 from ..store import Tag, load_stored, stored_avro
 from ..timeutil import format_ns, now_ns
 from .buckets import (ARCHIVES, CALL_TIMEOUT, CHANNELS, NODES, TAGS, RemoteChannel, _key,
-                      delete_tag, fitting_replicas, kv_all, list_manifests, put_tag,
+                      delete_tag, fitting_replicas, put_object, kv_all, list_manifests, put_tag,
                       read_beats)
 from .names import CLOCK_PROBE, forget, put_beat
 from .watch import Watch, start_watches
@@ -571,7 +571,7 @@ class Cluster(LiveRelay):
         return manifest
 
     async def _put(self, name: str, data: bytes | BinaryIO) -> None:
-        await self._objects.put(name, data)
+        await put_object(self._objects, name, data, self.nc.max_payload)
 
     def archives(self) -> list[dict]:
         return self.call(list_manifests, self._js, self._objects, timeout=4 * CALL_TIMEOUT)
